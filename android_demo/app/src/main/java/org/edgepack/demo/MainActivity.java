@@ -1,0 +1,293 @@
+package org.edgepack.demo;
+
+import android.app.Activity;
+import android.graphics.Color;
+import android.os.Bundle;
+import android.os.SystemClock;
+import android.text.InputType;
+import android.util.TypedValue;
+import android.view.View;
+import android.widget.Button;
+import android.widget.EditText;
+import android.widget.LinearLayout;
+import android.widget.ScrollView;
+import android.widget.TextView;
+
+import java.io.File;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.atomic.AtomicBoolean;
+
+import org.edgepack.demo.core.ArtifactException;
+import org.edgepack.demo.core.ArtifactManifest;
+import org.edgepack.demo.core.ArtifactVerifier;
+import org.edgepack.demo.core.PromptFormat;
+import org.edgepack.demo.core.StreamAssembler;
+import org.edgepack.demo.core.StreamStats;
+
+/**
+ * One screen: find the artifact pushed into the app's external files directory, check every file
+ * against edgepack.json, load it with onnxruntime-genai, then stream answers with live tokens/s
+ * and the ratio to human speech. All model work runs on one worker thread.
+ */
+public class MainActivity extends Activity {
+
+    private static final int ERROR_COLOR = Color.rgb(0xB0, 0x00, 0x20);
+    private static final long PROGRESS_EVERY_MS = 250;
+
+    private final ExecutorService worker = Executors.newSingleThreadExecutor();
+    private final AtomicBoolean stop = new AtomicBoolean();
+
+    private TextView statusView;
+    private EditText promptView;
+    private Button runButton;
+    private Button stopButton;
+    private TextView statsView;
+    private TextView outputView;
+    private ScrollView outputScroll;
+
+    // Owned by the worker thread.
+    private GenAiRunner runner;
+    private PromptFormat format = PromptFormat.RAW;
+
+    @Override
+    protected void onCreate(Bundle savedInstanceState) {
+        super.onCreate(savedInstanceState);
+        setContentView(buildViews());
+        setBusy(true, false);
+        final File dir = getExternalFilesDir(null);
+        worker.execute(new Runnable() {
+            @Override
+            public void run() {
+                load(dir);
+            }
+        });
+    }
+
+    @Override
+    protected void onDestroy() {
+        stop.set(true);
+        worker.execute(new Runnable() {
+            @Override
+            public void run() {
+                if (runner != null) {
+                    runner.close();
+                    runner = null;
+                }
+            }
+        });
+        worker.shutdown();
+        super.onDestroy();
+    }
+
+    private View buildViews() {
+        int pad = dp(12);
+        LinearLayout root = new LinearLayout(this);
+        root.setOrientation(LinearLayout.VERTICAL);
+        root.setPadding(pad, pad, pad, pad);
+
+        statusView = new TextView(this);
+        root.addView(statusView);
+
+        promptView = new EditText(this);
+        promptView.setHint("Ask something");
+        promptView.setInputType(InputType.TYPE_CLASS_TEXT | InputType.TYPE_TEXT_FLAG_MULTI_LINE);
+        promptView.setMaxLines(4);
+        root.addView(promptView, matchWidth());
+
+        LinearLayout buttons = new LinearLayout(this);
+        buttons.setOrientation(LinearLayout.HORIZONTAL);
+        runButton = new Button(this);
+        runButton.setText("Generate");
+        runButton.setOnClickListener(new View.OnClickListener() {
+            @Override
+            public void onClick(View v) {
+                startAnswer(promptView.getText().toString());
+            }
+        });
+        stopButton = new Button(this);
+        stopButton.setText("Stop");
+        stopButton.setOnClickListener(new View.OnClickListener() {
+            @Override
+            public void onClick(View v) {
+                stop.set(true);
+            }
+        });
+        buttons.addView(runButton);
+        buttons.addView(stopButton);
+        root.addView(buttons);
+
+        statsView = new TextView(this);
+        statsView.setTextSize(TypedValue.COMPLEX_UNIT_SP, 13);
+        root.addView(statsView);
+
+        outputScroll = new ScrollView(this);
+        outputView = new TextView(this);
+        outputView.setTextSize(TypedValue.COMPLEX_UNIT_SP, 16);
+        outputView.setTextIsSelectable(true);
+        outputScroll.addView(outputView);
+        root.addView(outputScroll, new LinearLayout.LayoutParams(
+                LinearLayout.LayoutParams.MATCH_PARENT, 0, 1f));
+        return root;
+    }
+
+    /** Worker thread: locate, verify, load. Every failure ends as one message on screen. */
+    private void load(File dir) {
+        List<File> found = ArtifactVerifier.findArtifacts(dir);
+        if (found.isEmpty()) {
+            showError("No artifact found in " + dir + ".\n\nPush one from your computer:\n"
+                    + "  edgepack android push ARTIFACT");
+            return;
+        }
+        final File root = found.get(0);
+        String others = found.size() > 1 ? " (newest of " + found.size() + ")" : "";
+        try {
+            showStatus("Checking " + root.getName() + others + " against edgepack.json\u2026");
+            ArtifactManifest manifest = ArtifactVerifier.verify(root, new ArtifactVerifier.Progress() {
+                private long lastShown;
+
+                @Override
+                public void onProgress(String path, long done, long total) {
+                    long now = SystemClock.uptimeMillis();
+                    if (now - lastShown >= PROGRESS_EVERY_MS || done == total) {
+                        lastShown = now;
+                        showStatus(String.format(Locale.ROOT, "Checking sha256 of %s: %d%%",
+                                path, total == 0 ? 100 : done * 100 / total));
+                    }
+                }
+            });
+            format = PromptFormat.fromChatTemplate(manifest.chatTemplate);
+            String name = manifest.modelName.isEmpty() ? root.getName() : manifest.modelName;
+            showStatus("Loading " + name + " (" + manifest.onnxFiles.size() + " files verified, "
+                    + manifest.totalBytes() / (1024 * 1024) + " MiB)\u2026");
+            runner = new GenAiRunner(new File(root, manifest.onnxPath));
+            showReady(name + " from " + root.getName() + others + ": " + manifest.onnxFiles.size()
+                    + " files verified, prompt format " + format.name + ", edgepack "
+                    + manifest.edgepackVersion);
+        } catch (ArtifactException e) {
+            showError(e.getMessage());
+        } catch (LinkageError e) {
+            // The hand-built APK (build_apk.sh) carries no onnxruntime-genai: only the check above runs.
+            showError("The artifact checks out, but onnxruntime-genai is not in this APK ("
+                    + e.getClass().getSimpleName() + "). Build the app with Android Studio to run it.");
+        } catch (Exception e) {
+            showError("Could not load the artifact: " + e);
+        }
+    }
+
+    private void startAnswer(final String prompt) {
+        if (prompt.trim().isEmpty()) {
+            return;
+        }
+        stop.set(false);
+        outputView.setText("");
+        statsView.setText("Prefill\u2026");
+        setBusy(true, true);
+        worker.execute(new Runnable() {
+            @Override
+            public void run() {
+                answer(prompt);
+            }
+        });
+    }
+
+    /** Worker thread: one answer, streamed piece by piece to the screen. */
+    private void answer(String prompt) {
+        final StreamAssembler assembler = new StreamAssembler(format.stopStrings);
+        final StreamStats stats = new StreamStats(System.nanoTime());
+        String error = null;
+        try {
+            runner.generate(format.apply(prompt), stop, new GenAiRunner.Listener() {
+                @Override
+                public void onPiece(String piece) {
+                    String visible = assembler.add(piece);
+                    stats.onToken(visible, System.nanoTime());
+                    showPiece(visible, stats.summary());
+                    if (assembler.stopped()) {
+                        stop.set(true);
+                    }
+                }
+            });
+        } catch (Exception e) {
+            error = "Generation failed: " + e;
+        }
+        String rest = assembler.finish();
+        stats.onText(rest);
+        showPiece(rest, stats.summary() + (stop.get() && !assembler.stopped() ? " \u00b7 stopped" : ""));
+        final String failure = error;
+        runOnUiThread(new Runnable() {
+            @Override
+            public void run() {
+                if (failure != null) {
+                    setStatus(failure, true);
+                }
+                setBusy(false, false);
+            }
+        });
+    }
+
+    private void showPiece(final String text, final String summary) {
+        runOnUiThread(new Runnable() {
+            @Override
+            public void run() {
+                if (!text.isEmpty()) {
+                    outputView.append(text);
+                    outputScroll.fullScroll(View.FOCUS_DOWN);
+                }
+                statsView.setText(summary);
+            }
+        });
+    }
+
+    private void showStatus(final String message) {
+        runOnUiThread(new Runnable() {
+            @Override
+            public void run() {
+                setStatus(message, false);
+            }
+        });
+    }
+
+    private void showReady(final String message) {
+        runOnUiThread(new Runnable() {
+            @Override
+            public void run() {
+                setStatus(message, false);
+                setBusy(false, false);
+            }
+        });
+    }
+
+    private void showError(final String message) {
+        runOnUiThread(new Runnable() {
+            @Override
+            public void run() {
+                setStatus(message, true);
+                setBusy(true, false);
+            }
+        });
+    }
+
+    private void setStatus(String message, boolean error) {
+        statusView.setText(message);
+        statusView.setTextColor(error ? ERROR_COLOR : Color.DKGRAY);
+    }
+
+    private void setBusy(boolean busy, boolean stoppable) {
+        runButton.setEnabled(!busy);
+        promptView.setEnabled(!busy);
+        stopButton.setEnabled(stoppable);
+    }
+
+    private LinearLayout.LayoutParams matchWidth() {
+        return new LinearLayout.LayoutParams(LinearLayout.LayoutParams.MATCH_PARENT,
+                LinearLayout.LayoutParams.WRAP_CONTENT);
+    }
+
+    private int dp(int value) {
+        return (int) TypedValue.applyDimension(TypedValue.COMPLEX_UNIT_DIP, value,
+                getResources().getDisplayMetrics());
+    }
+}

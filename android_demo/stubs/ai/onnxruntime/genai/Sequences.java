@@ -1,0 +1,13 @@
+// Compile-only stub for build_apk.sh: never packaged, never run. The real class comes from
+// com.microsoft.onnxruntime:onnxruntime-genai-android (see app/build.gradle).
+package ai.onnxruntime.genai;
+
+public class Sequences implements AutoCloseable {
+    public int[] getSequence(long sequenceIndex) {
+        throw new UnsupportedOperationException("stub");
+    }
+
+    @Override
+    public void close() {
+    }
+}
