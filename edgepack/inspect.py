@@ -1,0 +1,68 @@
+"""`edgepack inspect`: what a checkpoint (or artifact) holds and what it will cost on a phone."""
+from pathlib import Path
+
+import numpy as np
+
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def int4_bytes(shape, block_size=32):
+    """Bytes of one matrix as 4-bit blocks with an fp16 scale per block (Q4_0 / MatMulNBits)."""
+    n = int(np.prod(shape))
+    return n // 2 + -(-n // block_size) * 2
+
+
+def inspect_checkpoint(ckpt, block_size=32):
+    cfg = ckpt.config
+    params = emb = 0
+    by_dtype, int4 = {}, 0
+    for name in ckpt.names:
+        shape = ckpt.shape(name)
+        n = int(np.prod(shape))
+        params += n
+        if name in ("model.embed_tokens.weight", "lm_head.weight"):
+            emb += n
+        dt = ckpt.dtype(name)
+        by_dtype[dt] = by_dtype.get(dt, 0) + n * BYTES.get(dt, 4)
+        int4 += int4_bytes(shape, block_size) if len(shape) == 2 else n * 4
+    return {
+        "kind": "checkpoint", "path": str(ckpt.path), "architecture": "minicpm", "config": cfg.to_dict(),
+        "parameters": params, "embedding_parameters": emb, "non_embedding_parameters": params - emb,
+        "bytes_by_dtype": by_dtype, "int4_bytes_estimate": int4, "int4_block_size": block_size,
+    }
+
+
+def inspect_path(path):
+    from .checkpoint import load
+
+    p = Path(str(path))
+    if str(path) != "demo" and (p / "edgepack.json").is_file():
+        from .manifest import inspect_artifact  # artifacts: manifest + memory by context
+
+        return inspect_artifact(p)
+    return inspect_checkpoint(load(path))
+
+
+def human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+
+
+def format_checkpoint(info):
+    c = info["config"]
+    gqa = "MHA" if c["num_key_value_heads"] == c["num_attention_heads"] else f"GQA ({c['num_key_value_heads']} KV heads)"
+    lines = [
+        f"checkpoint        {info['path']}",
+        f"architecture      MiniCPM: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
+        f"{c['num_attention_heads']} heads ({gqa}), head dim {c['hidden_size'] // c['num_attention_heads']}, FFN {c['intermediate_size']}",
+        f"vocabulary        {c['vocab_size']} ({'tied' if c['tie_word_embeddings'] else 'untied'} head), context {c['max_position_embeddings']}",
+        f"μP scales         scale_emb {c['scale_emb']}, dim_model_base {c['dim_model_base']}, scale_depth {c['scale_depth']}",
+        f"parameters        {info['parameters'] / 1e6:.1f}M ({info['embedding_parameters'] / 1e6:.1f}M embedding, "
+        f"{info['non_embedding_parameters'] / 1e6:.1f}M non-embedding)",
+    ]
+    for dt, b in info["bytes_by_dtype"].items():
+        lines.append(f"weights ({dt:8s}) {human_bytes(b)}")
+    lines.append(f"int4 estimate     {human_bytes(info['int4_bytes_estimate'])} (block {info['int4_block_size']}, fp16 scales)")
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""What every backend answers: "logits for these tokens, given the cache". Nothing else.
+
+Backends must not import torch. The generation loop, sampler, stop checks and detokenizer live
+in the runtime and are shared by every backend.
+"""
+import numpy as np
+
+
+class Backend:
+    name = "?"  # "onnx" | "gguf"
+    n_ctx: int  # the most tokens the cache can hold
+    vocab_size: int
+    n_past: int = 0  # tokens already in the cache
+
+    def forward(self, tokens, all_logits=False) -> np.ndarray:
+        """Append `tokens` to the cache. Returns float32 logits: (vocab,) for the last token,
+        or (len(tokens), vocab) when all_logits."""
+        raise NotImplementedError
+
+    def reset(self):
+        """Empty the cache (keep the weights)."""
+        raise NotImplementedError
+
+    def close(self):
+        """Release every buffer and session; the object is unusable afterwards."""
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
