@@ -91,3 +91,7 @@ main.command("bench", context_settings={"ignore_unknown_options": True, "allow_e
              help="Benchmark an artifact against peer engines.")(_not_yet("bench", 6))
 main.command("verify", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
              help="Recompute an artifact's fidelity report against the float reference.")(_not_yet("verify", 3))
+
+from .android import android  # noqa: E402  (edgepack android push: sideloading, issue 8)
+
+main.add_command(android)
