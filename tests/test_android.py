@@ -22,7 +22,7 @@ APK = DEMO / "build" / "edgepack-demo-debug.apk"
 
 
 def _run(cmd, timeout):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=DEMO.parent)
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +158,16 @@ def test_push_says_when_adb_is_missing(tmp_path, monkeypatch):
     result = CliRunner().invoke(android, ["push", str(art)])
     assert isinstance(result.exception, EdgepackError)
     assert "adb not found on PATH" in str(result.exception)
+
+
+def test_edgepack_cli_has_the_android_group(tmp_path):
+    """Through the main `edgepack` command: commands on stdout, errors as one line with exit 2."""
+    art = _artifact(tmp_path)
+    cli = [sys.executable, "-c", "from edgepack.cli import main; main()", "android", "push"]
+    ok = _run(cli + [str(art), "--dry-run"], timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[-1] == f"adb push {art} {DEVICE_DIR}/"
+
+    bad = _run(cli + [str(tmp_path / "nowhere"), "--dry-run"], timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr == f"edgepack: error: {tmp_path / 'nowhere'}: no such artifact folder\n"
