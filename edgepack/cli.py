@@ -81,16 +81,88 @@ def _not_yet(name, issue):
     return cmd
 
 
-main.command("export", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-             help="Export a MiniCPM checkpoint to int4 ONNX and GGUF artifacts.")(_not_yet("export", 3))
+@main.command()
+@click.option("--int4", "int4", is_flag=True, help="Quantize weights to 4 bits (the default).")
+@click.option("--dtype", type=click.Choice(["int4", "fp32", "f16"]), default=None,
+              help="Weight type; fp32 (and f16 for GGUF) are conformance anchors.")
+@click.option("--model", default="demo", show_default=True, help='Checkpoint directory, or "demo".')
+@click.option("--format", "formats", default="onnx,gguf", show_default=True, help="Comma-separated: onnx, gguf.")
+@click.option("--out", type=click.Path(), default=None, help="Artifact folder (default: ./NAME-DTYPE).")
+@click.option("--block-size", type=int, default=32, show_default=True, help="int4 block size (ONNX).")
+@click.option("--gguf-type", type=click.Choice(["q4_0", "q4_k_m", "f16", "f32"]), default=None,
+              help="GGUF quantization type (default: the measured best int4 type).")
+@click.option("--fidelity-tokens", type=click.IntRange(0), default=2048, show_default=True,
+              help="Evaluation tokens for the fidelity report (0 skips it).")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@threads_option
+def export(int4, dtype, model, formats, out, block_size, gguf_type, fidelity_tokens, force, threads):
+    """Export a MiniCPM checkpoint to int4 ONNX and GGUF artifacts."""
+    from .export import export as run_export
+
+    if int4 and dtype not in (None, "int4"):
+        raise click.UsageError("--int4 and --dtype %s contradict each other" % dtype)
+    with _progress() as progress:
+        path = run_export(model=model, out=out, formats=[f.strip() for f in formats.split(",") if f.strip()],
+                          dtype=dtype or "int4", block_size=block_size, gguf_type=gguf_type, threads=threads,
+                          force=force, fidelity_tokens=fidelity_tokens, progress=progress)
+    from .manifest import format_artifact
+    from .manifest import inspect_artifact
+
+    click.echo(format_artifact(inspect_artifact(path)), err=True)
+    click.echo(f"wrote {path}")
+
+
+class _progress:
+    """One rich progress bar per stage, on stderr; the library only calls progress(stage, done, total)."""
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.p = Progress(TextColumn("{task.description:24s}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+        self.tasks = {}
+        self.p.start()
+        return self
+
+    def __call__(self, stage, done, total):
+        if stage not in self.tasks:
+            self.tasks[stage] = self.p.add_task(stage, total=total)
+        self.p.update(self.tasks[stage], completed=done, total=total)
+
+    def __exit__(self, *exc):
+        self.p.stop()
 main.command("run", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
              help="Stream text from an artifact.")(_not_yet("run", 5))
 main.command("chat", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
              help="Chat interactively with an artifact.")(_not_yet("chat", 5))
 main.command("bench", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
              help="Benchmark an artifact against peer engines.")(_not_yet("bench", 6))
-main.command("verify", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-             help="Recompute an artifact's fidelity report against the float reference.")(_not_yet("verify", 3))
+@main.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--model", default=None, help="Source checkpoint (default: the one recorded in the manifest).")
+@click.option("--backend", type=click.Choice(["onnx", "gguf"]), default=None, help="Verify one format only.")
+@click.option("--max-ppl-increase", type=float, default=None, help="Fail if perplexity rises more than PCT %.")
+@click.option("--tokens", type=click.IntRange(2), default=None, help="Evaluation tokens (default: as at export).")
+@threads_option
+@json_flag
+def verify(artifact, model, backend, max_ppl_increase, tokens, threads, as_json):
+    """Recompute an artifact's fidelity report against the float reference."""
+    from .verify import verify as run_verify
+
+    report = run_verify(artifact, model=model, fmt=backend, tokens=tokens, threads=threads)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    for r in report["artifacts"]:
+        f = r["fidelity"]
+        if not as_json:
+            click.echo(f"{r['format']:5s} ppl {f['ppl']:.3f} vs float {f['float_ppl']:.3f} ({f['ppl_increase_pct']:+.2f}%), "
+                       f"top-1 {100 * f['top1_agreement']:.1f}%, KL {f['mean_kl']:.4f} on {f['tokens']} tokens")
+    worst = max(r["fidelity"]["ppl_increase_pct"] for r in report["artifacts"])
+    if max_ppl_increase is not None and worst > max_ppl_increase:
+        from .errors import CheckFailed
+
+        raise CheckFailed(f"{artifact}: perplexity increase {worst:+.2f}% exceeds --max-ppl-increase {max_ppl_increase}%")
 
 from .android import android  # noqa: E402  (edgepack android push: sideloading, issue 8)
 

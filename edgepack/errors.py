@@ -33,3 +33,9 @@ class IntegrityError(BadInput):
 
 class InternalError(EdgepackError):
     exit_code = 1
+
+
+class CheckFailed(EdgepackError):
+    """A check the user asked for did not pass (e.g. verify --max-ppl-increase)."""
+
+    exit_code = 3

@@ -1,0 +1,148 @@
+"""`edgepack export`: checkpoint → ONNX and/or GGUF int4 artifacts + manifest, all or nothing.
+
+Everything is written into a hidden temporary folder beside OUT and renamed into place only when
+complete (manifest last), so an error, a full disk or Ctrl-C never leaves something that looks
+finished. An existing OUT is refused unless force=True.
+"""
+import os
+import shutil
+import signal
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import BadInput
+from .manifest import file_entries, files_under, new_manifest, write_manifest
+
+FORMATS = ("onnx", "gguf")
+DTYPES = ("int4", "fp32", "f16")
+
+
+def default_out(name, dtype):
+    return Path.cwd() / f"{name}-{dtype}"
+
+
+def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32, gguf_type=None, threads=None,
+           force=False, fidelity_tokens=2048, progress=None, log=None):
+    """Export `model` (a checkpoint dir or "demo"); returns the artifact folder."""
+    from .checkpoint import load
+    from .tokenizer import load_tokenizer
+
+    formats = tuple(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise BadInput(f"unknown format {','.join(bad) or '(none)'}; choose from {', '.join(FORMATS)}")
+    if dtype not in DTYPES:
+        raise BadInput(f"unknown dtype {dtype}; choose from {', '.join(DTYPES)}")
+    if dtype == "f16" and "onnx" in formats:
+        raise BadInput("--dtype f16 exists for GGUF only; use fp32 or int4 for ONNX")
+    if block_size not in (16, 32, 64, 128, 256):
+        raise BadInput(f"--block-size {block_size} is not supported (16, 32, 64, 128 or 256)")
+    log = log or (lambda msg: None)
+    progress = progress or (lambda stage, done, total: None)
+
+    ckpt = load(model)
+    name = "smollm2-135m-instruct-minicpm" if str(model) == "demo" else Path(model).resolve().name
+    out = Path(out) if out else default_out(name, dtype)
+    if out.exists() and not force:
+        raise BadInput(f"{out}: output already exists (use --force to replace it)")
+    tok = load_tokenizer(ckpt.path, bos_id=ckpt.config.bos_token_id, eos_ids=ckpt.config.eos_token_ids)
+    if tok.vocab_size > ckpt.config.vocab_size:
+        raise BadInput(f"{ckpt.path}: tokenizer has {tok.vocab_size} tokens but the embedding only {ckpt.config.vocab_size} rows")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        with _sigterm_as_interrupt():
+            tdir = tmp / "tokenizer"
+            tdir.mkdir()
+            for f in tok.files + [n for n in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja") if (ckpt.path / n).is_file()]:
+                shutil.copyfile(ckpt.path / f, tdir / f)
+            manifest = new_manifest(ckpt, name, tok, file_entries(tmp, files_under(tmp, "tokenizer")))
+            ids = ref = None
+            for fmt in formats:
+                log(f"writing {fmt} ({dtype})")
+                entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress)
+                if fidelity_tokens:
+                    if ref is None:
+                        from .fidelity import eval_ids, reference_logits
+
+                        progress("float reference", 0, 1)
+                        ids = eval_ids(tok, fidelity_tokens)
+                        ref = reference_logits(ckpt, ids)
+                        progress("float reference", 1, 1)
+                    progress(f"fidelity {fmt}", 0, 1)
+                    entry["fidelity"] = _fidelity(fmt, tmp / entry["path"], ids, ref, threads)
+                    progress(f"fidelity {fmt}", 1, 1)
+                manifest["artifacts"].append(entry)
+            ckpt.close()
+            write_manifest(tmp, manifest)
+            os.chmod(tmp, 0o755)
+            _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress):
+    if fmt == "onnx":
+        from .onnx_writer import write_onnx
+
+        d = tmp / "onnx"
+        d.mkdir()
+        entry = write_onnx(ckpt, d, dtype=dtype, block_size=block_size, threads=threads, progress=progress)
+        entry["path"] = "onnx"
+    else:
+        from .gguf_writer import write_gguf
+
+        d = tmp / "gguf"
+        d.mkdir()
+        kind = gguf_type or {"fp32": "f32", "f16": "f16"}.get(dtype)
+        kw = {"gguf_type": kind} if kind else {}
+        entry = write_gguf(ckpt, d, threads=threads, progress=progress, **kw)
+        entry["path"] = f"gguf/{entry.pop('file')}"
+    entry["format"] = fmt
+    entry["files"] = file_entries(tmp, files_under(tmp, entry["path"]))
+    return entry
+
+
+def _fidelity(fmt, path, ids, ref, threads):
+    from .fidelity import backend_logits, compare
+
+    if fmt == "onnx":
+        from .runtime.onnx_backend import OnnxBackend as B
+    else:
+        from .runtime.gguf_backend import GGUFBackend as B
+    with B(path, threads=threads, n_ctx=max(len(ids), 16)) as b:
+        return compare(ref, backend_logits(b, ids), ids)
+
+
+def _replace(tmp, out):
+    """Move the finished folder into place; an old OUT (with --force) goes only after that."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "x")
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM cleans up like Ctrl-C (main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    prev = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, prev)

@@ -1,0 +1,34 @@
+"""`edgepack verify`: recompute the fidelity report from the artifact's files (sha256 checked first)."""
+from pathlib import Path
+
+from .errors import BadInput
+from .manifest import find_artifact, read_manifest, verify_files
+
+
+def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
+    from .checkpoint import load
+    from .export import _fidelity
+    from .fidelity import eval_ids, reference_logits
+    from .tokenizer import load_tokenizer
+
+    root = Path(artifact)
+    m = read_manifest(root)
+    entries = [find_artifact(m, fmt)] if fmt else m["artifacts"]
+    verify_files(root, m["tokenizer"]["files"])
+    for e in entries:
+        verify_files(root, e["files"])
+    src = model or m["model"].get("source_path")
+    if not src or (src != "demo" and not Path(src).is_dir()):
+        raise BadInput(f"{root}: the source checkpoint {src} is not available; pass --model DIR")
+    ckpt = load(src)
+    if ckpt.weights_sha256() != m["model"].get("source_sha256"):
+        raise BadInput(f"{ckpt.path}: weights differ from the ones this artifact was exported from")
+    tok = load_tokenizer(root / "tokenizer", bos_id=m["tokenizer"]["bos_id"], eos_ids=m["tokenizer"]["eos_ids"])
+    n = tokens or max((e.get("fidelity") or {}).get("tokens", 0) for e in entries) or 2048
+    ids = eval_ids(tok, n)
+    ref = reference_logits(ckpt, ids)
+    out = []
+    for e in entries:
+        fid = _fidelity(e["format"], root / e["path"], ids, ref, threads)
+        out.append({"format": e["format"], "path": e["path"], "fidelity": fid, "recorded": e.get("fidelity")})
+    return {"artifact": str(root), "artifacts": out}
