@@ -1,0 +1,192 @@
+"""llama.cpp over the GGUF artifact, through llama-cpp-python's low-level C API.
+
+Our loop and sampler, their kernels: this backend only answers "logits for these tokens given the
+cache" (llama_decode + llama_get_logits). The high-level llama_cpp.Llama class is not used: it
+keeps its own token history, scores buffer and sampler, and frees memory only when garbage
+collected. close() here calls llama_free and llama_model_free, so the weights' mapping and the KV
+cache are gone when it returns.
+"""
+import ctypes
+import os
+
+import numpy as np
+
+from ..errors import BadInput, InternalError
+from .backend import Backend
+
+N_BATCH = 512  # tokens per llama_decode call (llama.cpp's default); longer prefills are chunked
+
+
+def _noop_log(level, text, user_data):
+    pass
+
+
+_LOG_CB = None  # the ctypes callback must outlive every call into llama.cpp
+
+
+def quiet_llama():
+    """Silence llama.cpp's stderr logging (load banners, warnings) unless EDGEPACK_DEBUG is set."""
+    global _LOG_CB
+    import llama_cpp
+
+    if _LOG_CB is None:
+        llama_cpp.llama_backend_init()
+        if not os.environ.get("EDGEPACK_DEBUG"):
+            _LOG_CB = llama_cpp.llama_log_callback(_noop_log)
+            llama_cpp.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
+        else:
+            _LOG_CB = True
+    return llama_cpp
+
+
+def _load_model(path, vocab_only=False):
+    llama = quiet_llama()
+    path = str(path)
+    if not os.path.isfile(path):
+        raise BadInput(f"{path}: GGUF file not found")
+    mp = llama.llama_model_default_params()
+    mp.n_gpu_layers = 0
+    mp.vocab_only = vocab_only
+    model = llama.llama_model_load_from_file(path.encode(), mp)
+    if not model:
+        raise BadInput(f"{path}: llama.cpp cannot load this GGUF (set EDGEPACK_DEBUG=1 to see its log)")
+    return llama, model
+
+
+class GGUFBackend(Backend):
+    name = "gguf"
+
+    def __init__(self, path, threads=None, n_ctx=None, kv_f32=False):
+        """kv_f32 keeps the KV cache in f32 (llama.cpp's default is f16): conformance tests use it
+        to compare with the float reference at 1e-3; f16 is what a phone runs."""
+        self.path = str(path)
+        self._llama, self._model = _load_model(path)
+        llama = self._llama
+        try:
+            self._vocab = llama.llama_model_get_vocab(self._model)
+            self.vocab_size = llama.llama_vocab_n_tokens(self._vocab)
+            train_ctx = llama.llama_model_n_ctx_train(self._model)
+            cp = llama.llama_context_default_params()
+            cp.n_ctx = n_ctx or min(train_ctx, 4096)
+            cp.n_batch = cp.n_ubatch = N_BATCH
+            cp.n_seq_max = 1
+            threads = threads or os.cpu_count() or 1
+            cp.n_threads = cp.n_threads_batch = threads
+            cp.no_perf = True
+            if kv_f32:
+                cp.type_k = cp.type_v = llama.GGML_TYPE_F32
+            self._ctx = llama.llama_init_from_model(self._model, cp)
+            if not self._ctx:
+                raise InternalError(f"{self.path}: llama.cpp could not create a context (n_ctx {cp.n_ctx})")
+            self.n_ctx = llama.llama_n_ctx(self._ctx)
+            self._batch = llama.llama_batch_init(N_BATCH, 0, 1)
+        except BaseException:
+            self.close()
+            raise
+        self.n_past = 0
+
+    # -- the Backend contract -------------------------------------------------------------------
+    def forward(self, tokens, all_logits=False):
+        tokens = [int(t) for t in tokens]
+        if not tokens:
+            raise BadInput("forward() needs at least one token")
+        if self._ctx is None:
+            raise InternalError("GGUFBackend used after close()")
+        if self.n_past + len(tokens) > self.n_ctx:
+            raise BadInput(f"{self.path}: context full ({self.n_past} + {len(tokens)} tokens > n_ctx {self.n_ctx})")
+        out = np.empty((len(tokens), self.vocab_size), np.float32) if all_logits else None
+        for start in range(0, len(tokens), N_BATCH):
+            chunk = tokens[start:start + N_BATCH]
+            last = start + len(chunk) == len(tokens)
+            self._decode(chunk, all_logits)
+            if all_logits:
+                out[start:start + len(chunk)] = self._logits(len(chunk))
+            elif last:
+                return self._logits(1)[0]
+        return out
+
+    def reset(self):
+        if self._ctx is not None:
+            self._llama.llama_memory_clear(self._llama.llama_get_memory(self._ctx), True)
+        self.n_past = 0
+
+    def close(self):
+        llama = self._llama
+        if getattr(self, "_batch", None) is not None:
+            llama.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "_ctx", None):
+            llama.llama_free(self._ctx)
+        self._ctx = None
+        if getattr(self, "_model", None):
+            llama.llama_model_free(self._model)
+        self._model = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- llama.cpp calls --------------------------------------------------------------------------
+    def _decode(self, chunk, want_all):
+        b = self._batch
+        b.n_tokens = len(chunk)
+        for i, t in enumerate(chunk):
+            b.token[i] = t
+            b.pos[i] = self.n_past + i
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = 0
+            b.logits[i] = int(want_all or i == len(chunk) - 1)
+        rc = self._llama.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise InternalError(f"{self.path}: llama_decode failed (returned {rc})")
+        self.n_past += len(chunk)
+
+    def _logits(self, n_out):
+        """Copy the last batch's n_out output rows out of llama.cpp's buffer (it is reused)."""
+        ptr = self._llama.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n_out, self.vocab_size)).copy()
+
+    # -- helpers for conformance tests ------------------------------------------------------------
+    def generate_greedy(self, prompt, n, stop_at_eog=True):
+        """llama.cpp's own greedy sampler (llama_sampler_init_greedy) over its own logits, from an
+        empty cache: what `llama-cli --temp 0` would produce, independent of edgepack's sampler."""
+        llama = self._llama
+        self.reset()
+        chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
+        try:
+            out = []
+            self.forward(prompt)
+            for _ in range(n):
+                t = llama.llama_sampler_sample(chain, self._ctx, -1)
+                if stop_at_eog and llama.llama_vocab_is_eog(self._vocab, t):
+                    break
+                out.append(int(t))
+                self.forward([t])
+            return out
+        finally:
+            llama.llama_sampler_free(chain)
+
+    def tokenize(self, text, add_special=True, parse_special=False):
+        return _tokenize(self._llama, self._vocab, text, add_special, parse_special)
+
+
+def _tokenize(llama, vocab, text, add_special, parse_special):
+    data = text.encode("utf-8")
+    n_max = len(data) + 8
+    buf = (llama.llama_token * n_max)()
+    n = llama.llama_tokenize(vocab, data, len(data), buf, n_max, add_special, parse_special)
+    if n < 0:
+        raise InternalError(f"llama_tokenize needs {-n} tokens, more than {n_max}")
+    return list(buf[:n])
+
+
+def llama_tokenize(path, text, add_special=True, parse_special=False):
+    """llama.cpp's own tokenization of text with the GGUF's vocabulary (loads the vocab only)."""
+    llama, model = _load_model(path, vocab_only=True)
+    try:
+        return _tokenize(llama, llama.llama_model_get_vocab(model), text, add_special, parse_special)
+    finally:
+        llama.llama_model_free(model)
