@@ -1,0 +1,97 @@
+"""edgepack's reference runtime: stream text from an artifact folder (int4 ONNX or GGUF).
+
+    from edgepack.runtime import load
+
+    with load("out") as m:
+        for piece in m.generate("Why is the sky blue?", max_new_tokens=64):
+            print(piece, end="", flush=True)
+        print(m.stats.format())
+
+No torch here or below (a phone-side runtime has none): numpy, the tokenizer and one backend.
+"""
+from pathlib import Path
+
+from ..errors import BadInput
+from .backend import Backend
+from .generate import SUMMARY_KEYS, CacheState, Stats, check_prompt, generate
+from .sampler import SamplingParams
+
+__all__ = ["load", "Model", "Backend", "Stats", "SamplingParams", "generate", "SUMMARY_KEYS"]
+
+
+def load(path, backend=None, threads=None, n_ctx=None):
+    """Open an artifact folder (sha256 of every file checked) on its default or the named backend."""
+    from .artifact import open_artifact
+
+    be, tok, manifest = open_artifact(path, backend=backend, threads=threads, n_ctx=n_ctx)
+    return Model(be, tok, manifest=manifest, path=path)
+
+
+class Model:
+    """A backend plus its tokenizer. Generation state (the KV cache) carries over between calls only
+    when the next prompt extends the previous one, as a chat's history does."""
+
+    def __init__(self, backend: Backend, tokenizer, manifest=None, path=None):
+        self.backend, self.tokenizer, self.manifest = backend, tokenizer, manifest or {}
+        self.path = Path(path) if path else None
+        self.stats = None  # Stats of the latest generate()
+        self._cache = CacheState()
+
+    @property
+    def name(self):
+        return self.backend.name
+
+    def prompt_ids(self, prompt=None, *, messages=None, ids=None, template=True):
+        """Token ids for exactly one of: a user prompt (chat template applied unless template=False),
+        chat messages [{"role", "content"}, ...], or raw ids."""
+        given = [x is not None for x in (prompt, messages, ids)]
+        if sum(given) != 1:
+            raise BadInput("give exactly one of prompt, messages or ids")
+        self._check_open()
+        if ids is not None:
+            return [int(i) for i in ids]
+        if messages is not None:
+            return self.tokenizer.encode_chat(list(messages))
+        if not isinstance(prompt, str):
+            raise BadInput(f"prompt must be text, got {type(prompt).__name__}")
+        if template:
+            return self.tokenizer.encode_chat([{"role": "user", "content": prompt}])
+        return self.tokenizer.encode(prompt)
+
+    def generate(self, prompt=None, *, messages=None, ids=None, template=True, max_new_tokens=256,
+                 temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=None, stop=()):
+        """Yield text pieces as they come; afterwards self.stats holds text, ids and timings.
+
+        Arguments are checked here, so a bad value fails at the call rather than at the first piece."""
+        sampling = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed)
+        if isinstance(stop, str):
+            stop = [stop]
+        prompt_ids = self.prompt_ids(prompt, messages=messages, ids=ids, template=template)
+        check_prompt(self.backend, prompt_ids, max_new_tokens)
+        self.stats = Stats(backend=self.backend.name)
+        return generate(self.backend, self.tokenizer, prompt_ids, max_new_tokens=max_new_tokens,
+                       sampling=sampling, stop=list(stop or ()), stats=self.stats, cache=self._cache)
+
+    def complete(self, *args, **kw):
+        """generate() run to the end; returns the Stats (text in .text)."""
+        for _ in self.generate(*args, **kw):
+            pass
+        return self.stats
+
+    def close(self):
+        """Free the backend (weights, KV cache, sessions). Idempotent."""
+        be, self.backend = self.backend, None
+        if be is not None:
+            be.close()
+        self.tokenizer = None
+        self._cache = CacheState()
+
+    def _check_open(self):
+        if self.backend is None:
+            raise BadInput("the model is closed")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

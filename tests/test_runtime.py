@@ -1,0 +1,255 @@
+"""The runtime's generation loop, sampler, detokenizer, stop strings and speech meter.
+
+Most tests run the loop on a fake backend (a deterministic numpy "model"), which pins the loop's
+behaviour without any real model; the tests at the end run the real ONNX and GGUF artifacts.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgepack.errors import BadInput, IntegrityError
+from edgepack.runtime import Backend, Model, SamplingParams, Stats, generate
+from edgepack.runtime.detok import Detokenizer, StopStrings
+from edgepack.runtime.meter import SpeechMeter
+from edgepack.runtime.sampler import Sampler
+from edgepack.testmodels import train_sentencepiece
+from edgepack.tokenizer import load_tokenizer
+
+ZH = "今天天气很好，龍飛鳳舞。"  # 龍飛鳳舞 is not in the tiny vocabulary: byte-fallback tokens
+
+
+class FakeBackend(Backend):
+    """Logits are a fixed random function of the last token (or follow `script`, one id per forward)."""
+
+    name = "fake"
+
+    def __init__(self, vocab_size=800, n_ctx=64, script=None, seed=0):
+        self.vocab_size, self.n_ctx, self.script = vocab_size, n_ctx, script
+        self.table = np.random.default_rng(seed).standard_normal((vocab_size, vocab_size)).astype(np.float32) * 3
+        self.n_past, self.calls, self.closed = 0, 0, False
+
+    def forward(self, tokens, all_logits=False):
+        assert not self.closed and tokens and self.n_past + len(tokens) <= self.n_ctx
+        self.n_past += len(tokens)
+        if self.script is not None:
+            logits = np.zeros(self.vocab_size, np.float32)
+            logits[self.script[min(self.calls, len(self.script) - 1)]] = 10
+        else:
+            logits = self.table[tokens[-1]].copy()
+        self.calls += 1
+        return logits
+
+    def reset(self):
+        self.n_past, self.calls = 0, 0
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture(scope="module")
+def sp_tok(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sp")
+    train_sentencepiece(d)
+    return load_tokenizer(d)
+
+
+def run(model, *args, **kw):
+    pieces = list(model.generate(*args, **kw))
+    return pieces, model.stats
+
+
+# --- detokenizer -------------------------------------------------------------------------------
+
+def test_byte_fallback_chinese_never_splits_a_character(sp_tok):
+    ids = sp_tok.encode(ZH + " hello", add_bos=False)
+    assert any(sp_tok.piece(i).startswith("<0x") for i in ids)  # the split really happens
+    m = Model(FakeBackend(script=ids + [2]), sp_tok)
+    pieces, stats = run(m, ids=[1, 5], max_new_tokens=50)
+    assert stats.ids == ids and stats.finish_reason == "eos"
+    assert all("\ufffd" not in p for p in pieces)
+    assert "".join(pieces) == stats.text == sp_tok.decode(ids)  # NFKC: "，" comes back as ","
+    assert "龍飛鳳舞" in stats.text
+    # a character's bytes arrive in separate steps, and no piece holds half of one
+    assert len(pieces) < len(ids)
+    assert all(p.encode("utf-8").decode("utf-8") == p for p in pieces)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 799), min_size=1, max_size=30))  # 0 is <unk>: decode prints " ⁇ "
+def test_stream_joins_to_decode_for_any_ids(sp_tok, ids):
+    d = Detokenizer(sp_tok)
+    text = "".join(d.add(i) for i in ids) + d.finish()
+    ref = sp_tok.decode(ids)
+    if "\ufffd" not in ref:  # invalid UTF-8 anywhere: both print U+FFFD, but not always alike
+        assert text == ref
+
+
+def test_detokenizer_holds_an_unfinished_character(sp_tok):
+    ids = sp_tok.encode("龍", add_bos=False)  # ▁ <0xE9> <0xBE> <0x8D>
+    d = Detokenizer(sp_tok)
+    out = [d.add(i) for i in ids]
+    assert out[-1] == "龍" and "".join(out) == "龍" and not d.pending()
+    d.add(ids[1])
+    assert d.pending() and d.finish() == ""
+
+
+# --- stop strings ------------------------------------------------------------------------------
+
+def test_stop_string_split_across_two_tokens_is_cut_exactly(sp_tok):
+    ids = sp_tok.encode("hello world and more", add_bos=False)
+    pieces = [sp_tok.piece(i) for i in ids]
+    assert pieces[:4] == ["▁", "he", "l", "lo"]
+    m = Model(FakeBackend(script=ids + [2]), sp_tok)
+    got, stats = run(m, ids=[1], stop=["llo w"], max_new_tokens=50)  # spans "l", "lo", "▁w"
+    assert "".join(got) == stats.text == "he" and stats.finish_reason == "stop"
+    # text that might start a stop string is held back, then released when it does not
+    got, stats = run(m, ids=[1], stop=["lox"], max_new_tokens=50)
+    assert "".join(got) == "hello world and more" and stats.finish_reason == "eos"
+
+
+def test_stop_strings_unit():
+    s = StopStrings(["<|end|>", "\n\n"])
+    assert s.add("Hello <|") == "Hello " and s.held == "<|"
+    assert s.add("en") == "" and s.add("d|> tail") == "" and s.stopped
+    s = StopStrings(["ab"])
+    assert s.add("xa") == "x" and s.add("c") == "ac" and s.finish() == ""
+    s = StopStrings(["ab"])
+    assert s.add("za") == "z" and s.finish() == "a"
+
+
+# --- sampler -----------------------------------------------------------------------------------
+
+def test_seeded_sampling_is_reproducible(sp_tok):
+    m = Model(FakeBackend(), sp_tok)
+    kw = dict(ids=[1, 5, 9], max_new_tokens=40, temperature=0.9, top_k=50, top_p=0.95, seed=1234)
+    a = m.complete(**kw).ids
+    b = m.complete(**kw).ids
+    c = m.complete(**{**kw, "seed": 4321}).ids
+    assert a == b and a != c
+
+
+def test_greedy_follows_argmax(sp_tok):
+    be = FakeBackend()
+    m = Model(be, sp_tok)
+    ids = m.complete(ids=[7], max_new_tokens=10).ids
+    expect, last = [], 7
+    for _ in range(10):
+        last = int(np.argmax(be.table[last]))
+        if last == 2:
+            break
+        expect.append(last)
+    assert ids == expect
+
+
+def test_sampler_top_k_top_p_and_penalty():
+    logits = np.array([5.0, 4.0, 3.0, -1.0, -2.0], np.float32)
+    draws = {Sampler(SamplingParams(temperature=1.0, top_k=2, seed=s), 5)(logits) for s in range(200)}
+    assert draws == {0, 1}
+    # top_p 0.5: token 0 alone holds ~0.66 of the mass
+    assert {Sampler(SamplingParams(temperature=1.0, top_p=0.5, seed=s), 5)(logits) for s in range(50)} == {0}
+    # repetition penalty pushes a seen positive logit down and a seen negative one further down
+    s = Sampler(SamplingParams(repetition_penalty=2.0), 5, history=[0])
+    assert s(logits) == 1
+    s = Sampler(SamplingParams(temperature=0, repetition_penalty=10.0), 5, history=[0, 1, 2])
+    assert s(logits) == 0  # 0.5 > 0.4 > 0.3 > -1
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(temperature=-1), "temperature"), (dict(temperature=float("nan")), "temperature"),
+    (dict(top_k=-3), "top_k"), (dict(top_k=1.5), "top_k"), (dict(top_p=0), "top_p"),
+    (dict(top_p=1.5), "top_p"), (dict(repetition_penalty=0), "repetition_penalty"),
+    (dict(seed=-1), "seed"), (dict(max_new_tokens=0), "max_new_tokens"),
+])
+def test_bad_parameters_are_clear_errors(sp_tok, kw, msg):
+    m = Model(FakeBackend(), sp_tok)
+    with pytest.raises(BadInput, match=msg):
+        m.generate(ids=[1], **kw)  # raises at the call, before any iteration
+
+
+# --- stop conditions ---------------------------------------------------------------------------
+
+def test_prompt_longer_than_context_is_a_clear_error(sp_tok):
+    m = Model(FakeBackend(n_ctx=16), sp_tok)
+    with pytest.raises(BadInput, match=r"prompt is \d+ tokens but the context holds 16"):
+        m.generate("a long prompt " * 20)
+    with pytest.raises(BadInput, match="outside the vocabulary"):
+        m.generate(ids=[1, 5000])
+
+
+def test_max_tokens_and_context_full(sp_tok):
+    script = sp_tok.encode("hello world and more and more and more", add_bos=False)
+    m = Model(FakeBackend(script=script, n_ctx=8), sp_tok)
+    stats = m.complete(ids=[1, 5, 6], max_new_tokens=100)
+    # 3 prompt + 5 forwarded tokens fill the cache; the 6th sampled token still comes out
+    assert stats.finish_reason == "context" and stats.tokens == 6 and m.backend.n_past == 8
+    m = Model(FakeBackend(script=script, n_ctx=64), sp_tok)
+    stats = m.complete(ids=[1], max_new_tokens=4)
+    assert stats.finish_reason == "length" and stats.ids == script[:4]
+    assert m.backend.n_past == 1 + 3  # the last sampled token is never run
+
+
+def test_chat_turn_reuses_the_cache_and_interrupt_resets_it(sp_tok):
+    be = FakeBackend()
+    m = Model(be, sp_tok)
+    m.complete(ids=[1, 5, 9], max_new_tokens=5)
+    held = [1, 5, 9] + m.stats.ids[:-1]
+    stats = m.complete(ids=held + [3, 4], max_new_tokens=3)
+    assert stats.prefill_tokens == 2 and stats.prompt_tokens == len(held) + 2
+    # abandoning a generation mid-stream keeps the cache consistent
+    g = m.generate(ids=[1, 7], max_new_tokens=20)
+    next(g)
+    g.close()
+    assert m.stats.finish_reason == "interrupted" and be.n_past == m._cache.ids.__len__()
+    # an unknown cache state (interrupt inside forward) starts afresh
+    m._cache.ids = None
+    assert m.complete(ids=[1, 7], max_new_tokens=2).prefill_tokens == 2
+
+
+def test_prompt_text_messages_and_ids(sp_tok):
+    m = Model(FakeBackend(), sp_tok)
+    assert m.prompt_ids("hi") == sp_tok.encode_chat([{"role": "user", "content": "hi"}])
+    assert m.prompt_ids(messages=[{"role": "user", "content": "hi"}]) == m.prompt_ids("hi")
+    assert m.prompt_ids("hi", template=False) == sp_tok.encode("hi")
+    with pytest.raises(BadInput, match="exactly one"):
+        m.prompt_ids("hi", ids=[1])
+    m.close()
+    assert m.backend is None
+    with pytest.raises(BadInput, match="closed"):
+        m.generate("hi")
+
+
+# --- speech meter ------------------------------------------------------------------------------
+
+def test_speech_meter_counts_words_and_cjk_across_pieces():
+    m = SpeechMeter()
+    for p in ["Hel", "lo, wor", "ld! It's a well-", "known fact."]:
+        m.feed(p)
+    assert m.words == 6 and m.cjk_chars == 0 and not m.cjk_dominant
+    words, cjk, ratio = m.rates(tokens=12, decode_tok_s=10.0)
+    assert words == pytest.approx(5.0) and ratio == pytest.approx(2.0)
+    z = SpeechMeter()
+    for p in ["今天天", "气很好，", "OK"]:
+        z.feed(p)
+    assert z.cjk_chars == 6 and z.words == 1 and z.cjk_dominant
+    _, cjk, ratio = z.rates(tokens=6, decode_tok_s=5.2)
+    assert cjk == pytest.approx(6 * 5.2 / 6) and ratio == pytest.approx(1.0)
+
+
+def test_stats_summary_has_exactly_the_interface_keys(sp_tok):
+    m = Model(FakeBackend(script=sp_tok.encode("one two three four", add_bos=False) + [2]), sp_tok)
+    s = m.complete(ids=[1], max_new_tokens=20).summary()
+    assert list(s) == ["text", "tokens", "ttft_s", "prefill_tok_s", "decode_tok_s", "words_per_s",
+                       "cjk_chars_per_s", "speech_ratio", "backend"]
+    assert s["text"] == "one two three four" and s["backend"] == "fake" and s["decode_tok_s"] > 0
+    assert s["words_per_s"] > 0 and s["cjk_chars_per_s"] == 0
+    json.dumps(s)
+
+
+def test_import_runtime_pulls_no_torch():
+    code = "import edgepack.runtime, edgepack.runtime.artifact, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
