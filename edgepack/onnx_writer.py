@@ -1,0 +1,400 @@
+"""MiniCPM -> an ONNX folder that onnxruntime-genai loads as is, written one tensor at a time.
+
+The graph is MiniCPM folded into a plain Llama (edgepack.fold, exact), made of the ops that make
+onnxruntime fast on CPU:
+
+    input_ids ─ GatherBlockQuantized (int4 table, shared with lm_head) ─ SimplifiedLayerNormalization
+    per layer:  MatMulNBits(qkv) ─ GroupQueryAttention(rotary) ─ MatMulNBits(o)
+                ─ SkipSimplifiedLayerNormalization ─ MatMulNBits(gate, up) ─ SiLU·up ─ MatMulNBits(down)
+                ─ SkipSimplifiedLayerNormalization (next layer's input norm, or the final norm)
+    lm_head:    MatMulNBits over the same packed int4 initializer as the embedding (tied)
+
+Builder conventions copied from onnxruntime-genai's model builder (onnxruntime_genai/models/builders/
+base.py, 0.18), so that og.Model loads the folder with no edits and so that its graph is the speed peer:
+- I/O names input_ids, attention_mask, past_key_values.%d.key/value -> logits, present.%d.key/value,
+  with the builder's symbolic dims; KV cache layout (batch, kv_heads, seq, head_dim) so genai's
+  past_present_share_buffer=true (GQA reads and writes one max-length buffer in place) works.
+- attention_mask -> seqlens_k = ReduceSum(mask, 1) - 1 and total_sequence_length = Shape(mask)[1]
+  (int32), which is what GroupQueryAttention needs and what genai feeds.
+- q, k, v fused into one MatMulNBits feeding GQA's packed-QKV input; rotary inside GQA (do_rotary=1,
+  rotary_interleaved=0 because Hugging Face Llama rotates halves) from cos/sin caches of shape
+  (context, head_dim/2).
+- the tied int4 embedding as the builder's `Reshape(lm_head.MatMul.weight_Q4) -> GatherBlockQuantized`
+  (bits 4, quantize_axis 1), so the table is stored once; accuracy_level 4 (int8 activations) on
+  every MatMulNBits; symmetric RTN (no zero points, the builder's default int4 method).
+- genai_config.json with the builder's fields, plus session_options.intra_op_num_threads (the builder
+  leaves it unset, which costs ~1.7x decode speed here).
+
+Quantization uses onnxruntime's own per-tensor int4 packer, `quantize_matmul_4bits` (the C++ kernel
+behind onnxruntime.quantization.MatMulNBitsQuantizer and the builder's default int4 path), called on
+one weight at a time (the embedding in row chunks), so our int4 bytes equal the builder's. Initializers
+are streamed straight into model.onnx.data as they are made and dropped, so peak memory is bounded by
+the largest tensor (the embedding), not the model; the builder instead builds the whole float graph in
+memory and quantizes it afterwards (20.9 GB peak RSS for a 2B model).
+
+dtype="fp32" writes the same graph with plain Gather/MatMul and float weights: the conformance anchor.
+For an untied checkpoint the lm_head is its own MatMulNBits and the embedding its own int4 table.
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .errors import BadInput, NotSupported
+
+OPSET = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+DATA_FILE = "model.onnx.data"
+MODEL_FILE = "model.onnx"
+# I/O names: onnxruntime-genai's convention (genai_config.json points at them).
+PAST_KEY, PAST_VALUE = "past_key_values.%d.key", "past_key_values.%d.value"
+PRESENT_KEY, PRESENT_VALUE = "present.%d.key", "present.%d.value"
+ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (the fast CPU path)
+
+
+# -- int4 block quantization (onnxruntime's packer) ------------------------------------------------
+def quantize_int4(w, block_size=32, chunk_rows=4096):
+    """Symmetric RTN int4 of w (N, K) along K in blocks.
+
+    Returns MatMulNBits' layout: packed uint8 (N, K/block, block/2) (low nibble first, zero point 8)
+    and float32 scales (N, K/block). Row chunks keep the transposed copy the packer wants small.
+    """
+    from onnxruntime.capi._pybind_state import quantize_matmul_4bits
+
+    n, k = w.shape
+    nb = k // block_size
+    packed = np.empty((n, nb, block_size // 2), np.uint8)
+    scales = np.empty((n, nb), np.float32)
+    zp = np.empty((chunk_rows, (nb + 1) // 2), np.uint8)  # unused when symmetric
+    for lo in range(0, n, chunk_rows):
+        hi = min(n, lo + chunk_rows)
+        wt = np.ascontiguousarray(w[lo:hi].T, dtype=np.float32)  # (K, rows): the packer's layout
+        p = np.zeros((hi - lo, nb, block_size // 2), np.uint8)
+        s = np.zeros((hi - lo, nb), np.float32)
+        quantize_matmul_4bits(p, wt, s, zp[: hi - lo], block_size, hi - lo, k, True)
+        packed[lo:hi], scales[lo:hi] = p, s
+    return packed, scales
+
+
+def dequantize_int4(packed, scales):
+    """Inverse of quantize_int4: float32 (N, K)."""
+    n, nb, half = packed.shape
+    q = np.empty((n, nb, half * 2), np.int8)
+    q[..., 0::2] = (packed & 0x0F).astype(np.int8) - 8
+    q[..., 1::2] = (packed >> 4).astype(np.int8) - 8
+    return (q * scales[..., None]).reshape(n, nb * half * 2).astype(np.float32)
+
+
+# -- external data, streamed ----------------------------------------------------------------------
+class _DataFile:
+    """Appends raw tensor bytes to model.onnx.data and returns initializers that point into it."""
+
+    def __init__(self, path):
+        self.path, self.fh, self.offset = Path(path), open(path, "wb"), 0
+
+    def add(self, name, array):
+        array = np.ascontiguousarray(array)
+        align = 4096 if array.nbytes >= 1 << 16 else 16  # page-aligned big tensors can be mmapped
+        pad = -self.offset % align
+        self.fh.write(b"\0" * pad)
+        self.offset += pad
+        t = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape)
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", self.path.name), ("offset", str(self.offset)), ("length", str(array.nbytes))):
+            t.external_data.add(key=k, value=v)
+        self.fh.write(array.tobytes())
+        self.offset += array.nbytes
+        return t
+
+    def close(self):
+        self.fh.close()
+
+
+# -- graph ----------------------------------------------------------------------------------------
+class _Graph:
+    def __init__(self, data):
+        self.data, self.nodes, self.inits, self.consts = data, [], [], {}
+
+    def node(self, op, inputs, name, n_out=1, domain="", **attrs):
+        outs = [f"{name}/output_{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op, inputs, outs, name=name, domain=domain, **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def init(self, name, array):
+        self.inits.append(self.data.add(name, array))
+        return name
+
+    def const(self, values):
+        """An int64 constant: a list gives a 1-D tensor, an int a scalar."""
+        key = repr(values)
+        if key not in self.consts:
+            dims = [len(values)] if isinstance(values, list) else []
+            vals = values if isinstance(values, list) else [values]
+            self.inits.append(helper.make_tensor(f"/constants/INT64/{key}", TensorProto.INT64, dims, vals))
+            self.consts[key] = f"/constants/INT64/{key}"
+        return self.consts[key]
+
+
+class _Writer:
+    """Consumes folded tensors in checkpoint order and emits nodes + initializers as they come."""
+
+    def __init__(self, cfg, data, dtype, block_size):
+        self.c, self.g, self.dtype, self.bs = cfg, _Graph(data), dtype, block_size
+        self.int4 = dtype == "int4"
+        self.qkv = {}  # parts of the current layer's fused q/k/v
+        self.mlp_in = None
+        self.residual = None  # running residual stream (SkipSimplifiedLayerNormalization output 3)
+        self.pending = None  # output of the last sublayer, added to the residual by the next norm
+        self.x = None  # current normalized activation
+        self.embed = None  # (weight name, scales name) of the int4 table, shared with a tied lm_head
+        self._prologue()
+
+    def _prologue(self):
+        g = self.g
+        # attention_mask -> GQA's seqlens_k (index of the last valid token) and total_sequence_length
+        s = g.node("ReduceSum", ["attention_mask", g.const([1])], "/model/attn_mask_reformat/ReduceSum", keepdims=0)
+        s = g.node("Sub", [s, g.const([1])], "/model/attn_mask_reformat/Sub")
+        self.seqlens_k = g.node("Cast", [s], "/model/attn_mask_reformat/Sub/Cast", to=TensorProto.INT32)
+        t = g.node("Shape", ["attention_mask"], "/model/attn_mask_reformat/Shape")
+        t = g.node("Gather", [t, g.const(1)], "/model/attn_mask_reformat/Gather", axis=0)  # a scalar, as GQA wants
+        self.total_len = g.node("Cast", [t], "/model/attn_mask_reformat/Gather/Cast", to=TensorProto.INT32)
+        c = self.c
+        # float32 arithmetic, exactly as the reference (and Hugging Face) compute the angles
+        import torch
+
+        inv = 1.0 / c.rope_theta ** (torch.arange(0, c.head_dim, 2, dtype=torch.float32) / c.head_dim)
+        ang = torch.arange(c.max_position_embeddings, dtype=torch.float32)[:, None] * inv[None]  # (ctx, hd/2)
+        g.init("cos_cache", ang.cos().numpy())
+        g.init("sin_cache", ang.sin().numpy())
+
+    # one tensor in, in checkpoint order
+    def add(self, name, t):
+        c, g = self.c, self.g
+        if name == "model.embed_tokens.weight":
+            self._embedding(t)
+        elif name.startswith("model.layers."):
+            i, rest = name[len("model.layers."):].split(".", 1)
+            self._layer(int(i), rest, t)
+        elif name == "model.norm.weight":
+            self.x = self._norm(t, "/model/final_norm", "model.norm.weight")
+            if c.tie_word_embeddings:
+                self._lm_head(None)
+        elif name == "lm_head.weight":
+            self._lm_head(t)
+
+    def _embedding(self, w):
+        g = self.g
+        if self.int4:
+            self.embed = self._quantized("lm_head.MatMul.weight" if self.c.tie_word_embeddings else "model.embed_tokens.weight", w)
+            V, H = w.shape
+            table = g.node("Reshape", [self.embed[0], g.const([V, H // 2])], "/model/embed_tokens/Reshape")
+            self.x = g.node("GatherBlockQuantized", [table, "input_ids", self.embed[1]], "/model/embed_tokens/GatherBlockQuantized",
+                            domain="com.microsoft", bits=4, block_size=self.bs, gather_axis=0, quantize_axis=1)
+        else:
+            self.embed = g.init("model.embed_tokens.weight", w)
+            self.x = g.node("Gather", [self.embed, "input_ids"], "/model/embed_tokens/Gather", axis=0)
+
+    def _quantized(self, name, w):
+        packed, scales = quantize_int4(w, self.bs)
+        return self.g.init(f"{name}_Q4", packed), self.g.init(f"{name}_scales", scales)
+
+    def _linear(self, x, w, name, out_name=None):
+        """x @ w.T for w (N, K): MatMulNBits int4 or a float MatMul over the stored transpose."""
+        g, node = self.g, f"/{name.replace('.', '/')}"
+        N, K = w.shape
+        if self.int4:
+            q, s = self._quantized(f"{name}.MatMul.weight", w)
+            out = g.node("MatMulNBits", [x, q, s], node + "/MatMul_Q4", domain="com.microsoft",
+                         K=K, N=N, bits=4, block_size=self.bs, accuracy_level=ACCURACY_LEVEL)
+        else:
+            out = g.node("MatMul", [x, g.init(f"{name}.MatMul.weight", w.T)], node + "/MatMul")
+        return self._rename(out, out_name)
+
+    def _rename(self, out, new):
+        if new:
+            self.g.nodes[-1].output[0] = new
+            return new
+        return out
+
+    def _norm(self, weight, name, init_name):
+        """RMSNorm; when a sublayer output is pending, fuse the residual add (Skip...Normalization)."""
+        g, eps = self.g, self.c.rms_norm_eps
+        w = g.init(init_name, weight)
+        if self.pending is None:  # first norm: the residual stream is the embedding itself
+            self.residual = self.x
+            return g.node("SimplifiedLayerNormalization", [self.x, w], name + "/LayerNorm", epsilon=eps, axis=-1, stash_type=1)
+        outs = g.node("SkipSimplifiedLayerNormalization", [self.residual, self.pending, w], name + "/SkipLayerNorm",
+                      n_out=4, domain="com.microsoft", epsilon=eps)
+        g.nodes[-1].output[1] = g.nodes[-1].output[2] = ""  # mean, inv_std_var: unused
+        self.residual, self.pending = outs[3], None
+        return outs[0]
+
+    def _layer(self, i, rest, t):
+        c, g, p = self.c, self.g, f"model.layers.{i}"
+        if rest == "input_layernorm.weight":
+            self.x = self._norm(t, f"/model/layers.{i}/input_layernorm", f"{p}.input_layernorm.weight")
+        elif rest in ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"):
+            self.qkv[rest[10]] = t
+            if len(self.qkv) == 3:  # fused projection: GQA takes packed q|k|v
+                w = np.concatenate([self.qkv[k] for k in "qkv"])
+                self.qkv = {}
+                qkv = self._linear(self.x, w, f"model.layers.{i}.attn.qkv_proj")
+                self.x = g.node("GroupQueryAttention",
+                                [qkv, "", "", PAST_KEY % i, PAST_VALUE % i, self.seqlens_k, self.total_len, "cos_cache", "sin_cache"],
+                                f"/model/layers.{i}/attn/GroupQueryAttention", n_out=3, domain="com.microsoft",
+                                num_heads=c.num_attention_heads, kv_num_heads=c.num_key_value_heads,
+                                scale=float(1.0 / np.sqrt(c.head_dim)), local_window_size=-1, softcap=0.0,
+                                do_rotary=1, rotary_interleaved=0)[0]
+                g.nodes[-1].output[1], g.nodes[-1].output[2] = PRESENT_KEY % i, PRESENT_VALUE % i
+        elif rest == "self_attn.o_proj.weight":
+            self.pending = self._linear(self.x, t, f"model.layers.{i}.attn.o_proj")
+        elif rest == "post_attention_layernorm.weight":
+            self.x = self._norm(t, f"/model/layers.{i}/post_attention_layernorm", f"{p}.post_attention_layernorm.weight")
+        elif rest == "mlp.gate_proj.weight":
+            gate = self._linear(self.x, t, f"model.layers.{i}.mlp.gate_proj")
+            silu = g.node("Mul", [gate, g.node("Sigmoid", [gate], f"/model/layers.{i}/mlp/act_fn/Sigmoid")], f"/model/layers.{i}/mlp/act_fn/Mul")
+            self.mlp_in = silu
+        elif rest == "mlp.up_proj.weight":
+            up = self._linear(self.x, t, f"model.layers.{i}.mlp.up_proj")
+            self.mlp_in = g.node("Mul", [self.mlp_in, up], f"/model/layers.{i}/mlp/Mul")
+        elif rest == "mlp.down_proj.weight":
+            self.pending = self._linear(self.mlp_in, t, f"model.layers.{i}.mlp.down_proj")
+        else:
+            raise NotSupported(f"unexpected tensor model.layers.{i}.{rest}")
+
+    def _lm_head(self, w):
+        g = self.g
+        if w is not None:  # untied: its own weight
+            self._linear(self.x, w, "lm_head", out_name="logits")
+        elif self.int4:  # tied: MatMulNBits over the embedding's packed table
+            V, H = self.c.vocab_size, self.c.hidden_size
+            g.node("MatMulNBits", [self.x, *self.embed], "/lm_head/MatMul_Q4", domain="com.microsoft",
+                   K=H, N=V, bits=4, block_size=self.bs, accuracy_level=ACCURACY_LEVEL)
+            self._rename(None, "logits")
+        else:
+            wt = g.node("Transpose", [self.embed], "/lm_head/Transpose", perm=[1, 0])
+            g.node("MatMul", [self.x, wt], "/lm_head/MatMul")
+            self._rename(None, "logits")
+
+    def model(self):
+        c = self.c
+        kv = lambda name, seq: helper.make_tensor_value_info(  # noqa: E731
+            name, TensorProto.FLOAT, ["batch_size", c.num_key_value_heads, seq, c.head_dim])
+        L = c.num_hidden_layers
+        inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
+                  helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"])]
+        inputs += [kv(PAST_KEY % i, "past_sequence_length") for i in range(L)]
+        inputs += [kv(PAST_VALUE % i, "past_sequence_length") for i in range(L)]
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", c.vocab_size])]
+        outputs += [kv(PRESENT_KEY % i, "total_sequence_length") for i in range(L)]
+        outputs += [kv(PRESENT_VALUE % i, "total_sequence_length") for i in range(L)]
+        graph = helper.make_graph(self.g.nodes, "edgepack_minicpm", inputs, outputs, self.g.inits)
+        return helper.make_model(graph, opset_imports=OPSET, ir_version=10, producer_name="edgepack")
+
+
+# -- folder ---------------------------------------------------------------------------------------
+def genai_config(cfg, threads, eos_ids, bos_id):
+    """onnxruntime-genai's genai_config.json (the builder's fields, plus intra_op_num_threads)."""
+    return {
+        "model": {
+            "bos_token_id": bos_id,
+            "context_length": cfg.max_position_embeddings,
+            "decoder": {
+                "session_options": {"log_id": "onnxruntime-genai", "intra_op_num_threads": threads, "provider_options": []},
+                "filename": MODEL_FILE,
+                "head_size": cfg.head_dim,
+                "hidden_size": cfg.hidden_size,
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                           "past_key_names": PAST_KEY, "past_value_names": PAST_VALUE},
+                "outputs": {"logits": "logits", "present_key_names": PRESENT_KEY, "present_value_names": PRESENT_VALUE},
+                "num_attention_heads": cfg.num_attention_heads,
+                "num_hidden_layers": cfg.num_hidden_layers,
+                "num_key_value_heads": cfg.num_key_value_heads,
+            },
+            "eos_token_id": list(eos_ids),
+            "pad_token_id": eos_ids[0],
+            "type": "llama",
+            "vocab_size": cfg.vocab_size,
+        },
+        "search": {
+            "diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
+            "max_length": cfg.max_position_embeddings, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
+            "num_return_sequences": 1, "past_present_share_buffer": True, "repetition_penalty": 1.0,
+            "temperature": 1.0, "top_k": 50, "top_p": 1.0,
+        },
+    }
+
+
+def copy_tokenizer(src, out_dir, context_length):
+    """Tokenizer files + tokenizer_config.json carrying the chat template (where genai reads it)."""
+    from .tokenizer import load_tokenizer
+
+    src, out_dir = Path(src), Path(out_dir)
+    tok = load_tokenizer(src)
+    files = []
+    for name in ("tokenizer.json", "tokenizer.model", "special_tokens_map.json"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out_dir / name)
+            files.append(name)
+    tcfg = {}
+    if (src / "tokenizer_config.json").is_file():
+        tcfg = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))
+    tcfg["chat_template"] = tok.chat_template
+    tcfg["model_max_length"] = context_length  # transformers writes 1e30 here, which some readers reject
+    if tok.kind == "sentencepiece":
+        tcfg.setdefault("tokenizer_class", "LlamaTokenizer")
+        pass  # TODO tokenizer.json
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=2, ensure_ascii=False), encoding="utf-8")
+    files.append("tokenizer_config.json")
+    return tok, files
+
+
+def _write_tokenizer_json(model_file, out):
+    """onnxruntime-genai's tokenizer reads sentencepiece models only as tokenizer.json; convert it."""
+    from transformers import LlamaTokenizer
+    from transformers.convert_slow_tokenizer import convert_slow_tokenizer
+
+    slow = LlamaTokenizer(vocab_file=str(model_file), legacy=True)
+    convert_slow_tokenizer(slow).save(str(out))
+
+
+def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None) -> dict:
+    """Write the onnxruntime-genai folder for `ckpt` into the existing empty `out_dir`."""
+    from .fold import folded
+
+    if dtype not in ("int4", "fp32"):
+        raise BadInput(f"ONNX dtype {dtype!r} is not supported (int4 or fp32)")
+    c = ckpt.config
+    if dtype == "int4":
+        if block_size not in (16, 32, 64, 128, 256):
+            raise BadInput(f"block size {block_size} is not supported by MatMulNBits (16, 32, 64, 128 or 256)")
+        for dim in (c.hidden_size, c.intermediate_size):
+            if dim % block_size:
+                raise NotSupported(f"{ckpt.path}: dimension {dim} is not a multiple of the int4 block size {block_size}")
+    threads = int(threads or os.cpu_count() or 1)
+    out_dir = Path(out_dir)
+    names = ckpt.names
+    data = _DataFile(out_dir / DATA_FILE)
+    try:
+        w = _Writer(c, data, dtype, block_size)
+        for k, (name, t) in enumerate(folded(ckpt)):
+            w.add(name, t.numpy())
+            del t
+            if progress:
+                progress("onnx", k + 1, len(names))
+    finally:
+        data.close()
+    onnx.save_model(w.model(), str(out_dir / MODEL_FILE))
+    tok, tok_files = copy_tokenizer(ckpt.path, out_dir, c.max_position_embeddings)
+    eos = list(c.eos_token_ids)
+    (out_dir / "genai_config.json").write_text(json.dumps(genai_config(c, threads, eos, c.bos_token_id), indent=4))
+
+    n_weights = sum(int(np.prod(ckpt.shape(n))) for n in names if len(ckpt.shape(n)) == 2)
+    q = ({"scheme": "int4_sym_rtn", "bits": 4, "block_size": block_size, "method": "rtn (onnxruntime quantize_matmul_4bits)",
+          "bits_per_weight": 4 + 32 / block_size} if dtype == "int4" else
+         {"scheme": "fp32", "bits": 32, "block_size": None, "method": "none", "bits_per_weight": 32.0})
+    return {"format": "onnx", "quantization": q, "dtype": dtype, "threads": threads,
+            "files": [MODEL_FILE, DATA_FILE, "genai_config.json", *tok_files], "quantized_weights": n_weights}
