@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny random MiniCPMs (built in ~1 s) and the demo checkpoint (cached after first use)."""
+import pytest
+
+from edgepack.testmodels import make_tiny
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """MiniCPM-2B-like shape in miniature: MHA, tied head, sentencepiece tokenizer."""
+    return make_tiny(tmp_path_factory.mktemp("tiny-mha"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gqa_dir(tmp_path_factory):
+    """MiniCPM-1B-like: GQA (4 heads, 2 KV heads)."""
+    return make_tiny(tmp_path_factory.mktemp("tiny-gqa"), gqa=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_untied_dir(tmp_path_factory):
+    """MiniCPM-2B-128k-like: untied lm_head."""
+    return make_tiny(tmp_path_factory.mktemp("tiny-untied"), tied=False, gqa=True)
+
+
+@pytest.fixture(scope="session")
+def demo_dir():
+    from edgepack.demo import demo_checkpoint_dir
+
+    return demo_checkpoint_dir()
