@@ -132,10 +132,108 @@ class _progress:
 
     def __exit__(self, *exc):
         self.p.stop()
-main.command("run", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-             help="Stream text from an artifact.")(_not_yet("run", 5))
-main.command("chat", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-             help="Chat interactively with an artifact.")(_not_yet("chat", 5))
+def _generation_options(f):
+    """Sampling and loading options shared by run and chat, declared once."""
+    for opt in reversed([
+        click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True, help="Most new tokens per reply."),
+        click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy."),
+        click.option("--top-k", type=int, default=0, show_default=True, help="Sample from the K likeliest tokens (0 = all)."),
+        click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling mass (1 = off)."),
+        click.option("--repetition-penalty", type=float, default=1.0, show_default=True, help="> 1 discourages repeats (1 = off)."),
+        click.option("--seed", type=int, default=None, help="Make sampling reproducible."),
+        click.option("--stop", multiple=True, help="Stop before this text (repeatable)."),
+        click.option("--backend", type=click.Choice(["onnx", "gguf"]), default=None, help="Default: the manifest's first artifact."),
+        threads_option,
+    ]):
+        f = opt(f)
+    return f
+
+
+def _sampling(kw):
+    return dict(max_new_tokens=kw["max_tokens"], temperature=kw["temperature"], top_k=kw["top_k"], top_p=kw["top_p"],
+                repetition_penalty=kw["repetition_penalty"], seed=kw["seed"], stop=list(kw["stop"]))
+
+
+def _stream(model, out, err, **gen):
+    """Print each piece as it comes (flushed), a live meter on stderr; return the Stats."""
+    from .runtime.meter import LiveMeter
+
+    live = LiveMeter(err)
+    try:
+        for piece in model.generate(**gen):
+            out.write(piece)
+            out.flush()
+            live.update(model.stats)
+    finally:
+        live.clear()
+    return model.stats
+
+
+@main.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--prompt", "-p", required=True, help="The user's message (the chat template is applied).")
+@_generation_options
+@json_flag
+def run(artifact, prompt, as_json, **kw):
+    """Stream text from an artifact."""
+    from .runtime import load
+
+    out, err = click.get_text_stream("stdout"), click.get_text_stream("stderr")
+    with load(artifact, backend=kw["backend"], threads=kw["threads"]) as model:
+        if as_json:
+            stats = model.complete(prompt, **_sampling(kw))
+            click.echo(json.dumps(stats.summary(), ensure_ascii=False))
+            return
+        stats = _stream(model, out, err, prompt=prompt, **_sampling(kw))
+    out.write("\n")
+    click.echo(stats.format(), err=True)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--system", default=None, help="A system message to start the conversation with.")
+@_generation_options
+def chat(artifact, system, **kw):
+    """Chat interactively with an artifact (/exit or end of input quits; Ctrl-C stops a reply)."""
+    from .runtime import load
+
+    out, err = click.get_text_stream("stdout"), click.get_text_stream("stderr")
+    inp = click.get_text_stream("stdin")
+    interactive = inp.isatty()
+    history = [{"role": "system", "content": system}] if system else []
+    with load(artifact, backend=kw["backend"], threads=kw["threads"]) as model:
+        if interactive:
+            click.echo(f"chatting with {artifact} ({model.name}); /exit or Ctrl-D quits, Ctrl-C stops a reply", err=True)
+        while True:
+            if interactive:
+                err.write(">>> ")
+                err.flush()
+            try:
+                line = inp.readline()
+            except KeyboardInterrupt:
+                break
+            if not line or line.strip() in ("/exit", "/quit"):
+                break
+            if not line.strip():
+                continue
+            history.append({"role": "user", "content": line.rstrip("\n")})
+            while len(model.prompt_ids(messages=history)) >= model.backend.n_ctx and len(history) > 2:
+                del history[1 if system else 0: 3 if system else 2]  # forget the oldest exchange
+            try:
+                stats = _stream(model, out, err, messages=history, **_sampling(kw))
+            except KeyboardInterrupt:
+                stats = model.stats
+                err.write("\n[reply stopped]")
+            except EdgepackError as e:  # e.g. one message longer than the context: say so, keep chatting
+                history.pop()
+                click.echo(f"edgepack: error: {e}", err=True)
+                continue
+            history.append({"role": "assistant", "content": stats.text if stats else ""})
+            out.write("\n")
+            out.flush()
+            click.echo(stats.format() if stats else "", err=True)
+
+
 main.command("bench", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
              help="Benchmark an artifact against peer engines.")(_not_yet("bench", 6))
 @main.command()

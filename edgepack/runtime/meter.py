@@ -58,3 +58,43 @@ class SpeechMeter:
         cjk_per_s = self.cjk_chars / tokens * decode_tok_s
         ratio = cjk_per_s / CJK_CHARS_PER_S if self.cjk_dominant else words_per_s / WORDS_PER_S
         return words_per_s, cjk_per_s, ratio
+
+
+class LiveMeter:
+    """A one-line meter on a terminal (stderr), redrawn at most `every` seconds while text streams.
+
+    Only when stderr is a terminal other than stdout's: on a shared terminal the streamed text and a
+    redrawn status line would garble each other, so the closing summary says it all instead.
+    """
+
+    def __init__(self, stream, every=0.25):
+        import os
+        import time
+
+        self.stream, self.every, self._clock = stream, every, time.perf_counter
+        self.last, self.shown = 0.0, False
+        self.enabled = _own_terminal(stream, os)
+
+    def update(self, stats):
+        now = self._clock()
+        if not self.enabled or now - self.last < self.every:
+            return
+        self.last, self.shown = now, True
+        self.stream.write("\r\x1b[K" + stats.format())
+        self.stream.flush()
+
+    def clear(self):
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def _own_terminal(stream, os):
+    try:
+        err = stream.fileno()
+        if not os.isatty(err):
+            return False
+        return not os.isatty(1) or os.ttyname(1) != os.ttyname(err)
+    except (AttributeError, OSError, ValueError):
+        return False
