@@ -28,6 +28,8 @@ def train_sentencepiece(out_dir, vocab_size=800):
         sentence_iterator=iter([t for t in text if t.strip()]), model_writer=buf, vocab_size=vocab_size,
         model_type="bpe", byte_fallback=True, character_coverage=0.98, unk_id=0, bos_id=1, eos_id=2,
         pad_id=-1, user_defined_symbols=["<用户>", "<AI>"], add_dummy_prefix=True, num_threads=1,
+        # no NFKC, no whitespace collapsing: like Llama's/MiniCPM's tokenizer.model, and reproducible by llama.cpp
+        normalization_rule_name="identity", remove_extra_whitespaces=False,
         minloglevel=2, max_sentence_length=100000)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

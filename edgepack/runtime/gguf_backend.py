@@ -39,6 +39,22 @@ def quiet_llama():
     return llama_cpp
 
 
+def use_extra_buffer_types():
+    """Whether llama.cpp may repack weights into its "extra" CPU buffer types. On CPUs with AMX
+    (Sapphire Rapids and later) ggml routes Q4_0 through its AMX buffer type, and in this VM that
+    segfaults inside llama_decode (llama-cpp-python 0.3.36, also with the plain llama_cpp.Llama
+    class); f16/f32 files are unaffected. So extra buffer types are off where AMX is advertised,
+    unless EDGEPACK_LLAMA_EXTRA_BUFTS=1/0 says otherwise."""
+    env = os.environ.get("EDGEPACK_LLAMA_EXTRA_BUFTS")
+    if env in ("0", "1"):
+        return env == "1"
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_int8" not in f.read()
+    except OSError:
+        return True
+
+
 def _load_model(path, vocab_only=False):
     llama = quiet_llama()
     path = str(path)
@@ -47,6 +63,7 @@ def _load_model(path, vocab_only=False):
     mp = llama.llama_model_default_params()
     mp.n_gpu_layers = 0
     mp.vocab_only = vocab_only
+    mp.use_extra_bufts = use_extra_buffer_types()
     model = llama.llama_model_load_from_file(path.encode(), mp)
     if not model:
         raise BadInput(f"{path}: llama.cpp cannot load this GGUF (set EDGEPACK_DEBUG=1 to see its log)")
@@ -56,9 +73,7 @@ def _load_model(path, vocab_only=False):
 class GGUFBackend(Backend):
     name = "gguf"
 
-    def __init__(self, path, threads=None, n_ctx=None, kv_f32=False):
-        """kv_f32 keeps the KV cache in f32 (llama.cpp's default is f16): conformance tests use it
-        to compare with the float reference at 1e-3; f16 is what a phone runs."""
+    def __init__(self, path, threads=None, n_ctx=None):
         self.path = str(path)
         self._llama, self._model = _load_model(path)
         llama = self._llama
@@ -73,8 +88,6 @@ class GGUFBackend(Backend):
             threads = threads or os.cpu_count() or 1
             cp.n_threads = cp.n_threads_batch = threads
             cp.no_perf = True
-            if kv_f32:
-                cp.type_k = cp.type_v = llama.GGML_TYPE_F32
             self._ctx = llama.llama_init_from_model(self._model, cp)
             if not self._ctx:
                 raise InternalError(f"{self.path}: llama.cpp could not create a context (n_ctx {cp.n_ctx})")
