@@ -346,19 +346,33 @@ def copy_tokenizer(src, out_dir, context_length):
     tcfg["model_max_length"] = context_length  # transformers writes 1e30 here, which some readers reject
     if tok.kind == "sentencepiece":
         tcfg.setdefault("tokenizer_class", "LlamaTokenizer")
-        pass  # TODO tokenizer.json
+        _write_tokenizer_json(src, out_dir / "tokenizer.json")
+        files.append("tokenizer.json")
     (out_dir / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=2, ensure_ascii=False), encoding="utf-8")
     files.append("tokenizer_config.json")
     return tok, files
 
 
-def _write_tokenizer_json(model_file, out):
-    """onnxruntime-genai's tokenizer reads sentencepiece models only as tokenizer.json; convert it."""
-    from transformers import LlamaTokenizer
-    from transformers.convert_slow_tokenizer import convert_slow_tokenizer
+def _write_tokenizer_json(src, out):
+    """onnxruntime-genai's tokenizer reads only tokenizer.json ("Invalid file: .../tokenizer.json" for a
+    folder with just tokenizer.model), so convert the sentencepiece model with transformers' Llama
+    converter (Metaspace, byte fallback, bos template: right for Llama-style identity-normalized models
+    such as MiniCPM's). Only the tokenizer files are read, from a scratch copy: no code from the model dir.
+    A model trained with sentencepiece's default nmt_nfkc normalizer (the tiny test model) still gets
+    whitespace runs tokenized differently by genai; edgepack's own runtime uses sentencepiece itself.
+    """
+    import logging
+    import tempfile
 
-    slow = LlamaTokenizer(vocab_file=str(model_file), legacy=True)
-    convert_slow_tokenizer(slow).save(str(out))
+    from transformers import LlamaTokenizer
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+            if (src / name).is_file():
+                shutil.copyfile(src / name, Path(tmp) / name)
+        tok = LlamaTokenizer.from_pretrained(tmp)
+        tok.backend_tokenizer.save(str(out))
 
 
 def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None) -> dict:

@@ -1,0 +1,112 @@
+"""onnxruntime over an edgepack ONNX folder, with the KV cache allocated once and updated in place.
+
+The graph's GroupQueryAttention reads past_key_values.%d.* and writes present.%d.* ; binding both
+names to the same (1, kv_heads, n_ctx, head_dim) buffer with IOBinding makes GQA append the new
+keys/values in place (onnxruntime-genai's past_present_share_buffer), so no step copies the cache.
+The buffers come from np.zeros (calloc): pages are only committed as the cache fills.
+"""
+import gc
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInput
+from .backend import Backend
+
+PREFILL_CHUNK = 512  # tokens per run when a long prompt is fed: bounds the (chunk, vocab) logits buffer
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+
+    def __init__(self, folder, threads=None, n_ctx=None):
+        import onnxruntime as ort
+
+        self.folder = Path(folder)
+        cfg_file = self.folder / "genai_config.json"
+        if not cfg_file.is_file():
+            raise BadInput(f"{cfg_file}: not found (not an edgepack/onnxruntime-genai ONNX folder)")
+        try:
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))["model"]
+            dec = cfg["decoder"]
+            self.n_layers, kv, hd = dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"]
+            self.vocab_size, ctx = cfg["vocab_size"], cfg["context_length"]
+            io_names = dec["inputs"], dec["outputs"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise BadInput(f"{cfg_file}: not a valid genai_config.json ({e})") from None
+        self.n_ctx = min(int(n_ctx or ctx), ctx)
+        threads = threads or dec.get("session_options", {}).get("intra_op_num_threads") or os.cpu_count()
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        model = self.folder / dec.get("filename", "model.onnx")
+        try:
+            self.session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise BadInput(f"{model}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+
+        inp, out = io_names
+        self._in_ids, self._in_mask, self._logits = inp["input_ids"], inp["attention_mask"], out["logits"]
+        self._io = self.session.io_binding()
+        self._step_logits = np.zeros((1, 1, self.vocab_size), np.float32)
+        self._step_logits_v = ort.OrtValue.ortvalue_from_numpy(self._step_logits)
+        self._io.bind_ortvalue_output(self._logits, self._step_logits_v)  # bound first: output 0
+        self._cache = []  # numpy buffers kept alive for the OrtValues that view them
+        for i in range(self.n_layers):
+            for past, present in ((inp["past_key_names"], out["present_key_names"]),
+                                  (inp["past_value_names"], out["present_value_names"])):
+                buf = np.zeros((1, kv, self.n_ctx, hd), np.float32)  # (B, kv_heads, n_ctx, head_dim)
+                v = ort.OrtValue.ortvalue_from_numpy(buf)
+                self._io.bind_ortvalue_input(past % i, v)
+                self._io.bind_ortvalue_output(present % i, v)  # same buffer: GQA appends in place
+                self._cache.append((buf, v))
+        self._mask = np.ones((1, self.n_ctx), np.int64)
+        self._step_id = np.zeros((1, 1), np.int64)
+        self._logits_to_step = True
+        self.n_past = 0
+
+    def _run(self, tokens):
+        """One session run over len(tokens) new tokens; returns logits (T, vocab) (a view for T == 1)."""
+        T = len(tokens)
+        total = self.n_past + T
+        if T == 1:  # decode: a persistent id buffer, logits straight into the step buffer
+            self._step_id[0, 0] = tokens[0]
+            self._io.bind_cpu_input(self._in_ids, self._step_id)
+            if not self._logits_to_step:
+                self._io.bind_ortvalue_output(self._logits, self._step_logits_v)
+                self._logits_to_step = True
+        else:
+            self._io.bind_cpu_input(self._in_ids, np.asarray(tokens, np.int64).reshape(1, T))
+            self._io.bind_output(self._logits, "cpu")  # (1, T, vocab), allocated by onnxruntime
+            self._logits_to_step = False
+        self._io.bind_cpu_input(self._in_mask, self._mask[:, :total])
+        self.session.run_with_iobinding(self._io)
+        self.n_past = total
+        return self._step_logits[0] if T == 1 else self._io.get_outputs()[0].numpy()[0]
+
+    def forward(self, tokens, all_logits=False):
+        tokens = [int(t) for t in tokens]
+        if not tokens:
+            raise BadInput("forward() needs at least one token")
+        if self.n_past + len(tokens) > self.n_ctx:
+            raise BadInput(f"context full: {self.n_past} + {len(tokens)} tokens exceed n_ctx {self.n_ctx}")
+        outs = []
+        for lo in range(0, len(tokens), PREFILL_CHUNK):
+            lg = self._run(tokens[lo:lo + PREFILL_CHUNK])
+            if all_logits:
+                outs.append(np.array(lg, np.float32))
+        if all_logits:
+            return np.concatenate(outs) if len(outs) > 1 else outs[0]
+        return np.array(lg[-1], np.float32)
+
+    def reset(self):
+        self.n_past = 0  # seqlens_k hides the stale cache rows; no need to clear them
+
+    def close(self):
+        for attr in ("_io", "session", "_cache", "_mask", "_step_logits", "_step_logits_v", "_step_id"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        gc.collect()
