@@ -63,6 +63,7 @@ def demo_checkpoint_dir():
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-demo-", dir=out.parent))
     try:
         build_demo_checkpoint(gguf, tmp)
+        os.chmod(tmp, 0o755)
         if out.exists():  # built concurrently by another process
             shutil.rmtree(tmp)
         else:
@@ -76,7 +77,9 @@ def demo_checkpoint_dir():
 def load_original(gguf):
     """The original Llama as transformers loads the GGUF (float32)."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()  # one line per stage is ours to print, not 272 tqdm updates
     return AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32").eval()
 
 
