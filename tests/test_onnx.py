@@ -1,0 +1,209 @@
+"""ONNX writer + OnnxBackend: fp32 conformance with the reference, int4 in onnxruntime-genai, int4 error."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgepack import checkpoint, fold, reference
+from edgepack.onnx_writer import dequantize_int4, quantize_int4, write_onnx
+from edgepack.runtime.onnx_backend import OnnxBackend
+from edgepack.testmodels import make_tiny
+
+PROMPTS = ["What is the capital of France?", "Write a haiku about the sea."]
+
+
+def _export(tmp_path_factory, src, name, **kw):
+    out = tmp_path_factory.mktemp(name)
+    entry = write_onnx(checkpoint.load(src), out, **kw)
+    return out, entry
+
+
+@pytest.fixture(scope="module", params=["mha", "gqa", "untied"])
+def tiny_fp32(request, tmp_path_factory):
+    src = make_tiny(tmp_path_factory.mktemp(f"src-{request.param}"), gqa=request.param != "mha", tied=request.param != "untied")
+    out, _ = _export(tmp_path_factory, src, f"onnx-{request.param}", dtype="fp32", threads=1)
+    return src, out
+
+
+@pytest.fixture(scope="module")
+def demo_int4(tmp_path_factory, demo_dir):
+    return _export(tmp_path_factory, demo_dir, "demo-int4", dtype="int4", threads=2)
+
+
+def test_fp32_matches_reference_prefill_and_decode(tiny_fp32):
+    src, out = tiny_fp32
+    ck = checkpoint.load(src)
+    ids = list(range(3, 43))
+    want = reference.MiniCPM.from_checkpoint(ck)(torch.tensor([ids]))[0].numpy()
+    with OnnxBackend(out, threads=1, n_ctx=64) as b:
+        got = b.forward(ids, all_logits=True)
+        assert got.shape == want.shape and got.dtype == np.float32
+        assert np.abs(got - want).max() <= 1e-4
+        b.reset()
+        step = [b.forward(ids[:10], all_logits=True)] + [b.forward([t])[None] for t in ids[10:]]
+        assert b.n_past == len(ids)
+        assert np.abs(np.concatenate(step) - want).max() <= 1e-4
+
+
+def test_long_prefill_is_chunked_and_exact(tiny_fp32, monkeypatch):
+    import edgepack.runtime.onnx_backend as ob
+
+    src, out = tiny_fp32
+    ids = list(range(3, 60))
+    want = reference.MiniCPM.from_checkpoint(checkpoint.load(src))(torch.tensor([ids]))[0].numpy()
+    monkeypatch.setattr(ob, "PREFILL_CHUNK", 16)  # chunks that continue after a non-empty cache
+    with OnnxBackend(out, threads=1, n_ctx=64) as b:
+        assert np.abs(b.forward(ids, all_logits=True) - want).max() <= 1e-4
+        assert b.n_past == len(ids)
+        with pytest.raises(Exception, match="context full"):
+            b.forward([1] * 10)
+
+
+def test_folder_layout_and_genai_config(demo_int4):
+    out, entry = demo_int4
+    for f in ("model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (out / f).is_file(), f
+    cfg = json.loads((out / "genai_config.json").read_text())
+    assert cfg["model"]["decoder"]["session_options"]["intra_op_num_threads"] == 2
+    assert cfg["search"]["past_present_share_buffer"] is True
+    assert cfg["model"]["context_length"] == 8192 and cfg["model"]["decoder"]["head_size"] == 64
+    assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"]
+    q = entry["quantization"]
+    assert (entry["format"], q["bits"], q["block_size"], q["bits_per_weight"]) == ("onnx", 4, 32, 5.0)
+
+
+def test_tied_int4_embedding_is_stored_once_and_shared(demo_int4):
+    out, _ = demo_int4
+    g = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    ops = {n.op_type for n in g.node}
+    assert {"MatMulNBits", "GroupQueryAttention", "SkipSimplifiedLayerNormalization", "GatherBlockQuantized"} <= ops
+    assert "MatMul" not in ops and "Gather" not in {n.op_type for n in g.node if "embed" in n.name}
+    big = [t for t in g.initializer if t.dims and t.dims[0] == 49152]
+    assert sorted(t.name for t in big) == ["lm_head.MatMul.weight_Q4", "lm_head.MatMul.weight_scales"]
+    gather = next(n for n in g.node if n.op_type == "GatherBlockQuantized")
+    reshape = next(n for n in g.node if n.output[0] == gather.input[0])
+    head = next(n for n in g.node if n.output[0] == "logits")
+    assert head.op_type == "MatMulNBits" and reshape.input[0] == head.input[1] == "lm_head.MatMul.weight_Q4"
+    # 135M weights at 4 bits + fp32 scales per 32: well under a byte per weight, embedding counted once
+    assert (out / "model.onnx.data").stat().st_size < 135e6 * 5.5 / 8
+
+
+def test_untied_int4_head_is_its_own_matmulnbits(tmp_path_factory, tiny_untied_dir):
+    out, _ = _export(tmp_path_factory, tiny_untied_dir, "untied-int4", dtype="int4", block_size=32)
+    g = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    head = next(n for n in g.node if n.output[0] == "logits")
+    gather = next(n for n in g.node if n.op_type == "GatherBlockQuantized")
+    assert head.op_type == "MatMulNBits" and head.input[1] == "lm_head.MatMul.weight_Q4"
+    assert "lm_head" not in next(n for n in g.node if n.output[0] == gather.input[0]).input[0]
+    with OnnxBackend(out, threads=1, n_ctx=32) as b:
+        assert np.isfinite(b.forward([1, 5, 9])).all()
+
+
+def test_int4_blocks_dequantize_within_rtn_bound():
+    w = np.random.default_rng(0).standard_normal((96, 256)).astype(np.float32)
+    w[0, :32] *= 50  # one block with an outlier
+    packed, scales = quantize_int4(w, 32)
+    assert packed.shape == (96, 8, 16) and scales.shape == (96, 8)
+    err = np.abs(dequantize_int4(packed, scales) - w).reshape(96, 8, 32)
+    step = np.abs(scales)[..., None]  # symmetric: amax maps to ±8, so one step is amax/8
+    assert (err <= step * 0.5 + 1e-6).mean() > 0.99  # rounding: half a step...
+    assert (err <= step + 1e-6).all()  # ...except +amax clamped to 7 when amax is the negative end
+    amax = np.abs(w.reshape(96, 8, 32)).max(-1)
+    assert np.allclose(np.abs(scales), amax / 8, rtol=1e-6)
+
+
+def test_exported_int4_weights_are_the_folded_weights(demo_int4, demo_dir):
+    """The bytes in model.onnx.data dequantize to the folded checkpoint, within the int4 bound."""
+    from onnx.numpy_helper import to_array
+
+    out, _ = demo_int4
+    m = onnx.load(str(out / "model.onnx"))  # loads external data
+    inits = {t.name: t for t in m.graph.initializer}
+    ck = checkpoint.load(demo_dir)
+    want = {}
+    names = ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+             "model.layers.0.self_attn.v_proj.weight", "model.layers.3.self_attn.o_proj.weight"]
+    for n in names:
+        want[n] = ck.numpy(n) * fold.fold_scale(ck.config, n)
+    qkv = np.concatenate([want[n] for n in names[:3]])
+    for ref_w, base in ((qkv, "model.layers.0.attn.qkv_proj"), (want[names[3]], "model.layers.3.attn.o_proj")):
+        p, s = to_array(inits[base + ".MatMul.weight_Q4"]), to_array(inits[base + ".MatMul.weight_scales"])
+        err = np.abs(dequantize_int4(p, s) - ref_w).reshape(s.shape + (32,))
+        assert (err <= np.abs(s)[..., None] + 1e-6).all()
+        assert err.mean() < np.abs(ref_w).mean() * 0.2
+
+
+@pytest.fixture(scope="module")
+def chat_ids(demo_int4):
+    from edgepack.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(demo_int4[0])
+    return tok, [tok.encode_chat([{"role": "user", "content": p}]) for p in PROMPTS]
+
+
+def test_genai_loads_int4_folder_and_greedy_matches_onnx_backend(demo_int4, chat_ids):
+    import onnxruntime_genai as og
+
+    out, _ = demo_int4
+    tok, prompts = chat_ids
+    model = og.Model(str(out))  # the folder, unedited
+    n_new = 24
+    with OnnxBackend(out, threads=2, n_ctx=256) as b:
+        for ids in prompts:
+            p = og.GeneratorParams(model)
+            p.set_search_options(do_sample=False, max_length=len(ids) + n_new)
+            g = og.Generator(model, p)
+            g.append_tokens(ids)
+            while not g.is_done():
+                g.generate_next_token()
+            genai_out = [int(t) for t in g.get_sequence(0)][len(ids):]
+            del g
+
+            b.reset()
+            ours, logits = [], b.forward(ids)
+            while len(ours) < n_new:
+                t = int(np.argmax(logits))
+                ours.append(t)
+                if t in tok.eos_ids:
+                    break
+                logits = b.forward([t])
+            assert genai_out == ours
+            assert len(ours) >= 5 and tok.decode(ours).strip()
+
+
+def test_genai_tokenizer_reads_the_copied_files(demo_int4, chat_ids, tmp_path_factory, tiny_dir):
+    import onnxruntime_genai as og
+
+    from edgepack.tokenizer import load_tokenizer
+
+    tok, prompts = chat_ids
+    gtok = og.Tokenizer(og.Model(str(demo_int4[0])))
+    text = gtok.apply_chat_template(json.dumps([{"role": "user", "content": PROMPTS[0]}]), add_generation_prompt=True)
+    assert [int(t) for t in gtok.encode(text)] == prompts[0]
+    # sentencepiece model: converted to tokenizer.json (genai reads no tokenizer.model)
+    out, _ = _export(tmp_path_factory, tiny_dir, "tiny-int4", dtype="int4")
+    assert (out / "tokenizer.json").is_file() and (out / "tokenizer.model").is_file()
+    gtok = og.Tokenizer(og.Model(str(out)))
+    s = "Hello world, 今天天气很好 and more text"
+    assert [int(t) for t in gtok.encode(s)] == load_tokenizer(tiny_dir).encode(s, add_bos=False)
+
+
+def test_close_releases_the_session(tiny_fp32):
+    _, out = tiny_fp32
+    b = OnnxBackend(out, threads=1, n_ctx=32)
+    b.forward([1, 2, 3])
+    b.close()
+    assert not hasattr(b, "session") and not hasattr(b, "_cache")
+    with pytest.raises(AttributeError):
+        b.forward([4])
+
+
+def test_bad_folder_is_a_clear_error(tmp_path):
+    from edgepack.errors import BadInput
+
+    with pytest.raises(BadInput, match="genai_config.json"):
+        OnnxBackend(tmp_path)
+    with pytest.raises(BadInput, match="dtype"):
+        write_onnx(checkpoint.load(make_tiny(tmp_path / "m")), tmp_path, dtype="int8")
