@@ -32,6 +32,8 @@ class EdgepackGroup(click.Group):
                 _fail(f"no space left on device{' writing ' + e.filename if e.filename else ''}", 2, debug)
             _fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", 1, debug)
         except Exception as e:  # a bug: say so, keep it to one line unless --debug
+            if "No space left on device" in str(e) or "os error 28" in str(e):  # from Rust/C++ writers
+                _fail("no space left on device", 2, debug)
             _fail(f"internal error: {type(e).__name__}: {e}".splitlines()[0], 1, debug)
 
 
@@ -113,25 +115,36 @@ def export(int4, dtype, model, formats, out, block_size, gguf_type, fidelity_tok
 
 
 class _progress:
-    """One rich progress bar per stage, on stderr; the library only calls progress(stage, done, total)."""
+    """One rich progress bar per stage, on stderr; the library only calls progress(stage, done, total).
+    Transient and started lazily, so an early error stays the only line on stderr."""
 
     def __enter__(self):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.p = Progress(TextColumn("{task.description:24s}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=Console(stderr=True), transient=False)
-        self.tasks = {}
-        self.p.start()
+        self.p, self.tasks = None, {}
         return self
 
     def __call__(self, stage, done, total):
+        if self.p is None:
+            from rich.console import Console
+
+            if not Console(stderr=True).is_terminal:  # bars only for a person watching
+                self.p = False
+        if self.p is False:
+            return
+        if self.p is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.p = Progress(TextColumn("{task.description:24s}"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.p.start()
         if stage not in self.tasks:
             self.tasks[stage] = self.p.add_task(stage, total=total)
         self.p.update(self.tasks[stage], completed=done, total=total)
 
     def __exit__(self, *exc):
-        self.p.stop()
+        if self.p:
+            self.p.stop()
+
+
 def _generation_options(f):
     """Sampling and loading options shared by run and chat, declared once."""
     for opt in reversed([
@@ -234,8 +247,43 @@ def chat(artifact, system, **kw):
             click.echo(stats.format() if stats else "", err=True)
 
 
-main.command("bench", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-             help="Benchmark an artifact against peer engines.")(_not_yet("bench", 6))
+@main.command()
+@click.argument("artifact", required=False, type=click.Path())
+@click.option("--device", default="cpu", show_default=True, help="Where to run; only cpu is supported.")
+@threads_option
+@click.option("--runs", type=click.IntRange(1), default=3, show_default=True, help="Timed runs per engine and prompt (after 1 warm-up).")
+@click.option("--tokens", "new_tokens", type=click.IntRange(2), default=64, show_default=True, help="New tokens per run (tg).")
+@click.option("--prompts", default=None, help="Comma-separated subset of en-short,en-long,zh-short,zh-long.")
+@click.option("--engines", default=None, help="Comma-separated subset: edgepack, onnxruntime-genai, llama.cpp, torch-reference.")
+@click.option("--no-reference", is_flag=True, help="Skip the fp32 torch reference (it needs ~4 bytes per parameter).")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None, help="Write every figure and the machine to FILE.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Write a PNG of decode speed per engine.")
+def bench(artifact, device, threads, runs, new_tokens, prompts, engines, no_reference, json_file, plot_file):
+    """Benchmark an artifact (default: the demo model's, exported if missing) against peer engines."""
+    from rich.console import Console
+
+    from . import bench as lib
+
+    err = Console(stderr=True)
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
+    with err.status("benchmark starting") as status:
+        def progress(engine, prompt, k, n):
+            warm = " (warm-up, not recorded)" if k == 1 else ""
+            status.update(f"{engine} · {prompt} · run {k} of {n}{warm}")
+            err.print(f"{engine} · {prompt} · run {k} of {n}{warm}", style="dim", highlight=False)
+
+        report = lib.bench(artifact, device=device, threads=threads, runs=runs, new_tokens=new_tokens,
+                           prompts=split(prompts), engines=split(engines), reference=not no_reference,
+                           progress=progress, log=lambda msg: err.print(msg, style="dim", highlight=False))
+    lib.print_table(report)
+    if json_file:
+        lib.write_json(report, json_file)
+        err.print(f"wrote {json_file}")
+    if plot_file:
+        lib.plot(report, plot_file)
+        err.print(f"wrote {plot_file}")
+
+
 @main.command()
 @click.argument("artifact", type=click.Path())
 @click.option("--model", default=None, help="Source checkpoint (default: the one recorded in the manifest).")

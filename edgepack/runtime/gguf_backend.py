@@ -60,6 +60,9 @@ def _load_model(path, vocab_only=False):
     path = str(path)
     if not os.path.isfile(path):
         raise BadInput(f"{path}: GGUF file not found")
+    from ..gguf_reader import read_gguf_header
+
+    read_gguf_header(path)  # every count and offset checked before llama.cpp trusts any of them
     mp = llama.llama_model_default_params()
     mp.n_gpu_layers = 0
     mp.vocab_only = vocab_only
