@@ -1,0 +1,663 @@
+"""`edgepack bench`: speed, memory and speech rate of an artifact against peer engines, in one run.
+
+llama-bench's discipline: one result schema (`bench()` returns it; the table, `--json` and `--plot`
+are printers over it), an unrecorded warm-up run, then repetitions reported as median, min, max and
+the raw samples, labels like pp23+tg64, settings and machine in every report.
+
+Engines, all on the same weights and fed the same token ids (the artifact's tokenizer with its chat
+template, applied once, outside any timer):
+
+    edgepack            onnx   edgepack's runtime loop over the ONNX folder (OnnxBackend)
+    edgepack            gguf   edgepack's runtime loop over the GGUF file (GGUFBackend)
+    onnxruntime-genai   onnx   its native Generator loop (greedy) on the same ONNX folder
+    llama.cpp           gguf   llama_cpp.Llama.generate (its own eval + greedy sampler) on the same GGUF
+    torch-reference     fp32   edgepack's float reference on the source checkpoint (manifest source_path)
+
+Every engine runs in its own fresh subprocess (`python -m edgepack.bench --worker SPEC`), so its
+peak RSS (ru_maxrss) is its own: interpreter, libraries, weights, KV cache, buffers.
+
+What is timed: load_s = constructing the engine from files (edgepack's includes the sha256 check of
+every file it reads); TTFT = prompt ids in → first token sampled (prefill + one sample; for
+onnxruntime-genai it includes creating the Generator, which allocates its KV cache per request);
+prefill tok/s = prompt tokens / prefill time (llama.cpp's loop does not split prefill from the first
+sample, so its prefill time is its TTFT); decode tok/s = steps after the first token / time from the
+first token to the last (each step = one forward + one sample, plus edgepack's incremental
+detokenizer). Not timed: tokenization and the chat template, detokenization of peers' output, the
+speech meter. Every run generates exactly --tokens tokens (end-of-sequence is ignored, as
+llama-bench does), greedy.
+
+Speech rate: words (or CJK characters) per token of the generated text × decode tok/s, against
+2.5 words/s of conversational English or 5.2 characters/s of read Mandarin (runtime/meter.py).
+"""
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import BadInput, InternalError
+
+DEVICES = ("cpu",)
+DEMO_NAME = "smollm2-135m-instruct-minicpm"
+OVERHEAD_FILE = "edgepack.bench.json"  # beside edgepack.json: measured runtime overhead, read by inspect
+N_CTX = 1024  # every engine gets the same context size
+
+# (engine, backend, artifact format it reads or None for the source checkpoint)
+ENGINES = (("edgepack", "onnx", "onnx"), ("onnxruntime-genai", "onnx", "onnx"),
+           ("edgepack", "gguf", "gguf"), ("llama.cpp", "gguf", "gguf"), ("torch-reference", "fp32", None))
+
+_EN_LONG = (
+    "The lighthouse stood on a rock at the mouth of the harbour for more than two hundred years. Its keepers "
+    "lived in a small stone house beside it, and each evening one of them climbed the narrow stairs to light "
+    "the lamp. In the early years the lamp burned whale oil, which smoked and had to be trimmed every few hours "
+    "through the night. Later it burned paraffin, and later still it was lit by electricity from a cable laid "
+    "along the sea floor. Ships coming in from the west looked for its beam long before they could see the "
+    "coast, and fishermen timed their return by it. During storms the keepers kept watch in turns, writing the "
+    "wind, the height of the waves and every passing vessel into a thick logbook. When the light was finally "
+    "automated, the last keeper locked the door, handed the key to the harbour master and moved to a cottage "
+    "in the town, from which he could still see the beam sweep across the water every night.\n\n"
+    "Summarize this story in a few sentences, then explain why lighthouses were automated.")
+_ZH_LONG = (
+    "灯塔矗立在港口入口的一块礁石上，已经两百多年了。守塔人住在旁边一间小石屋里，每天傍晚都有一个人爬上狭窄的楼梯去点灯。"
+    "早年灯里烧的是鲸油，烟很大，夜里每隔几个小时就要修剪一次灯芯。后来改烧煤油，再后来用上了从海底电缆送来的电。"
+    "从西边驶来的船只，远在看见海岸之前就开始寻找它的光束，渔民们也靠它来安排返航的时间。暴风雨的夜里，守塔人轮流值班，"
+    "把风向、浪高和每一艘经过的船都记在一本厚厚的日志里。灯塔最终实现自动化之后，最后一位守塔人锁上门，把钥匙交给港务长，"
+    "搬到了镇上的一间小屋，每天晚上他仍然能看见光束扫过海面。\n\n请用几句话概括这个故事，然后解释灯塔为什么会实现自动化。")
+PROMPTS = {  # name -> user message (the chat template is applied)
+    "en-short": "Explain why the sky is blue.",
+    "en-long": _EN_LONG,
+    "zh-short": "请解释天空为什么是蓝色的。",
+    "zh-long": _ZH_LONG,
+}
+
+
+# -- the library entry point ---------------------------------------------------------------------
+
+def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_tokens=64, prompts=None,
+          engines=None, reference=True, n_ctx=N_CTX, progress=None, log=None):
+    """Benchmark an artifact folder (None: the demo model's default artifact, exported if missing).
+
+    Returns the report: {"machine", "settings", "results": [one record per engine and prompt], "skipped"}.
+    `progress(engine_label, prompt, k, n)` is called before every run; `log(msg)` for everything else.
+    """
+    if device not in DEVICES:
+        raise BadInput(f"--device {device} is not supported; supported: {', '.join(DEVICES)}")
+    if runs < 1 or warmup < 0 or new_tokens < 2:
+        raise BadInput("bench needs runs >= 1, warmup >= 0 and at least 2 new tokens")
+    log = log or (lambda msg: None)
+    root = _artifact(artifact, threads, log)
+
+    from .manifest import read_manifest, verify_files
+    from .tokenizer import load_tokenizer
+
+    m = read_manifest(root)
+    verify_files(root, m["tokenizer"]["files"])
+    for a in m["artifacts"]:
+        verify_files(root, a["files"])  # once here, untimed; edgepack's own load checks again (timed)
+    tk = m["tokenizer"]
+    tok = load_tokenizer(root / (tk.get("path") or "tokenizer"), bos_id=tk.get("bos_id"), eos_ids=tk.get("eos_ids") or None)
+    names = list(prompts or PROMPTS)
+    unknown = [p for p in names if p not in PROMPTS]
+    if unknown:
+        raise BadInput(f"unknown prompt {unknown[0]}; choose from {', '.join(PROMPTS)}")
+    n_ctx = min(n_ctx, m["model"]["config"]["max_position_embeddings"])
+    if new_tokens + 16 > n_ctx:
+        raise BadInput(f"--tokens {new_tokens} leaves no room for a prompt in the context of {n_ctx} tokens")
+    texts = {p: _fit(tok, PROMPTS[p], n_ctx - new_tokens) for p in names}
+    prompt_ids = {p: tok.encode_chat([{"role": "user", "content": texts[p]}]) for p in names}
+
+    threads = threads or os.cpu_count() or 1
+    settings = {"device": device, "threads": threads, "runs": runs, "warmup_runs": warmup, "new_tokens": new_tokens,
+                "n_ctx": n_ctx, "sampling": "greedy; end-of-sequence ignored (fixed tg length)",
+                "artifact": str(root), "model": m["model"]["name"],
+                "prompts": {p: {"text": texts[p], "prompt_tokens": len(prompt_ids[p]), "truncated": texts[p] != PROMPTS[p]}
+                            for p in names},
+                "timed": __doc__.split("What is timed: ")[1].split("\n\nSpeech rate")[0].replace("\n", " ")}
+    formats = {a["format"]: a for a in m["artifacts"]}
+    wanted = set(engines) if engines else None
+    results, skipped, raw = [], [], {}
+    for engine, backend, fmt in ENGINES:
+        label = f"{engine}/{backend}"
+        if wanted is not None and engine not in wanted and label not in wanted:
+            continue
+        if fmt is not None and fmt not in formats:
+            skipped.append({"engine": engine, "backend": backend, "reason": f"the artifact has no {fmt} format"})
+            continue
+        if fmt is None:
+            src = m["model"].get("source_path")
+            if not reference:
+                skipped.append({"engine": engine, "backend": backend, "reason": "--no-reference given (fp32 torch of "
+                                "this model would need about %s of RAM)" % _gb(_fp32_bytes(m))})
+                continue
+            if not src or not Path(src).is_dir():
+                skipped.append({"engine": engine, "backend": backend,
+                                "reason": f"source checkpoint {src} (manifest model.source_path) is gone"})
+                continue
+            path, art_bytes = src, _dir_weight_bytes(src)
+        else:
+            path = str(root / formats[fmt]["path"])
+            art_bytes = sum(f["bytes"] for f in formats[fmt]["files"])
+        spec = {"engine": engine, "backend": backend, "path": path, "root": str(root), "threads": threads, "n_ctx": n_ctx,
+                "runs": runs, "warmup": warmup, "new_tokens": new_tokens,
+                "prompts": [{"name": p, "ids": prompt_ids[p]} for p in names]}
+        log(f"{label}: loading {path}")
+        try:
+            out = _spawn(spec, progress, log)
+        except InternalError as e:  # a peer crashing must not lose the other engines' figures
+            skipped.append({"engine": engine, "backend": backend, "reason": str(e)})
+            log(f"{label}: {e}")
+            continue
+        raw[(engine, backend)] = out
+        for p in out["prompts"]:
+            results.append(_record(engine, backend, p, out, art_bytes, tok, new_tokens, threads))
+    if not results:
+        raise InternalError("no engine produced figures: " + "; ".join(s["reason"] for s in skipped))
+    _add_ratios(results, default_backend=m["artifacts"][0]["format"])
+    report = {"schema": 1, "machine": machine_info(), "settings": settings, "results": results, "skipped": skipped}
+    report["runtime_overhead"] = _record_overhead(root, m, raw, formats, log)
+    return report
+
+
+def _fit(tok, text, budget):
+    """The prompt text, cut at the end (by characters) until it and its chat template fit in budget tokens."""
+    while len(tok.encode_chat([{"role": "user", "content": text}])) > budget:
+        text = text[: int(len(text) * 0.9)]
+    return text
+
+
+def _artifact(artifact, threads, log):
+    if artifact is not None:
+        return Path(artifact)
+    from .export import default_out, export
+
+    root = default_out(DEMO_NAME, "int4")
+    if not (root / "edgepack.json").is_file():
+        log(f"no artifact given and {root} is missing: exporting the demo model first")
+        export(model="demo", out=root, threads=threads, log=log)
+    return root
+
+
+# -- one subprocess per engine -------------------------------------------------------------------
+
+_MARK = "@@edgepack-bench "
+
+
+def _spawn(spec, progress, log):
+    """Run one engine in a fresh interpreter; returns its figures. Its progress lines come on stdout."""
+    with tempfile.TemporaryDirectory(prefix="edgepack-bench-") as d:
+        spec_file, out_file = Path(d) / "spec.json", Path(d) / "out.json"
+        spec_file.write_text(json.dumps(dict(spec, out=str(out_file))))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen([sys.executable, "-m", "edgepack.bench", "--worker", str(spec_file)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        import threading
+
+        err_lines = []
+        t = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
+        t.start()
+        for line in proc.stdout:
+            if line.startswith(_MARK):
+                msg = json.loads(line[len(_MARK):])
+                if progress:
+                    progress(f"{spec['engine']}/{spec['backend']}", msg["prompt"], msg["k"], msg["n"])
+            elif line.strip():
+                log(line.rstrip())
+        rc = proc.wait()
+        t.join(5)
+        if rc != 0 or not out_file.is_file():
+            tail = " | ".join(x.strip() for x in err_lines[-3:] if x.strip())[:300]
+            why = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+            raise InternalError(f"{spec['engine']}/{spec['backend']} worker failed ({why}){': ' + tail if tail else ''}")
+        return json.loads(out_file.read_text())
+
+
+def worker(spec_file):
+    """The subprocess side: load one engine, warm up, run every prompt, report figures as JSON."""
+    spec = json.loads(Path(spec_file).read_text())
+    eng = ENGINE_CLASSES[spec["engine"]](spec)  # imports its library (counted: it is part of the footprint)
+    rss_before = _rss()
+    t = time.perf_counter()
+    eng.load()
+    load_s = time.perf_counter() - t
+    rss_loaded = _rss()
+    n = spec["warmup"] + spec["runs"]
+    prompts = []
+    for p in spec["prompts"]:
+        runs = []
+        for k in range(n):
+            print(_MARK + json.dumps({"prompt": p["name"], "k": k + 1, "n": n, "warmup": k < spec["warmup"]}), flush=True)
+            r = eng.run(p["ids"], spec["new_tokens"])
+            if k >= spec["warmup"]:
+                runs.append(r)
+        prompts.append({"name": p["name"], "prompt_tokens": len(p["ids"]), "runs": runs})
+    peak = _peak_rss()
+    eng.close()
+    out = {"load_s": load_s, "rss_before_load_bytes": rss_before, "rss_after_load_bytes": rss_loaded,
+           "peak_rss_bytes": peak, "prompts": prompts, "detail": eng.detail}
+    Path(spec["out"]).write_text(json.dumps(out))
+
+
+def _rss():
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _peak_rss():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+class _NoEos:
+    """The artifact's tokenizer with no end-of-sequence ids: every run generates exactly N tokens."""
+
+    eos_ids = ()
+
+    def __init__(self, tok):
+        self._tok = tok
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+
+class _Engine:
+    """load() builds the engine; run(ids, n) -> {"ttft_s", "prefill_s", "decode_s", "decode_steps", "ids"}."""
+
+    detail = None
+
+    def __init__(self, spec):
+        self.spec = spec
+
+
+class EdgepackEngine(_Engine):
+    def __init__(self, spec):
+        super().__init__(spec)
+        from . import runtime  # noqa: F401  (imports onnxruntime or llama.cpp lazily, at load)
+
+    def load(self):
+        from .runtime import load
+
+        self.model = load(self.spec["root"], backend=self.spec["backend"], threads=self.spec["threads"], n_ctx=self.spec["n_ctx"])
+        self.tok = _NoEos(self.model.tokenizer)
+
+    def run(self, ids, n):
+        from .runtime import Stats, generate
+
+        s = Stats()
+        for _ in generate(self.model.backend, self.tok, ids, max_new_tokens=n, stats=s):
+            pass
+        return {"ttft_s": s.ttft_s, "prefill_s": s.prefill_s, "decode_s": s.decode_s, "decode_steps": s.decode_steps,
+                "ids": s.ids}
+
+    def close(self):
+        self.model.close()
+
+
+class OrtGenaiEngine(_Engine):
+    def __init__(self, spec):
+        super().__init__(spec)
+        import onnxruntime_genai as og
+
+        self.og = og
+
+    def load(self):
+        og, th = self.og, self.spec["threads"]
+        cfg = og.Config(self.spec["path"])
+        cfg.clear_providers()  # CPU
+        cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {
+            "intra_op_num_threads": th, "inter_op_num_threads": 1}}}}))
+        self.model = og.Model(cfg)
+        self.detail = {"intra_op_num_threads": th, "past_present_share_buffer": "as in genai_config.json"}
+
+    def run(self, ids, n):
+        og = self.og
+        t0 = time.perf_counter()
+        params = og.GeneratorParams(self.model)
+        total = len(ids) + n
+        params.set_search_options(do_sample=False, max_length=total, min_length=total)  # min_length: no early eos
+        g = og.Generator(self.model, params)
+        t1 = time.perf_counter()
+        g.append_tokens(ids)
+        prefill_s = time.perf_counter() - t1
+        out, t_first = [], None
+        while len(out) < n and not g.is_done():
+            g.generate_next_token()
+            out.append(int(g.get_next_tokens()[0]))
+            if t_first is None:
+                t_first = time.perf_counter()
+        end = time.perf_counter()
+        del g
+        return {"ttft_s": t_first - t0, "prefill_s": prefill_s, "decode_s": end - t_first, "decode_steps": len(out) - 1,
+                "ids": out}
+
+    def close(self):
+        del self.model
+
+
+class LlamaCppEngine(_Engine):
+    def __init__(self, spec):
+        super().__init__(spec)
+        import llama_cpp
+
+        self.llama_cpp = llama_cpp
+
+    def load(self):
+        import llama_cpp.llama as high
+
+        from .runtime.gguf_backend import use_extra_buffer_types
+
+        extra = use_extra_buffer_types()
+        if not extra:
+            # Same workaround as GGUFBackend: llama.cpp's AMX repacking segfaults on Q4_0 in this VM, and
+            # Llama() has no argument for it, so its default model params are patched in this worker only.
+            orig = high.llama_cpp.llama_model_default_params
+
+            def params():
+                p = orig()
+                p.use_extra_bufts = False
+                return p
+
+            high.llama_cpp.llama_model_default_params = params
+        th = self.spec["threads"]
+        self.llm = self.llama_cpp.Llama(model_path=self.spec["path"], n_ctx=self.spec["n_ctx"], n_threads=th,
+                                        n_threads_batch=th, n_batch=512, verbose=False)
+        self.detail = {"n_threads": th, "n_batch": 512, "use_extra_bufts": extra}
+
+    def run(self, ids, n):
+        self.llm.reset()  # else generate() reuses the cached prefix and skips the prefill
+        t0 = time.perf_counter()
+        out, t_first = [], None
+        for tok in self.llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
+            if t_first is None:
+                t_first = time.perf_counter()
+            out.append(int(tok))
+            if len(out) == n:
+                break
+        end = time.perf_counter()
+        return {"ttft_s": t_first - t0, "prefill_s": t_first - t0, "decode_s": end - t_first,
+                "decode_steps": len(out) - 1, "ids": out}
+
+    def close(self):
+        self.llm.close()
+
+
+class TorchEngine(_Engine):
+    def __init__(self, spec):
+        super().__init__(spec)
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+        self.torch = torch
+
+    def load(self):
+        from .checkpoint import load
+        from .reference import MiniCPM
+
+        ckpt = load(self.spec["path"])
+        self.model = MiniCPM.from_checkpoint(ckpt)
+        ckpt.close()
+        self.detail = {"dtype": "float32", "torch_threads": self.torch.get_num_threads()}
+
+    def run(self, ids, n):
+        from .reference import KVCache
+
+        torch, model = self.torch, self.model
+        with torch.inference_mode():
+            cache = KVCache(model.config.num_hidden_layers)
+            t0 = time.perf_counter()
+            logits = model(torch.tensor([ids]), cache)
+            prefill_s = time.perf_counter() - t0
+            out = [int(logits[0, -1].argmax())]
+            t_first = time.perf_counter()
+            while len(out) < n:
+                logits = model(torch.tensor([[out[-1]]]), cache)
+                out.append(int(logits[0, -1].argmax()))
+            end = time.perf_counter()
+        return {"ttft_s": t_first - t0, "prefill_s": prefill_s, "decode_s": end - t_first, "decode_steps": n - 1,
+                "ids": out}
+
+    def close(self):
+        del self.model
+
+
+ENGINE_CLASSES = {"edgepack": EdgepackEngine, "onnxruntime-genai": OrtGenaiEngine, "llama.cpp": LlamaCppEngine,
+                  "torch-reference": TorchEngine}
+
+
+# -- from raw samples to records ------------------------------------------------------------------
+
+def _summary(xs):
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "samples": list(xs)}
+
+
+def _record(engine, backend, p, out, art_bytes, tok, new_tokens, threads):
+    from .runtime.meter import SpeechMeter
+
+    runs = p["runs"]
+    ttft = [r["ttft_s"] for r in runs]
+    prefill = [p["prompt_tokens"] / r["prefill_s"] for r in runs]
+    decode = [r["decode_steps"] / r["decode_s"] for r in runs]
+    ids = runs[-1]["ids"]
+    text = tok.decode(ids)
+    meter = SpeechMeter()
+    meter.feed(text)
+    d = statistics.median(decode)
+    words_s, cjk_s, ratio = meter.rates(len(ids), d)
+    return {
+        "engine": engine, "backend": backend, "prompt": p["name"],
+        "label": f"pp{p['prompt_tokens']}+tg{new_tokens}", "prompt_tokens": p["prompt_tokens"], "new_tokens": len(ids),
+        "load_s": out["load_s"], "ttft_s": statistics.median(ttft), "prefill_tok_s": statistics.median(prefill),
+        "decode_tok_s": _summary(decode), "ttft_s_runs": _summary(ttft), "prefill_tok_s_runs": _summary(prefill),
+        "peak_rss_bytes": out["peak_rss_bytes"], "rss_after_load_bytes": out["rss_after_load_bytes"],
+        "rss_before_load_bytes": out["rss_before_load_bytes"], "artifact_bytes": art_bytes,
+        "words_per_s": words_s, "cjk_chars_per_s": cjk_s, "speech_ratio": ratio,
+        "speech_unit": "cjk_chars" if meter.cjk_dominant else "words",
+        "tokens_per_word": len(ids) / meter.words if meter.words else None,
+        "tokens_per_cjk_char": len(ids) / meter.cjk_chars if meter.cjk_chars else None,
+        "text_head": text[:160], "threads": threads, "engine_detail": out.get("detail"),
+    }
+
+
+def _add_ratios(results, default_backend):
+    """Each record's figures ÷ edgepack's runtime on the same prompt (same format; the default for torch)."""
+    ours = {(r["backend"], r["prompt"]): r for r in results if r["engine"] == "edgepack"}
+    for r in results:
+        base = ours.get((r["backend"], r["prompt"])) or ours.get((default_backend, r["prompt"]))
+        if base is None:
+            r["vs_edgepack"] = None
+            continue
+        r["vs_edgepack"] = {
+            "against": f"edgepack/{base['backend']}",
+            "decode_tok_s": r["decode_tok_s"]["median"] / base["decode_tok_s"]["median"],
+            "prefill_tok_s": r["prefill_tok_s"] / base["prefill_tok_s"],
+            "ttft_s": r["ttft_s"] / base["ttft_s"], "load_s": r["load_s"] / base["load_s"],
+            "peak_rss_bytes": r["peak_rss_bytes"] / base["peak_rss_bytes"]}
+
+
+def _record_overhead(root, m, raw, formats, log):
+    """Measured runtime overhead per format = edgepack's peak RSS − weight file bytes − KV cache in use at the
+    peak (longest prompt + new tokens). Written to OVERHEAD_FILE beside the manifest for `edgepack inspect`."""
+    from .manifest import kv_cache_bytes
+
+    cfg = m["model"]["config"]
+    over = {}
+    for (engine, backend), out in raw.items():
+        if engine != "edgepack":
+            continue
+        weights = sum(f["bytes"] for f in formats[backend]["files"])
+        held = max(p["prompt_tokens"] + len(p["runs"][-1]["ids"]) for p in out["prompts"])
+        kv = kv_cache_bytes(cfg, held, 4 if backend == "onnx" else 2)
+        over[backend] = {"runtime_overhead_bytes": max(0, out["peak_rss_bytes"] - weights - kv),
+                         "peak_rss_bytes": out["peak_rss_bytes"], "weights_bytes": weights, "kv_cache_bytes": kv,
+                         "tokens_held": held, "method": "peak RSS of `edgepack bench`'s runtime worker − weights − KV in use",
+                         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if over:
+        try:
+            (root / OVERHEAD_FILE).write_text(json.dumps({"runtime_overhead": over}, indent=2) + "\n")
+        except OSError as e:
+            log(f"could not record the measured overhead in {root / OVERHEAD_FILE}: {e.strerror}")
+    return over
+
+
+def _fp32_bytes(m):
+    c = m["model"]["config"]
+    h, L, ff, v = c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"], c["vocab_size"]
+    kvd = c["num_key_value_heads"] * (h // c["num_attention_heads"])
+    per_layer = 2 * h * h + 2 * h * kvd + 3 * h * ff
+    return 4 * (L * per_layer + v * h * (1 if c["tie_word_embeddings"] else 2))
+
+
+def _dir_weight_bytes(path):
+    return sum(p.stat().st_size for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin"))
+
+
+def _gb(n):
+    return f"{n / 2**30:.1f} GiB"
+
+
+# -- machine ---------------------------------------------------------------------------------------
+
+def machine_info():
+    import importlib.metadata as md
+
+    import psutil
+
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    libs = {}
+    for name in ("edgepack", "numpy", "onnxruntime", "onnxruntime-genai", "llama_cpp_python", "torch", "gguf",
+                 "onnx", "tokenizers", "sentencepiece"):
+        try:
+            libs[name] = md.version(name)
+        except md.PackageNotFoundError:
+            libs[name] = None
+    return {"cpu": cpu, "cores_logical": os.cpu_count(), "cores_physical": psutil.cpu_count(logical=False),
+            "ram_bytes": psutil.virtual_memory().total, "os": platform.platform(), "python": platform.python_version(),
+            "libraries": libs, "load_average_at_start": list(os.getloadavg()),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+# -- printers over the report ----------------------------------------------------------------------
+
+def _num(x):
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def _bytes(n):
+    from .inspect import human_bytes
+
+    return human_bytes(n)
+
+
+def print_table(report, console=None):
+    """A rich table: one row per engine and prompt, the ratio to edgepack's runtime (×ep) beside each figure."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=170)  # a file or pipe: do not squeeze the table into 80 columns
+    s = report["settings"]
+    t = Table(title=f"edgepack bench · {s['model']} · {s['threads']} threads · {s['runs']} runs "
+                    f"(+{s['warmup_runs']} warm-up) · median [min–max] · ×ep = ratio to edgepack's runtime")
+    for col in ("engine", "prompt", "test", "load s", "TTFT s", "prefill tok/s", "decode tok/s", "min–max", "×ep",
+                "speech", "peak RSS", "artifact"):
+        t.add_column(col, justify="left" if col in ("engine", "prompt", "test") else "right", no_wrap=True)
+    for r in report["results"]:
+        d, v = r["decode_tok_s"], r.get("vs_edgepack") or {}
+
+        def x(key):
+            return f" {v[key]:.2f}×" if key in v and r["engine"] != "edgepack" else ""
+
+        rate = f"{_num(r['cjk_chars_per_s'])} ch/s" if r["speech_unit"] == "cjk_chars" else f"{_num(r['words_per_s'])} w/s"
+        t.add_row(f"{r['engine']} {r['backend']}", r["prompt"], r["label"], f"{r['load_s']:.2f}", f"{r['ttft_s']:.3f}",
+                  f"{_num(r['prefill_tok_s'])}{x('prefill_tok_s')}", _num(d["median"]), f"{_num(d['min'])}–{_num(d['max'])}",
+                  x("decode_tok_s").strip(), f"{rate} = {_num(r['speech_ratio'])}×",
+                  f"{_bytes(r['peak_rss_bytes'])}{x('peak_rss_bytes')}", _bytes(r["artifact_bytes"]))
+    console.print(t)
+    mc = report["machine"]
+    console.print(f"machine: {mc['cpu']}, {mc['cores_logical']} cores, {_bytes(mc['ram_bytes'])} RAM, "
+                  f"Python {mc['python']}, load average {mc['load_average_at_start'][0]:.2f} at start")
+    console.print("×ep: ratio to edgepack's runtime on the same format and prompt (torch: the artifact's first format). "
+                  "speech: words/s (ch/s when the text is mostly CJK) of the generated text, × human speech "
+                  "(2.5 words/s, 5.2 ch/s).")
+    console.print(f"timed: {s['timed']}", style="dim")
+    for sk in report["skipped"]:
+        console.print(f"skipped {sk['engine']}/{sk['backend']}: {sk['reason']}", style="yellow")
+
+
+def write_json(report, path):
+    Path(path).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def speech_line_tok_s(report):
+    """Human speech rates in tokens/s: 2.5 words/s × tokens per word (and 5.2 ch/s × tokens per CJK character),
+    measured on edgepack's generated text (falls back to any engine's)."""
+    from .runtime.meter import CJK_CHARS_PER_S, WORDS_PER_S
+
+    out = {}
+    for unit, key, rate in (("words", "tokens_per_word", WORDS_PER_S), ("cjk_chars", "tokens_per_cjk_char", CJK_CHARS_PER_S)):
+        rs = [r for r in report["results"] if r["speech_unit"] == unit and r[key]]
+        ours = [r for r in rs if r["engine"] == "edgepack"] or rs
+        if ours:
+            out[unit] = (rate * statistics.median(r[key] for r in ours), statistics.median(r[key] for r in ours))
+    return out
+
+
+def plot(report, path):
+    """Bar chart of median decode tok/s per engine (one bar per prompt, min–max whiskers) with the human
+    speech rate converted to tokens/s drawn as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = report["results"]
+    engines = list(dict.fromkeys(f"{r['engine']}/{r['backend']}" for r in res))
+    prompts = list(dict.fromkeys(r["prompt"] for r in res))
+    width = 0.8 / max(1, len(prompts))
+    fig, ax = plt.subplots(figsize=(max(8, 1.8 * len(engines)), 6), dpi=110)
+    for j, p in enumerate(prompts):
+        xs, ys, lo, hi = [], [], [], []
+        for i, e in enumerate(engines):
+            r = next((r for r in res if f"{r['engine']}/{r['backend']}" == e and r["prompt"] == p), None)
+            if r is None:
+                continue
+            d = r["decode_tok_s"]
+            xs.append(i + (j - (len(prompts) - 1) / 2) * width)
+            ys.append(d["median"])
+            lo.append(d["median"] - d["min"])
+            hi.append(d["max"] - d["median"])
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=p)
+    styles = {"words": ("--", "English speech: 2.5 words/s × %.2f tokens/word = %.1f tok/s"),
+              "cjk_chars": (":", "Mandarin speech: 5.2 chars/s × %.2f tokens/char = %.1f tok/s")}
+    for unit, (tok_s, per) in speech_line_tok_s(report).items():
+        ls, fmt = styles[unit]
+        ax.axhline(tok_s, color="black", ls=ls, lw=1.2, label=fmt % (per, tok_s) + " (tokens/unit measured on the generated text)")
+    s = report["settings"]
+    ax.set_xticks(range(len(engines)))
+    ax.set_xticklabels(engines, fontsize=8)
+    ax.set_ylabel("decode tokens/s (median, min–max)")
+    ax.set_title(f"{s['model']}: decode speed, {s['threads']} threads, {s['runs']} runs, {report['machine']['cpu']}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker(sys.argv[2])
+    else:
+        sys.exit("usage: python -m edgepack.bench --worker SPEC.json (internal; use `edgepack bench`)")
