@@ -1,0 +1,255 @@
+"""edgepack's int4 ONNX writer against onnxruntime-genai's model builder, measured in the same run.
+
+    python benchmarks/bench_onnx_export.py demo [--work DIR]        -> results/onnx_demo.json
+        int4 perplexity (first 2048 tokens of edgepack.texts.eval_text) of our graph and the builder's
+        vs the float reference; decode/prefill tok/s of onnxruntime-genai on both graphs, of
+        edgepack's OnnxBackend and of the naive copy-the-cache onnxruntime loop (anchors), 2 threads.
+    python benchmarks/bench_onnx_export.py 2b [--ckpt DIR] [--work DIR]  -> results/onnx_export_2b.json
+        peak RSS (/usr/bin/time -v) and wall time of writing our int4 ONNX (write_onnx, no fidelity)
+        vs the builder on the same folded MiniCPM-2B-shaped checkpoint (benchmarks/make_minicpm_2b.py),
+        then onnxruntime-genai decode/prefill tok/s on both graphs (anchors/decode_ortgenai.py).
+
+Both graphs get the same settings: symmetric RTN int4, block 32, accuracy level 4, 2 intra-op threads
+(set in genai_config.json for both; the builder leaves it unset by default). Not timed: tokenization.
+Inputs of the speed runs are synthetic token ids (64-token prompt, 64 decode steps), as in the anchors.
+The machine is shared: speed rounds are interleaved and ratios are the figures to read.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+ANCHORS = Path(os.environ.get("EDGEPACK_ANCHORS", "/work/shared/anchors"))
+RESULTS = ROOT / "benchmarks" / "results"
+THREADS = 2
+
+
+def machine():
+    import importlib.metadata as md
+
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    ram = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) * 1024
+    libs = {p: md.version(p) for p in ("onnxruntime", "onnxruntime-genai", "onnx", "torch", "transformers", "numpy")}
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_bytes": ram, "python": platform.python_version(), "libraries": libs}
+
+
+def timed(cmd, log):
+    """Run cmd under /usr/bin/time -v; (wall_s, peak_rss_bytes). Its output goes to `log`."""
+    with open(log, "w") as fh:
+        r = subprocess.run(["/usr/bin/time", "-v", *map(str, cmd)], stdout=fh, stderr=subprocess.STDOUT)
+    text = Path(log).read_text()
+    if r.returncode:
+        raise SystemExit(f"{cmd[0:4]} failed (exit {r.returncode}); see {log}")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1)) * 1024
+    h, m, s = ([0, 0] + re.search(r"Elapsed \(wall clock\) time.*: ([\d:.]+)", text).group(1).split(":"))[-3:]
+    return float(h) * 3600 + float(m) * 60 + float(s), rss
+
+
+def fold_hf(ckpt_dir, out, shard_bytes=1 << 30):
+    """The folded Llama as a Hugging Face dir (the builder's input), shard by shard, source dtype kept."""
+    import torch
+    from safetensors.torch import save_file
+
+    from edgepack import checkpoint, fold
+
+    ck = checkpoint.load(ckpt_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dtypes = {ck.dtype(n) for n in ck.names}
+    dtype = "bfloat16" if dtypes == {"bfloat16"} else "float32"
+    shard, size, k, wm = {}, 0, 0, {}
+
+    def flush():
+        nonlocal shard, size, k
+        k += 1
+        name = f"model-{k:05d}.safetensors"
+        save_file(shard, str(out / name), metadata={"format": "pt"})
+        wm.update({n: name for n in shard})
+        shard, size = {}, 0
+
+    for n, t in fold.folded(ck):
+        shard[n] = t.to(getattr(torch, dtype)).contiguous()
+        size += shard[n].nbytes
+        if size >= shard_bytes:
+            flush()
+    if shard:
+        flush()
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wm}))
+    cfg = fold.llama_config(ck.config)
+    cfg["torch_dtype"] = dtype
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        if (ck.path / f).is_file():
+            shutil.copyfile(ck.path / f, out / f)
+
+
+def write_ours(ckpt_dir, out):
+    from edgepack import checkpoint
+    from edgepack.onnx_writer import write_onnx
+
+    out = Path(out)
+    out.mkdir(parents=True)
+    print(json.dumps(write_onnx(checkpoint.load(ckpt_dir), out, dtype="int4", block_size=32, threads=THREADS)))
+
+
+def run_builder(hf_dir, out, log):
+    cache = Path(str(out) + "-cache")
+    t = timed([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", hf_dir, "-o", out, "-p", "int4",
+               "-e", "cpu", "-c", cache], log)
+    shutil.rmtree(cache, ignore_errors=True)
+    set_threads(out)
+    return t
+
+
+def set_threads(folder):
+    """The same intra_op_num_threads for both graphs (the builder leaves it unset by default)."""
+    f = Path(folder) / "genai_config.json"
+    cfg = json.loads(f.read_text())
+    cfg["model"]["decoder"]["session_options"]["intra_op_num_threads"] = THREADS
+    f.write_text(json.dumps(cfg, indent=4))
+
+
+def decode_ours(folder):
+    """The anchors' protocol through edgepack's OnnxBackend (64-token prefill, 64 decode steps)."""
+    from edgepack.runtime.onnx_backend import OnnxBackend
+
+    t = time.perf_counter()
+    b = OnnxBackend(folder, threads=THREADS, n_ctx=129)  # the same cache length genai allocates there
+    print("load_s", round(time.perf_counter() - t, 2))
+    t = time.perf_counter()
+    b.forward(list(range(300, 364)))
+    print("prefill64 tok/s", round(64 / (time.perf_counter() - t), 2))
+    t = time.perf_counter()
+    for i in range(64):
+        b.forward([500 + i])
+    print("decode tok/s", round(64 / (time.perf_counter() - t), 2))
+
+
+def speed(cmd):
+    out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, check=True).stdout
+    get = lambda k: float(re.search(k + r" ([\d.]+)", out).group(1))  # noqa: E731
+    return {"prefill_tok_s": get("prefill64 tok/s"), "decode_tok_s": get("decode tok/s")}
+
+
+def speed_rounds(engines, rounds):
+    """Interleaved rounds; per engine the raw samples and medians."""
+    raw = {name: [] for name in engines}
+    for _ in range(rounds):
+        for name, cmd in engines.items():
+            raw[name].append(speed(cmd))
+    return {name: {"decode_tok_s": statistics.median(s["decode_tok_s"] for s in v),
+                   "prefill_tok_s": statistics.median(s["prefill_tok_s"] for s in v), "samples": v}
+            for name, v in raw.items()}
+
+
+def folder_bytes(d):
+    return sum(f.stat().st_size for f in Path(d).iterdir() if f.is_file())
+
+
+def bench_demo(work, rounds):
+    from edgepack import checkpoint, fidelity
+    from edgepack.demo import demo_checkpoint_dir
+    from edgepack.runtime.onnx_backend import OnnxBackend
+    from edgepack.tokenizer import load_tokenizer
+
+    src = demo_checkpoint_dir()
+    hf, ours, builder = work / "demo-folded-hf", work / "demo-ours", work / "demo-builder"
+    for d in (hf, ours, builder):
+        shutil.rmtree(d, ignore_errors=True)
+    fold_hf(src, hf)
+    t_ours = timed([sys.executable, __file__, "_write", src, ours], work / "demo-ours.log")
+    t_builder = run_builder(hf, builder, work / "demo-builder.log")
+
+    ck = checkpoint.load(src)
+    ids = fidelity.eval_ids(load_tokenizer(src), 2048)
+    ref = fidelity.reference_logits(ck, ids)
+    fid = {}
+    for name, d in (("edgepack", ours), ("builder", builder)):
+        with OnnxBackend(d, threads=THREADS, n_ctx=len(ids)) as b:
+            fid[name] = fidelity.compare(ref, fidelity.backend_logits(b, ids), ids)
+    del ref
+    sp = speed_rounds({
+        "ortgenai_edgepack_graph": [sys.executable, ANCHORS / "decode_ortgenai.py", ours],
+        "ortgenai_builder_graph": [sys.executable, ANCHORS / "decode_ortgenai.py", builder],
+        "onnx_backend_edgepack_graph": [sys.executable, __file__, "_decode", ours],
+        "ort_naive_edgepack_graph": [sys.executable, ANCHORS / "decode_ort_naive.py", ours, THREADS],
+    }, rounds)
+    g = sp["ortgenai_edgepack_graph"]["decode_tok_s"]
+    return {
+        "model": "demo (SmolLM2-135M-Instruct in MiniCPM form), folded to a tied Llama for the builder",
+        "settings": {"quantization": "int4 symmetric RTN, block 32, accuracy_level 4", "threads": THREADS,
+                     "builder_cmd": "python -m onnxruntime_genai.models.builder -i HF_DIR -o OUT -p int4 -e cpu"},
+        "fidelity": fid,
+        "export": {"edgepack": {"wall_s": t_ours[0], "peak_rss_bytes": t_ours[1], "bytes": folder_bytes(ours)},
+                   "builder": {"wall_s": t_builder[0], "peak_rss_bytes": t_builder[1], "bytes": folder_bytes(builder)}},
+        "speed": sp,
+        "ratios": {"onnx_backend_vs_ortgenai_decode": round(sp["onnx_backend_edgepack_graph"]["decode_tok_s"] / g, 3),
+                   "ortgenai_edgepack_vs_builder_graph_decode": round(g / sp["ortgenai_builder_graph"]["decode_tok_s"], 3),
+                   "onnx_backend_vs_naive_decode": round(sp["onnx_backend_edgepack_graph"]["decode_tok_s"] / sp["ort_naive_edgepack_graph"]["decode_tok_s"], 3)},
+    }
+
+
+def bench_2b(work, ckpt, rounds):
+    if ckpt is None:
+        ckpt = work / "minicpm-2b"
+        if not (ckpt / "config.json").is_file():
+            subprocess.run([sys.executable, ROOT / "benchmarks" / "make_minicpm_2b.py", ckpt], check=True)
+    hf, ours, builder = work / "2b-folded-hf", work / "2b-ours", work / "2b-builder"
+    for d in (ours, builder):
+        shutil.rmtree(d, ignore_errors=True)
+    if not (hf / "config.json").is_file():
+        fold_hf(ckpt, hf)
+    t_ours = timed([sys.executable, __file__, "_write", ckpt, ours], work / "2b-ours.log")
+    t_builder = run_builder(hf, builder, work / "2b-builder.log")
+    sp = speed_rounds({
+        "ortgenai_edgepack_graph": [sys.executable, ANCHORS / "decode_ortgenai.py", ours],
+        "ortgenai_builder_graph": [sys.executable, ANCHORS / "decode_ortgenai.py", builder],
+    }, rounds)
+    return {
+        "model": "MiniCPM-2B-shaped random bf16 checkpoint (benchmarks/make_minicpm_2b.py); the builder gets it "
+                 "folded into a tied Llama (same bf16 weights), ours reads the MiniCPM checkpoint and folds as it streams",
+        "settings": {"quantization": "int4 symmetric RTN, block 32, accuracy_level 4", "threads": THREADS,
+                     "builder_cmd": "python -m onnxruntime_genai.models.builder -i HF_DIR -o OUT -p int4 -e cpu",
+                     "edgepack_cmd": "write_onnx(ckpt, out, dtype='int4', block_size=32) (no fidelity)"},
+        "export": {"edgepack": {"wall_s": t_ours[0], "peak_rss_bytes": t_ours[1], "bytes": folder_bytes(ours)},
+                   "builder": {"wall_s": t_builder[0], "peak_rss_bytes": t_builder[1], "bytes": folder_bytes(builder)}},
+        "speed": sp,
+        "ratios": {"export_rss_edgepack_vs_builder": round(t_ours[1] / t_builder[1], 3),
+                   "export_time_edgepack_vs_builder": round(t_ours[0] / t_builder[0], 3),
+                   "ortgenai_decode_edgepack_vs_builder_graph": round(sp["ortgenai_edgepack_graph"]["decode_tok_s"] / sp["ortgenai_builder_graph"]["decode_tok_s"], 3),
+                   "ortgenai_prefill_edgepack_vs_builder_graph": round(sp["ortgenai_edgepack_graph"]["prefill_tok_s"] / sp["ortgenai_builder_graph"]["prefill_tok_s"], 3)},
+    }
+
+
+def main():
+    if sys.argv[1:2] == ["_write"]:
+        return write_ours(*sys.argv[2:4])
+    if sys.argv[1:2] == ["_decode"]:
+        return decode_ours(sys.argv[2])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["demo", "2b"])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edgepack-bench-onnx"))
+    ap.add_argument("--ckpt", type=Path, default=None, help="2b: an existing MiniCPM-2B-shaped checkpoint dir")
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    res = bench_demo(a.work, a.rounds) if a.what == "demo" else bench_2b(a.work, a.ckpt, a.rounds)
+    res = {"benchmark": f"onnx_export_{a.what}", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **res}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / ("onnx_demo.json" if a.what == "demo" else "onnx_export_2b.json")
+    out.write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+    print("wrote", out, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
