@@ -129,19 +129,29 @@ def kv_cache_bytes(cfg, n_ctx, bytes_per=4):
 def inspect_artifact(root):
     m = read_manifest(root)
     cfg = m["model"]["config"]
+    measured = _measured_overhead(root)
     mem = []
     for a in m["artifacts"]:
         weights = sum(f["bytes"] for f in a["files"])
         kv_bytes = 4 if a["format"] == "onnx" else 2
+        over = a.get("runtime_overhead_bytes", measured.get(a["format"], {}).get("runtime_overhead_bytes"))
         for ctx in (512, 2048, 4096):
             if ctx > cfg["max_position_embeddings"]:
                 continue
-            total = weights + kv_cache_bytes(cfg, ctx, kv_bytes) + a.get("runtime_overhead_bytes", 0)
+            total = weights + kv_cache_bytes(cfg, ctx, kv_bytes) + (over or 0)
             mem.append({"format": a["format"], "context": ctx, "weights_bytes": weights,
                         "kv_cache_bytes": kv_cache_bytes(cfg, ctx, kv_bytes),
-                        "runtime_overhead_bytes": a.get("runtime_overhead_bytes", 0), "total_bytes": total,
+                        "runtime_overhead_bytes": over or 0, "overhead_measured": over is not None, "total_bytes": total,
                         "fits_phone_ram_gb": [g for g in (4, 6, 8, 12) if total <= 0.5 * g * 2**30]})
     return dict(m, kind="artifact", path=str(root), memory_by_context=mem)
+
+
+def _measured_overhead(root):
+    """Runtime overhead per format as `edgepack bench` last measured it on this artifact (edgepack.bench.json)."""
+    try:
+        return json.loads((Path(root) / "edgepack.bench.json").read_text(encoding="utf-8"))["runtime_overhead"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def format_artifact(info):
@@ -162,6 +172,8 @@ def format_artifact(info):
                          f"({fid['ppl_increase_pct']:+.1f}%), top-1 {100 * fid['top1_agreement']:.1f}%, KL {fid['mean_kl']:.4f}")
     for r in info["memory_by_context"]:
         fits = ", ".join(f"{g} GB" for g in r["fits_phone_ram_gb"]) or "none"
+        over = (f" + runtime {human_bytes(r['runtime_overhead_bytes'])} measured" if r.get("overhead_measured")
+                else " + runtime overhead not measured: run edgepack bench")
         lines.append(f"memory {r['format']:4s} ctx {r['context']:5d}: {human_bytes(r['total_bytes'])} "
-                     f"(weights {human_bytes(r['weights_bytes'])} + KV {human_bytes(r['kv_cache_bytes'])}); fits phones with: {fits}")
+                     f"(weights {human_bytes(r['weights_bytes'])} + KV {human_bytes(r['kv_cache_bytes'])}{over}); fits phones with: {fits}")
     return "\n".join(lines)
