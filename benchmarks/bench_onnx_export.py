@@ -134,6 +134,34 @@ def decode_ours(folder):
     print("decode tok/s", round(64 / (time.perf_counter() - t), 2))
 
 
+def paired(folder, rounds=12, block=16):
+    """OnnxBackend vs onnxruntime-genai's loop in one process, alternating blocks of decode steps, so
+    both see the same machine load; prints seconds per token, median over blocks, for each."""
+    import onnxruntime_genai as og
+
+    from edgepack.runtime.onnx_backend import OnnxBackend
+
+    n = rounds * block
+    model = og.Model(og.Config(str(folder)))
+    p = og.GeneratorParams(model)
+    p.set_search_options(do_sample=False, max_length=64 + n + 1, min_length=64 + n + 1)
+    g = og.Generator(model, p)
+    g.append_tokens([list(range(300, 364))])
+    b = OnnxBackend(folder, threads=THREADS, n_ctx=64 + n + 1)
+    b.forward(list(range(300, 364)))
+    t_g, t_b = [], []
+    for r in range(rounds):
+        t = time.perf_counter()
+        for _ in range(block):
+            g.generate_next_token()
+        t_g.append((time.perf_counter() - t) / block)
+        t = time.perf_counter()
+        for i in range(block):
+            b.forward([500 + r * block + i])
+        t_b.append((time.perf_counter() - t) / block)
+    print(json.dumps({"ortgenai_s_per_token": t_g, "onnx_backend_s_per_token": t_b}))
+
+
 def speed(cmd):
     out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, check=True).stdout
     get = lambda k: float(re.search(k + r" ([\d.]+)", out).group(1))  # noqa: E731
@@ -184,6 +212,11 @@ def bench_demo(work, rounds):
         "ort_naive_edgepack_graph": [sys.executable, ANCHORS / "decode_ort_naive.py", ours, THREADS],
     }, rounds)
     g = sp["ortgenai_edgepack_graph"]["decode_tok_s"]
+    pr = json.loads(subprocess.run([sys.executable, __file__, "_paired", ours], capture_output=True, text=True,
+                                   check=True).stdout.strip().splitlines()[-1])
+    pg, pb = statistics.median(pr["ortgenai_s_per_token"]), statistics.median(pr["onnx_backend_s_per_token"])
+    sp["paired_decode_in_one_process"] = {"ortgenai_tok_s": round(1 / pg, 2), "onnx_backend_tok_s": round(1 / pb, 2),
+                                          "onnx_backend_vs_ortgenai": round(pg / pb, 3), "samples_s_per_token": pr}
     return {
         "model": "demo (SmolLM2-135M-Instruct in MiniCPM form), folded to a tied Llama for the builder",
         "settings": {"quantization": "int4 symmetric RTN, block 32, accuracy_level 4", "threads": THREADS,
@@ -233,6 +266,8 @@ def bench_2b(work, ckpt, rounds):
 def main():
     if sys.argv[1:2] == ["_write"]:
         return write_ours(*sys.argv[2:4])
+    if sys.argv[1:2] == ["_paired"]:
+        return paired(sys.argv[2])
     if sys.argv[1:2] == ["_decode"]:
         return decode_ours(sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
