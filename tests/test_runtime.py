@@ -253,3 +253,169 @@ def test_stats_summary_has_exactly_the_interface_keys(sp_tok):
 def test_import_runtime_pulls_no_torch():
     code = "import edgepack.runtime, edgepack.runtime.artifact, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- real artifacts: tiny (sentencepiece, byte fallback) and the demo model (int4 ONNX + GGUF) ---
+
+@pytest.fixture(scope="module")
+def tiny_art(tiny_dir, tmp_path_factory):
+    from edgepack.export import export
+
+    return export(str(tiny_dir), out=tmp_path_factory.mktemp("art") / "tiny", formats=("onnx", "gguf"),
+                  fidelity_tokens=0, threads=2)
+
+
+@pytest.fixture(scope="module")
+def demo_art(tmp_path_factory):
+    from edgepack.export import export
+
+    return export("demo", out=tmp_path_factory.mktemp("art") / "demo", formats=("onnx", "gguf"),
+                  fidelity_tokens=0, threads=2)
+
+
+PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "List three prime numbers."]
+
+
+class Forced(Backend):
+    """A real backend whose logits are nudged toward a script: real cache and kernels, chosen ids."""
+
+    def __init__(self, inner, script):
+        self.inner, self.script, self.step = inner, script, 0
+        self.name, self.n_ctx, self.vocab_size = inner.name, inner.n_ctx, inner.vocab_size
+
+    n_past = property(lambda self: self.inner.n_past)
+
+    def forward(self, tokens, all_logits=False):
+        logits = self.inner.forward(tokens)
+        logits[self.script[min(self.step, len(self.script) - 1)]] += 1e4
+        self.step += 1
+        return logits
+
+    def reset(self):
+        self.inner.reset()
+        self.step = 0
+
+    def close(self):
+        self.inner.close()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "gguf"])
+def test_byte_fallback_chinese_on_the_tiny_artifact(tiny_art, backend):
+    from edgepack.runtime import load
+
+    with load(tiny_art, backend=backend, threads=1) as m:
+        tok = m.tokenizer
+        script = tok.encode(ZH + " 龍 ok", add_bos=False)
+        assert sum(tok.piece(i).startswith("<0x") for i in script) >= 9
+        m.backend = Forced(m.backend, script + list(tok.eos_ids))
+        pieces = list(m.generate("你好", max_new_tokens=100))
+        assert m.stats.ids == script and m.stats.finish_reason == "eos"
+        assert all("\ufffd" not in p for p in pieces)
+        assert "".join(pieces) == tok.decode(script) and "龍飛鳳舞" in m.stats.text
+
+
+@pytest.mark.parametrize("backend", ["onnx", "gguf"])
+def test_tiny_artifact_generates_and_prompt_overflow_is_clear(tiny_art, backend):
+    from edgepack.runtime import load
+
+    with load(tiny_art, backend=backend, threads=1) as m:
+        assert m.name == backend
+        s = m.complete("hello", max_new_tokens=12, temperature=0.8, top_k=40, seed=7)
+        assert m.complete("hello", max_new_tokens=12, temperature=0.8, top_k=40, seed=7).ids == s.ids
+        assert s.tokens >= 1 and s.text == m.tokenizer.decode(s.ids) or "\ufffd" in m.tokenizer.decode(s.ids)
+        with pytest.raises(BadInput, match=f"context holds {m.backend.n_ctx}"):
+            m.generate("word " * 400)
+
+
+def test_greedy_int4_onnx_equals_onnxruntime_genai(demo_art):
+    import onnxruntime_genai as og
+
+    from edgepack.runtime import load
+
+    n = 24
+    with load(demo_art, backend="onnx", threads=1) as m:
+        cases = [(ids, m.complete(ids=ids, max_new_tokens=n).ids) for ids in map(m.prompt_ids, PROMPTS)]
+        eos = set(m.tokenizer.eos_ids)
+    model = og.Model(str(demo_art / "onnx"))
+    try:
+        for ids, ours in cases:
+            params = og.GeneratorParams(model)
+            params.set_search_options(do_sample=False, max_length=len(ids) + n)
+            g = og.Generator(model, params)
+            g.append_tokens(ids)
+            theirs = []
+            while not g.is_done() and len(theirs) < n:
+                g.generate_next_token()
+                t = int(g.get_next_tokens()[0])
+                if t in eos:
+                    break
+                theirs.append(t)
+            del g
+            assert ours == theirs and len(ours) >= 8
+    finally:
+        del model
+
+
+def test_greedy_gguf_equals_llama_cpp(demo_art):
+    from edgepack.runtime import load
+
+    with load(demo_art, backend="gguf", threads=1) as m:
+        for ids in map(m.prompt_ids, PROMPTS):
+            ours = m.complete(ids=ids, max_new_tokens=24).ids
+            assert ours == m.backend.generate_greedy(ids, 24) and len(ours) >= 8
+
+
+def test_backend_choice_and_integrity(tiny_art, tmp_path):
+    import shutil
+
+    from edgepack.runtime import load
+
+    with load(tiny_art) as m:  # the manifest's first artifact
+        assert m.name == json.loads((tiny_art / "edgepack.json").read_text())["artifacts"][0]["format"]
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_art, bad)
+    man = json.loads((bad / "edgepack.json").read_text())
+    man["artifacts"] = [a for a in man["artifacts"] if a["format"] == "gguf"]
+    (bad / "edgepack.json").write_text(json.dumps(man))
+    with pytest.raises(BadInput, match="no onnx"):
+        load(bad, backend="onnx")
+    gguf = bad / man["artifacts"][0]["path"]
+    data = bytearray(gguf.read_bytes())
+    data[-1] ^= 1
+    gguf.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="model-.*gguf"):
+        load(bad, backend="gguf")
+    tk = bad / "tokenizer" / "tokenizer.model"
+    tk.write_bytes(tk.read_bytes()[:-1])
+    with pytest.raises(IntegrityError, match="tokenizer.model"):
+        load(bad)
+
+
+CYCLES = r"""
+import json, sys
+import psutil
+from edgepack.runtime import load
+(a, fa), (b, fb) = json.loads(sys.argv[1])
+proc, rss = psutil.Process(), []
+for i in range(10):
+    path, fmt = (a, fa) if i % 2 == 0 else (b, fb)
+    with load(path, backend=fmt, threads=1) as m:
+        m.complete("Tell me a story.", max_new_tokens=8)
+    rss.append(proc.memory_info().rss)
+print(json.dumps({"rss": rss, "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("fa, fb", [("onnx", "onnx"), ("gguf", "gguf"), ("onnx", "gguf")])
+def test_ten_load_generate_close_cycles_give_memory_back(demo_art, tiny_art, fa, fb):
+    """The bug edgepack started from: a closed model's memory never came back. Alternates the demo
+    model (~85 MB) with the tiny one, or the demo's two formats, in a fresh process."""
+    pair = [[str(demo_art), fa], [str(tiny_art if fa == fb else demo_art), fb]]
+    r = subprocess.run([sys.executable, "-c", CYCLES, json.dumps(pair)], capture_output=True, text=True, check=True)
+    out = json.loads(r.stdout.splitlines()[-1])
+    rss = out["rss"]
+    # alternating engines, llama.cpp's one-time global state (~18 MB) first appears at the 2nd close
+    first = rss[0] if fa == fb else rss[1]
+    assert abs(rss[-1] - first) <= 0.05 * first, [x >> 20 for x in rss]
+    assert rss[-1] < first + 0.5 * sum(f.stat().st_size for f in (demo_art / "onnx").iterdir())
+    assert not out["torch"]  # loading and running an artifact pulls in no torch either
