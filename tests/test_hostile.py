@@ -310,3 +310,7 @@ def test_inspect_and_run_of_missing_paths(tmp_path):
     assert_one_error(edgepack("inspect", tmp_path / "nope"), 2, "not found")
     assert_one_error(edgepack("run", tmp_path / "nope", "--prompt", "hi"), 2, "not found")
 
+
+
+def test_bench_unsupported_device(tiny_artifact):
+    assert_one_error(edgepack("bench", tiny_artifact, "--device", "gpu"), 2, "gpu", "cpu")
