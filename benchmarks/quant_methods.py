@@ -1,0 +1,90 @@
+"""Fidelity of each int4 method on the demo model, with fake quantization through the float reference.
+
+    python benchmarks/quant_methods.py [METHOD ...]      (default: every method in edgepack.quant)
+
+Each method quantizes the demo checkpoint (calibrated ones on texts.calibration_text()), the float
+reference runs on the dequantized weights (edgepack.fidelity.reference_logits(weights=...)) over the
+first 2048 tokens of texts.eval_text(), and fidelity.compare scores it against the float logits.
+Size is the bytes of quantized weights (codes + fp32 scales + packed zero points; norms fp32) as
+MatMulNBits stores them, relative to plain symmetric RTN. Results merge into
+benchmarks/results/quant_methods.json (one record per method, rerunnable one method at a time).
+"""
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+OUT = ROOT / "results" / "quant_methods.json"
+REF_CACHE = Path(os.environ.get("EDGEPACK_REF_CACHE", "/tmp/edgepack-demo-ref-2048.npy"))
+
+
+def machine():
+    import onnxruntime
+    import psutil
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_bytes": psutil.virtual_memory().total, "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def main(names):
+    import torch
+
+    from edgepack import fidelity, quant
+    from edgepack.checkpoint import load
+    from edgepack.tokenizer import load_tokenizer
+
+    torch.manual_seed(0)
+    ckpt = load("demo")
+    c = ckpt.config
+    tok = load_tokenizer(ckpt.path, bos_id=c.bos_token_id, eos_ids=c.eos_token_ids)
+    ids = fidelity.eval_ids(tok, 2048)
+    if REF_CACHE.is_file():
+        ref = np.load(REF_CACHE)
+    else:
+        ref = fidelity.reference_logits(ckpt, ids)
+        np.save(REF_CACHE, ref)
+    results = json.loads(OUT.read_text())["results"] if OUT.is_file() else {}
+    rtn_bytes = quant.size_bytes(quant.quantize_model(ckpt, "rtn"))
+    n_weights = sum(int(np.prod(ckpt.shape(n))) for n in ckpt.names)
+    for name in names:
+        t0 = time.time()
+        q = quant.quantize_model(ckpt, name, tokenizer=tok)
+        calib_s = time.time() - t0
+        logits = fidelity.reference_logits(ckpt, ids, weights=q.weight)
+        fid = fidelity.compare(ref, logits, ids)
+        size = quant.size_bytes(q)
+        r = {"method": name, "description": q.method.describe, "ppl": fid["ppl"], "float_ppl": fid["float_ppl"],
+             "ppl_increase_pct": fid["ppl_increase_pct"], "top1_agreement": fid["top1_agreement"],
+             "mean_kl": round(float(fid["mean_kl"]), 6), "bits_per_weight": round(8 * size / n_weights, 3),
+             "size_vs_rtn": round(size / rtn_bytes, 4), "quantize_s": round(calib_s, 1), "calibration": q.info["calibration"]}
+        results[name] = r
+        print(json.dumps(r), flush=True)
+        OUT.parent.mkdir(exist_ok=True)
+        OUT.write_text(json.dumps({"machine": machine(), "eval": {"text": fid["eval_text"], "tokens": fid["tokens"]},
+                                   "results": results}, indent=2) + "\n")
+
+
+def table(path=OUT):
+    """The results as the Markdown table quoted in edgepack/quant.py's docstring."""
+    rs = json.loads(Path(path).read_text())["results"].values()
+    lines = ["| method | ppl | Δ ppl | top-1 | KL | bits/weight | size vs rtn |", "|---|---|---|---|---|---|---|"]
+    for r in rs:
+        lines.append(f"| {r['method']} | {r['ppl']:.2f} | {r['ppl_increase_pct']:+.1f}% | {100 * r['top1_agreement']:.1f}% | "
+                     f"{r['mean_kl']:.3f} | {r['bits_per_weight']:.2f} | {r['size_vs_rtn']:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--table"]:
+        print(table())
+    else:
+        from edgepack.quant import METHODS
+
+        main(sys.argv[1:] or list(METHODS))

@@ -1,0 +1,528 @@
+"""Calibration-aware int4: block quantizers, AWQ-style scaling, GPTQ-style rounding, 8-bit keeps.
+
+Every scheme produces the same thing per 2-D weight: codes on a block grid along the input dimension
+(K), one scale per block and (asymmetric) one integer zero point per block,
+
+    w ≈ scale · (code − zero)      code ∈ [0, 2^bits − 1]
+
+which is exactly MatMulNBits' layout (ONNX) and, for 4 bits with zero 8 and fp16 scales, exactly
+GGUF's Q4_0 (asymmetric codes map onto Q4_1: d = scale, m = −scale·zero). Scales are rounded to
+fp16 so both formats store them without a second rounding.
+
+Methods (Method, METHODS), all deterministic (fixed calibration tokens and order, no sampling):
+- rtn: symmetric round-to-nearest (the vmax/−8 rule of onnxruntime's packer and gguf's Q4_0).
+- asym: min/max with a zero point.  mse: asym + per-block clip search (error weighted by E[x²]
+  when calibrated, plain weight MSE otherwise).
+- awq: per-input-channel scales s = E|x|^α (α searched per group on the calibration activations),
+  w·s quantized, 1/s folded *exactly* into what feeds the group: the input RMSNorm weight for
+  q/k/v and gate/up, v_proj rows for o_proj (tied across the query heads of one KV head under
+  GQA), up_proj rows for down_proj.
+- gptq: error-compensating rounding column by column with the inverse calibration Hessian
+  H = XᵀX (1% damping, lazy 128-column batches), grid fitted per block on the updated weights.
+- keep8: tensors kept at 8 bits (symmetric, block KEEP8_BLOCK), chosen by measured sensitivity.
+  onnxruntime 1.32 runs MatMulNBits and GatherBlockQuantized with bits=8 (checked), so they stay
+  quantized in the ONNX graph.
+
+Calibration streams layer by layer (calibrate()): the calibration tokens' hidden states go through
+one float layer, the inputs of its seven linears are captured, scales/Hessians computed, the layer
+quantized, and the *quantized* layer produces the next layer's input. Only one layer's weights and
+activations are alive at a time (benchmarks/bench_calibration_2b.py measures the 2B shape).
+
+Measured on the demo model (benchmarks/quant_methods.py, fake-quant through the float reference,
+first 2048 tokens of edgepack.texts.eval_text(), calibration on calibration_text()):
+
+MEASURED_TABLE_PLACEHOLDER
+"""
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from .errors import BadInput
+
+BLOCK = 32
+KEEP8_BLOCK = 128  # 8-bit tensors: int8 error is tiny even per 128 weights, and it saves 0.75 bit/weight
+CALIBRATION_TOKENS = 2048  # default calibration size (tokens of texts.calibration_text())
+CALIBRATION_SEQ = 512      # tokens per calibration sequence
+AWQ_GRID = 20              # α ∈ {0, 1/20, ..., 19/20}
+AWQ_TOKENS = 512           # activations used to score each α
+CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(13))  # shrink the range by up to 30%
+
+
+# -- the grid ---------------------------------------------------------------------------------------
+@dataclass
+class QTensor:
+    """One quantized weight (N, K): codes on (N, K/block, block), scales/zeros (N, K/block).
+
+    4-bit codes are held packed two per byte (MatMulNBits' layout), so a 2B model's codes take
+    1.2 GB while calibration runs."""
+    data: np.ndarray  # uint8 (N, nb, block) for 8 bits, (N, nb, block/2) packed for 4 bits
+    scales: np.ndarray  # float32 (N, nb), fp16-representable
+    zeros: np.ndarray  # uint8 (N, nb); all 2^(bits-1) for symmetric schemes
+    bits: int
+    sym: bool
+
+    @classmethod
+    def from_codes(cls, codes, scales, zeros, bits, sym):
+        codes = np.asarray(codes, np.uint8)
+        data = codes if bits == 8 else (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+        return cls(data, np.asarray(scales, np.float32), np.asarray(zeros, np.uint8), bits, sym)
+
+    @property
+    def block_size(self):
+        return self.data.shape[2] * (1 if self.bits == 8 else 2)
+
+    @property
+    def shape(self):
+        return self.data.shape[0], self.data.shape[1] * self.block_size
+
+    @property
+    def codes(self):
+        if self.bits == 8:
+            return self.data
+        c = np.empty(self.data.shape[:2] + (self.block_size,), np.uint8)
+        c[..., 0::2], c[..., 1::2] = self.data & 0x0F, self.data >> 4
+        return c
+
+    def dequantize(self):
+        """float32 (N, K)."""
+        q = self.codes.astype(np.float32) - self.zeros[..., None].astype(np.float32)
+        return (q * self.scales[..., None]).reshape(self.shape)
+
+    def packed(self):
+        """MatMulNBits' B input: 4-bit codes two per byte, low nibble first (8-bit: as is)."""
+        return self.data
+
+    def packed_zeros(self):
+        """MatMulNBits' zero_points input: (N, ceil(nb·bits/8)) uint8, 4-bit ones low nibble first."""
+        if self.bits == 8:
+            return np.ascontiguousarray(self.zeros)
+        z = self.zeros
+        if z.shape[1] % 2:
+            z = np.concatenate([z, np.full((z.shape[0], 1), 8, np.uint8)], 1)
+        return (z[:, 0::2] | (z[:, 1::2] << 4)).astype(np.uint8)
+
+    def rows(self, index):
+        """The same quantized rows reordered (GGUF's q/k permutation) or selected."""
+        return QTensor(self.data[index], self.scales[index], self.zeros[index], self.bits, self.sym)
+
+    @classmethod
+    def cat(cls, parts):
+        """Row-wise concatenation (the fused q|k|v projection)."""
+        a = parts[0]
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("data", "scales", "zeros")), a.bits, a.sym)
+
+    def scaled(self, c):
+        """The same codes for the weight × c (edgepack.fold's constants): scales × c, fp32."""
+        return QTensor(self.data, (self.scales * np.float32(c)).astype(np.float32), self.zeros, self.bits, self.sym)
+
+    @property
+    def nbytes(self):
+        """Stored as MatMulNBits stores it: codes, fp32 scales, packed zero points (asymmetric only)."""
+        return self.data.nbytes + self.scales.size * 4 + (0 if self.sym else self.packed_zeros().nbytes)
+
+
+def _fp16(x):
+    return x.to(torch.float16).to(torch.float32)
+
+
+def fit_grid(w, bits=4, sym=True, clip=False, imp=None):
+    """Scale and zero point per block of w (N, nb, bs) -> (scale, zero) each (N, nb, 1).
+
+    clip: try shrinking the range by CLIP_RATIOS and keep, per block, the one with the least
+    squared error weighted by imp (bs-broadcastable, e.g. E[x²] of the block's input channels)."""
+    qmax, half = 2 ** bits - 1, 2 ** (bits - 1)
+
+    def grid(r):
+        if sym:
+            vmax = w.gather(-1, w.abs().argmax(-1, keepdim=True)) * r
+            s = _fp16(vmax / -half)  # the extreme maps to −half (the packer's and Q4_0's rule)
+            s = torch.where(s == 0, torch.ones_like(s), s)
+            return s, torch.full_like(s, half)
+        mn, mx = w.amin(-1, keepdim=True).clamp(max=0) * r, w.amax(-1, keepdim=True).clamp(min=0) * r
+        s = _fp16((mx - mn) / qmax)
+        s = torch.where(s == 0, torch.ones_like(s), s)
+        return s, (-mn / s).round().clamp(0, qmax)
+
+    best = grid(1.0)
+    if not clip:
+        return best
+    err_best = _block_err(w, *best, qmax, imp)
+    for r in CLIP_RATIOS[1:]:
+        s, z = grid(r)
+        err = _block_err(w, s, z, qmax, imp)
+        better = err < err_best
+        best = (torch.where(better, s, best[0]), torch.where(better, z, best[1]))
+        err_best = torch.minimum(err, err_best)
+    return best
+
+
+def _block_err(w, s, z, qmax, imp):
+    d = (w / s + z).round().clamp(0, qmax).sub(z).mul(s).sub(w).pow(2)
+    if imp is not None:
+        d = d * imp
+    return d.sum(-1, keepdim=True)
+
+
+def quantize_grid(w, s, z, bits):
+    return (w / s + z).round().clamp(0, 2 ** bits - 1)
+
+
+def fake(w, bits=4, sym=True, clip=False, imp=None, block=BLOCK):
+    """Quantize-dequantize w (N, K) on the block grid (float32 torch)."""
+    N, K = w.shape
+    b = w.reshape(N, K // block, block)
+    s, z = fit_grid(b, bits, sym, clip, imp)
+    return ((quantize_grid(b, s, z, bits) - z) * s).reshape(N, K)
+
+
+def quantize(w, bits=4, sym=True, clip=False, imp=None, block=BLOCK, chunk_rows=8192):
+    """RTN-style QTensor of w (N, K) (float32 torch); imp (K,) weights the clip search.
+    Row chunks bound the temporaries (a 2B model's embedding is 283M weights)."""
+    N, K = w.shape
+    if K % block:
+        raise BadInput(f"input dimension {K} is not a multiple of the block size {block}")
+    im = None if imp is None else imp.reshape(1, K // block, block)
+    parts = []
+    for lo in range(0, N, chunk_rows):
+        b = w[lo:lo + chunk_rows].reshape(-1, K // block, block)
+        s, z = fit_grid(b, bits, sym, clip, im)
+        parts.append(_qtensor(quantize_grid(b, s, z, bits), s, z, bits, sym))
+    return parts[0] if len(parts) == 1 else QTensor.cat(parts)
+
+
+def _qtensor(q, s, z, bits, sym):
+    return QTensor.from_codes(q.to(torch.uint8).numpy(), s[..., 0].numpy(), z[..., 0].to(torch.uint8).numpy(), bits, sym)
+
+
+# -- GPTQ -------------------------------------------------------------------------------------------
+def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=128):
+    """GPTQ (Frantar et al. 2022) without act-order: quantize column by column, spreading each
+    column's error over the not yet quantized columns with the inverse Hessian's Cholesky factor.
+    The grid of each block is fitted on the already-updated weights at its first column."""
+    W = w.clone().float()
+    N, K = W.shape
+    H = H.clone().double()
+    dead = H.diag() == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    H += damp * H.diag().mean() * torch.eye(K, dtype=H.dtype)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
+    diag = H.diag().float()
+    nb = K // block
+    Q = torch.empty(N, K)
+    S, Z = torch.empty(N, nb, 1), torch.empty(N, nb, 1)
+    qmax = 2 ** bits - 1
+    for i1 in range(0, K, batch):
+        i2 = min(i1 + batch, K)
+        W1, Hi = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        E = torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            col = i1 + i
+            if col % block == 0:  # batch is a multiple of block, so the block lies inside W1
+                g = col // block
+                imp = diag[col:col + block][None, None] if clip else None
+                S[:, g:g + 1], Z[:, g:g + 1] = fit_grid(W1[:, i:i + block][:, None], bits, sym, clip, imp)
+            s, z = S[:, col // block], Z[:, col // block]
+            q = (W1[:, i:i + 1] / s + z).round().clamp(0, qmax)
+            Q[:, col] = q[:, 0]
+            err = (W1[:, i:i + 1] - (q - z) * s) / Hi[i, i]
+            W1[:, i:] -= err * Hi[i, i:][None]
+            E[:, i] = err[:, 0]
+        W[:, i2:] -= E @ Hinv[i1:i2, i2:]
+    return _qtensor(Q.reshape(N, nb, block), S, Z, bits, sym)
+
+
+# -- AWQ --------------------------------------------------------------------------------------------
+def awq_scales(X, weights, bits=4, sym=True, tie=None, grid=AWQ_GRID, block=BLOCK):
+    """Per-input-channel scales s (K,) for linears sharing input X (T, K): s = mean|x|^α with the
+    α that minimizes ‖Q(W·s)·(x/s) − W·x‖² summed over the linears. tie (K,) long: channels with
+    the same id must share one scale (o_proj's input channels that read one v_proj row under GQA)."""
+    xm = X.abs().mean(0)
+    if tie is not None:
+        n = int(tie.max()) + 1
+        xm = torch.zeros(n).index_add_(0, tie, xm).div_(torch.zeros(n).index_add_(0, tie, torch.ones_like(xm)))[tie]
+    ref = [X @ w.T for w in weights]
+    best, best_err = torch.ones_like(xm), math.inf
+    for a in range(grid):
+        s = xm.pow(a / grid).clamp(min=1e-4)
+        s = s / (s.max() * s.min()).sqrt()
+        err = sum(float((((X / s) @ fake(w * s, bits, sym, block=block).T) - r).pow(2).sum()) for w, r in zip(weights, ref))
+        if err < best_err:
+            best, best_err = s, err
+    return best
+
+
+# -- methods ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Method:
+    name: str
+    sym: bool = True
+    clip: bool = False
+    awq: bool = False
+    gptq: bool = False
+    keep8: tuple = ()  # "embed" (the tied table / lm_head) and/or HF tensor names
+    describe: str = ""
+
+    @property
+    def calibrated(self):
+        return self.awq or self.gptq or (self.clip and not self.sym and False)
+
+
+METHODS = {m.name: m for m in [
+    Method("rtn", describe="symmetric round-to-nearest (onnxruntime's packer / Q4_0 rule)"),
+    Method("asym", sym=False, describe="asymmetric min/max with a zero point"),
+    Method("mse", sym=False, clip=True, describe="asymmetric, per-block clip search on weight MSE"),
+    Method("awq", sym=False, clip=True, awq=True, describe="AWQ scales folded into norms/v/up rows, asym, clip search"),
+    Method("gptq", sym=False, clip=True, gptq=True, describe="GPTQ rounding with calibration Hessians, asym, clip search"),
+    Method("awq_gptq", sym=False, clip=True, awq=True, gptq=True, describe="AWQ scales, then GPTQ rounding, asym"),
+    Method("gptq_sym", clip=True, gptq=True, describe="GPTQ rounding, symmetric (Q4_0's grid), clip search"),
+    Method("awq_gptq_sym", clip=True, awq=True, gptq=True, describe="AWQ scales, then GPTQ rounding, symmetric"),
+]}
+
+
+def method(spec):
+    """A Method from a name, optionally with '+emb8' (keep the tied embedding/lm_head at 8 bits)."""
+    if isinstance(spec, Method):
+        return spec
+    base, *extras = spec.split("+")
+    if base not in METHODS or any(e != "emb8" for e in extras):
+        raise BadInput(f"unknown int4 method {spec!r} (choose from {', '.join(METHODS)}, optionally +emb8)")
+    m = METHODS[base]
+    return replace(m, name=spec, keep8=("embed",)) if extras else m
+
+
+# -- the whole model --------------------------------------------------------------------------------
+LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+@dataclass
+class Quantized:
+    """A checkpoint's quantized weights: QTensors for 2-D weights, float tensors for (rescaled) norms.
+
+    weight(name) is a drop-in `weights=` function for reference.MiniCPM / fidelity / fold.folded:
+    the float32 tensor the quantized model computes with (dequantized or AWQ-rescaled)."""
+    ckpt: object
+    method: Method
+    tensors: dict = field(default_factory=dict)
+    floats: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    def qtensor(self, name):
+        if name not in self.tensors:  # calibration-free methods: computed on demand
+            self.tensors[name] = self._plain(name)
+        return self.tensors[name]
+
+    def weight(self, name):
+        if name in self.floats:
+            return self.floats[name]
+        if len(self.ckpt.shape(name)) == 1:
+            return self.ckpt.torch(name)
+        return torch.from_numpy(self.qtensor(name).dequantize())
+
+    def bits(self, name):
+        return self.qtensor(name).bits
+
+    def _plain(self, name):
+        m, w = self.method, self.ckpt.torch(name)
+        if _is_embed(name, self.ckpt.config) and "embed" in m.keep8 or name in m.keep8:
+            return quantize(w, 8, sym=True, block=KEEP8_BLOCK)
+        return quantize(w, 4, m.sym, m.clip)
+
+
+def _is_embed(name, cfg):
+    return name == "lm_head.weight" or (name == "model.embed_tokens.weight" and cfg.tie_word_embeddings)
+
+
+def calibration_ids(tokenizer, n_tokens=CALIBRATION_TOKENS, seq=CALIBRATION_SEQ):
+    """(n_seq, seq) token ids: consecutive windows of texts.calibration_text(), each starting with
+    bos when the tokenizer adds one (as the evaluation text does)."""
+    from .texts import calibration_text
+
+    ids = tokenizer.encode(calibration_text(), add_bos=False)
+    head = [tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id is not None else []
+    body = seq - len(head)
+    n_seq = max(1, n_tokens // seq)
+    if len(ids) < n_seq * body:
+        raise BadInput(f"calibration text has {len(ids)} tokens, fewer than the {n_seq * body} asked for")
+    return torch.tensor([head + ids[i * body:(i + 1) * body] for i in range(n_seq)])
+
+
+def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS, progress=None):
+    """Quantize ckpt with a method; calibrated methods stream the calibration layer by layer."""
+    from .texts import sources
+
+    m = method(spec)
+    q = Quantized(ckpt, m)
+    q.info = {"method": m.name, "description": m.describe, "bits": 4, "block_size": BLOCK,
+              "symmetric": m.sym, "kept_8bit": list(m.keep8)}
+    if m.awq or m.gptq:
+        if tokenizer is None:
+            from .tokenizer import load_tokenizer
+
+            c = ckpt.config
+            tokenizer = load_tokenizer(ckpt.path, bos_id=c.bos_token_id, eos_ids=c.eos_token_ids)
+        ids = calibration_ids(tokenizer, n_tokens)
+        _calibrate(q, ids, progress)
+        q.info["calibration"] = {"source": sources()[1], "tokens": int(ids.numel()), "sequences": int(ids.shape[0])}
+    else:
+        q.info["calibration"] = None
+    return q
+
+
+def _attach(module, name, tensor):
+    *path, leaf = name.split(".")
+    for p in path:
+        module = getattr(module, p)
+    setattr(module, leaf, torch.nn.Parameter(tensor, requires_grad=False))
+
+
+def _gqa_tie(c):
+    """o_proj input channel -> the v_proj row it reads (query head h reads KV head h // group)."""
+    hd, group = c.head_dim, c.num_attention_heads // c.num_key_value_heads
+    j = torch.arange(c.num_attention_heads * hd)
+    return (j // hd // group) * hd + j % hd
+
+
+@torch.no_grad()
+def _calibrate(q, ids, progress=None, float_only=False):
+    """float_only: apply the AWQ scales but keep every weight float (q.floats), to check the fold."""
+    from .reference import Block
+
+    ckpt, m, c = q.ckpt, q.method, q.ckpt.config
+    B, T = ids.shape
+    pos = torch.arange(T)
+    emb_name = "model.embed_tokens.weight"
+    if float_only:
+        q.floats[emb_name] = ckpt.torch(emb_name)
+    h = q.weight(emb_name)[ids] * c.scale_emb  # (B, T, H) through the quantized table
+    tie = _gqa_tie(c)
+    L = c.num_hidden_layers
+    for i in range(L):
+        p = f"model.layers.{i}."
+        W = {n: ckpt.torch(p + n + ".weight") for n in LINEARS}
+        norms = {n: ckpt.torch(p + n + ".weight") for n in ("input_layernorm", "post_attention_layernorm")}
+        with torch.device("meta"):
+            block = Block(c)
+        for n, t in {**W, **norms}.items():
+            _attach(block, n + ".weight", t)
+        X = _capture(block, h, pos)  # inputs of the seven linears, float layer
+        if m.awq:
+            _awq_layer(W, norms, X, m, c, tie)
+        for n in LINEARS:
+            x = X[n]
+            if float_only:
+                q.floats[p + n + ".weight"] = W[n]
+                _attach(block, n + ".weight", W[n])
+                continue
+            if m.gptq:
+                qt = gptq(W[n], 2 * x.T @ x / len(x), 4, m.sym, m.clip)
+            else:
+                qt = quantize(W[n], 4, m.sym, m.clip, imp=x.pow(2).mean(0) if m.clip else None)
+            q.tensors[p + n + ".weight"] = qt
+            _attach(block, n + ".weight", torch.from_numpy(qt.dequantize()))
+        for n, t in norms.items():
+            q.floats[p + n + ".weight"] = t
+            _attach(block, n + ".weight", t)
+        del X, W
+        h = block(h, pos, None)  # the quantized layer feeds the next one
+        if progress:
+            progress("calibrate", i + 1, L)
+
+
+_KEYS = {"self_attn.q_proj": "qkv", "self_attn.k_proj": "qkv", "self_attn.v_proj": "qkv",
+         "self_attn.o_proj": "o", "mlp.gate_proj": "gu", "mlp.up_proj": "gu", "mlp.down_proj": "down"}
+
+
+def _capture(block, h, pos):
+    """Run the float block on h; return {linear: its input as (tokens, K)} (q/k/v share one, gate/up too)."""
+    X, hooks = {}, []
+    for n in ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"):
+        mod = block.get_submodule(n)
+        hooks.append(mod.register_forward_pre_hook(lambda mod, args, n=n: X.__setitem__(n, args[0].reshape(-1, args[0].shape[-1]))))
+    block(h, pos, None)
+    for hk in hooks:
+        hk.remove()
+    X["self_attn.k_proj"] = X["self_attn.v_proj"] = X["self_attn.q_proj"]
+    X["mlp.up_proj"] = X["mlp.gate_proj"]
+    return X
+
+
+def _awq_layer(W, norms, X, m, c, tie):
+    """Search and fold the four AWQ scales of one layer; W, norms and X are updated in place, exactly
+    (the float layer computes the same function afterwards)."""
+    sub = lambda x: x[:: max(1, len(x) // AWQ_TOKENS)]  # noqa: E731  evenly spaced tokens score α
+    q, k, v, o = (f"self_attn.{n}_proj" for n in "qkvo")
+    g, u, d = "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"
+    s = awq_scales(sub(X[q]), [W[q], W[k], W[v]], 4, m.sym)
+    norms["input_layernorm"] = norms["input_layernorm"] / s
+    for n in (q, k, v):
+        W[n] = W[n] * s
+    X[q] = X[k] = X[v] = X[q] / s
+    s = awq_scales(sub(X[o]), [W[o]], 4, m.sym, tie=tie)
+    sv = torch.ones(W[v].shape[0]).index_copy_(0, tie, s)  # the v_proj row each tied group reads
+    W[v] = W[v] / sv[:, None]
+    W[o] = W[o] * s
+    X[o] = X[o] / s
+    s = awq_scales(sub(X[g]), [W[g], W[u]], 4, m.sym)
+    norms["post_attention_layernorm"] = norms["post_attention_layernorm"] / s
+    W[g], W[u] = W[g] * s, W[u] * s
+    X[g] = X[u] = X[g] / s
+    s = awq_scales(sub(X[d]), [W[d]], 4, m.sym)
+    W[u] = W[u] / s[:, None]
+    W[d] = W[d] * s
+    X[d] = X[d] / s
+
+
+def size_bytes(q):
+    """Bytes of all quantized weights (codes + scales + zero points), norms as float32."""
+    total = 0
+    for name in q.ckpt.names:
+        if len(q.ckpt.shape(name)) == 1:
+            total += 4 * q.ckpt.shape(name)[0]
+        else:
+            total += q.qtensor(name).nbytes
+    return total
+
+
+# -- what the format writers ask for ------------------------------------------------------------------
+def folded(q):
+    """Like edgepack.fold.folded, but 2-D weights come as QTensors (scales × the fold constant) and
+    1-D ones as float32 numpy (AWQ-rescaled norms included): the ONNX writer's input."""
+    from .fold import fold_scale
+
+    for name in q.ckpt.names:
+        c = fold_scale(q.ckpt.config, name)
+        if len(q.ckpt.shape(name)) == 2:
+            yield name, q.qtensor(name).scaled(c)
+        else:
+            yield name, (q.weight(name) * c).numpy()
+
+
+def gguf_blocks(qt):
+    """A QTensor as GGUF block bytes: (uint8 (N, nb·block_bytes), GGMLQuantizationType), exactly.
+
+    4-bit symmetric -> Q4_0 {f16 d; 16 B of codes, low nibbles = first 16}; 4-bit asymmetric -> Q4_1
+    {f16 d; f16 m = −d·zero; codes}; 8-bit symmetric (block 32) -> Q8_0 {f16 d; int8 code−128}."""
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    n, nb = qt.scales.shape
+    codes = qt.codes
+    d = qt.scales.astype(np.float16).view(np.uint8).reshape(n, nb, 2)
+    if qt.bits == 8:
+        if not qt.sym or qt.block_size != 32:
+            raise BadInput("GGUF's Q8_0 holds symmetric 8-bit blocks of 32 only")
+        out, t = np.concatenate([d, (codes.astype(np.int16) - 128).astype(np.int8).view(np.uint8)], -1), T.Q8_0
+    elif qt.block_size != 32:
+        raise BadInput("GGUF's Q4_0/Q4_1 hold blocks of 32 only")
+    else:
+        qs = codes[..., :16] | (codes[..., 16:] << 4)
+        if qt.sym:
+            out, t = np.concatenate([d, qs], -1), T.Q4_0
+        else:
+            m = (-qt.scales * qt.zeros).astype(np.float16).view(np.uint8).reshape(n, nb, 2)
+            out, t = np.concatenate([d, m, qs], -1), T.Q4_1
+    return np.ascontiguousarray(out.reshape(n, -1)), t

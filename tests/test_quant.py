@@ -1,0 +1,157 @@
+"""int4 schemes and calibration (edgepack.quant): determinism, grid error bounds, exact AWQ fold."""
+import numpy as np
+import pytest
+import torch
+
+from edgepack import quant
+from edgepack.checkpoint import load
+from edgepack.errors import BadInput
+from edgepack.fidelity import reference_logits
+from edgepack.testmodels import make_tiny
+from edgepack.tokenizer import load_tokenizer
+
+FP16 = 2.0 ** -11  # fp16-rounded scales may miss the block's extreme by 2^bits · FP16 steps
+
+
+@pytest.fixture(scope="module")
+def tiny_gqa(tmp_path_factory):
+    return load(make_tiny(tmp_path_factory.mktemp("quant-gqa"), gqa=True))
+
+
+@pytest.fixture(scope="module")
+def tiny_mha(tmp_path_factory):
+    return load(make_tiny(tmp_path_factory.mktemp("quant-mha"), gqa=False))
+
+
+def _tok(ckpt):
+    c = ckpt.config
+    return load_tokenizer(ckpt.path, bos_id=c.bos_token_id, eos_ids=c.eos_token_ids)
+
+
+def _quantized(ckpt, name):
+    return quant.quantize_model(ckpt, name, tokenizer=_tok(ckpt), n_tokens=256)
+
+
+def _weights(w_seed=0, n=48, k=128):
+    g = torch.Generator().manual_seed(w_seed)
+    w = torch.randn(n, k, generator=g)
+    w[3, 5] = 9.0  # an outlier block
+    w[7, 32:64] = w[7, 32:64].abs()  # a one-signed block
+    return w
+
+
+def _grid_residual(qt, w):
+    """|w − deq| and the scale per element, and whether each element lies inside the block's range."""
+    n, k = qt.shape
+    s = np.repeat(np.abs(qt.scales), qt.block_size, 1).reshape(n, k)
+    z = np.repeat(qt.zeros, qt.block_size, 1).reshape(n, k).astype(np.float32)
+    pos = w.numpy() / np.repeat(qt.scales, qt.block_size, 1).reshape(n, k) + z
+    inside = (pos >= -0.5) & (pos <= 2 ** qt.bits - 0.5)
+    return np.abs(w.numpy() - qt.dequantize()), s, inside
+
+
+@pytest.mark.parametrize("sym,clip", [(True, False), (False, False), (False, True)])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_block_quantizer_within_half_a_step(sym, clip, bits):
+    w = _weights()
+    qt = quant.quantize(w, bits, sym, clip)
+    assert qt.codes.dtype == np.uint8 and qt.codes.max() <= 2 ** bits - 1
+    err, s, inside = _grid_residual(qt, w)
+    # every weight inside its block's range is within half a step of its dequantized value
+    assert np.all(err[inside] <= s[inside] * (0.5 + 1e-6))
+    if not clip:
+        # unclipped asymmetric grids cover the whole block; the symmetric one (extreme -> -2^(b-1)) may
+        # clamp the opposite extreme by at most one step, like onnxruntime's packer and Q4_0
+        assert np.all(err <= s * ((1.0 if sym else 0.5) + 2 ** bits * FP16))
+    else:
+        # clipping trades range for resolution: never worse than the unclipped grid per block (MSE)
+        plain = quant.quantize(w, bits, sym, False)
+        e_clip = ((w.numpy() - qt.dequantize()) ** 2).reshape(w.shape[0], -1, 32).sum(-1)
+        e_plain = ((w.numpy() - plain.dequantize()) ** 2).reshape(w.shape[0], -1, 32).sum(-1)
+        assert np.all(e_clip <= e_plain + 1e-7)
+
+
+def test_symmetric_rtn_matches_onnxruntime_packer():
+    from onnxruntime.capi._pybind_state import quantize_matmul_4bits
+
+    w = _weights(1)
+    n, k = w.shape
+    packed = np.zeros((n, k // 32, 16), np.uint8)
+    scales = np.zeros((n, k // 32), np.float32)
+    quantize_matmul_4bits(packed, np.ascontiguousarray(w.numpy().T), scales, np.zeros((n, 2), np.uint8), 32, n, k, True)
+    qt = quant.quantize(w, 4, sym=True)
+    # same codes where the fp16-rounded scale does not move a weight across a rounding boundary
+    assert np.mean(qt.packed() == packed) > 0.99
+    assert np.allclose(qt.scales, scales, rtol=1e-3)
+
+
+def test_packing_layouts():
+    w = _weights(2, n=8, k=96)  # 3 blocks: an odd count pads the zero points
+    qt = quant.quantize(w, 4, sym=False)
+    p = qt.packed()
+    assert p.shape == (8, 3, 16)
+    assert np.array_equal(p & 0x0F, qt.codes[..., 0::2]) and np.array_equal(p >> 4, qt.codes[..., 1::2])
+    zp = qt.packed_zeros()
+    assert zp.shape == (8, 2)
+    assert np.array_equal(zp[:, 0] & 0x0F, qt.zeros[:, 0]) and np.array_equal(zp[:, 1] & 0x0F, qt.zeros[:, 2])
+
+
+def test_gptq_with_uncorrelated_inputs_is_rtn():
+    """With a diagonal Hessian no error is propagated, so GPTQ is exactly round-to-nearest on the same grid."""
+    w = _weights(3)
+    H = torch.diag(torch.rand(w.shape[1], generator=torch.Generator().manual_seed(0)) + 0.5)
+    for sym in (True, False):
+        g, r = quant.gptq(w, H, 4, sym=sym), quant.quantize(w, 4, sym=sym)
+        assert np.array_equal(g.codes, r.codes) and np.array_equal(g.scales, r.scales)
+
+
+def test_gptq_on_grid_and_lowers_output_error():
+    w = _weights(4, n=32, k=128)
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(512, 128, generator=g) @ torch.randn(128, 128, generator=g) * 0.3  # correlated inputs
+    qg = quant.gptq(w, X.T @ X / len(X), 4, sym=False)
+    qr = quant.quantize(w, 4, sym=False)
+    # GPTQ's codes are ordinary grid points: codes in range, dequantization is scale·(code − zero)
+    assert qg.codes.max() <= 15 and qg.zeros.max() <= 15
+    deq = (qg.codes.astype(np.float32) - qg.zeros[..., None]) * qg.scales[..., None]
+    assert np.array_equal(deq.reshape(qg.shape), qg.dequantize())
+    err = lambda qt: float(((X @ (w - torch.from_numpy(qt.dequantize())).T) ** 2).sum())  # noqa: E731
+    assert err(qg) < 0.8 * err(qr)
+
+
+@pytest.mark.parametrize("name", ["rtn", "asym", "mse", "awq", "gptq", "awq_gptq", "rtn+emb8"])
+def test_methods_are_deterministic(tiny_gqa, name):
+    a, b = _quantized(tiny_gqa, name), _quantized(tiny_gqa, name)
+    for n in tiny_gqa.names:
+        if len(tiny_gqa.shape(n)) == 2:
+            qa, qb = a.qtensor(n), b.qtensor(n)
+            assert np.array_equal(qa.codes, qb.codes) and np.array_equal(qa.scales, qb.scales) and np.array_equal(qa.zeros, qb.zeros), n
+            assert (qa.bits, qa.block_size) == ((8, 128) if name.endswith("emb8") and n == "model.embed_tokens.weight" else (4, 32))
+        assert torch.equal(a.weight(n), b.weight(n)), n
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gqa", "tiny_mha"])
+def test_awq_fold_is_exact_in_float(fixture, request):
+    """Scales folded into the norms / v rows / up rows and divided into the weights: the same function."""
+    ckpt = request.getfixturevalue(fixture)
+    q = quant.Quantized(ckpt, quant.method("awq"))
+    quant._calibrate(q, quant.calibration_ids(_tok(ckpt), 256, 128), float_only=True)
+    changed = [n for n in q.floats if not torch.equal(q.floats[n], ckpt.torch(n))]
+    assert any("layernorm" in n for n in changed) and any("v_proj" in n for n in changed) and any("up_proj" in n for n in changed)
+    ids = _tok(ckpt).encode("The quick brown fox jumps over the lazy dog. " * 4)
+    ref, folded = reference_logits(ckpt, ids), reference_logits(ckpt, ids, weights=q.weight)
+    assert np.allclose(ref, folded, atol=1e-4 * np.abs(ref).max())
+
+
+def test_calibrated_quantized_model_is_close_and_records_calibration(tiny_mha):
+    q = _quantized(tiny_mha, "awq_gptq")
+    assert q.info["calibration"]["tokens"] == 256 and "calibration_text" not in q.info["calibration"]["source"]
+    assert "from 'c' on" in q.info["calibration"]["source"]
+    ids = _tok(tiny_mha).encode("def f(x): return x + 1  # a comment about lists and dicts")
+    ref, got = reference_logits(tiny_mha, ids), reference_logits(tiny_mha, ids, weights=q.weight)
+    assert np.abs(ref - got).max() < 0.5 * np.abs(ref).max()
+
+
+def test_unknown_method_is_bad_input():
+    with pytest.raises(BadInput, match="unknown int4 method"):
+        quant.method("awq+emb2")
