@@ -13,8 +13,10 @@ template, applied once, outside any timer):
     llama.cpp           gguf   llama_cpp.Llama.generate (its own eval + greedy sampler) on the same GGUF
     torch-reference     fp32   edgepack's float reference on the source checkpoint (manifest source_path)
 
-Every engine runs in its own fresh subprocess (`python -m edgepack.bench --worker SPEC`), so its
-peak RSS (ru_maxrss) is its own: interpreter, libraries, weights, KV cache, buffers.
+Every engine runs in its own fresh subprocess (`python -m edgepack.bench --worker`, driven over a pipe),
+so its peak RSS (ru_maxrss) is its own: interpreter, libraries, weights, KV cache, buffers. The engines
+are loaded one at a time, then run round-robin (each prompt, each run k: every engine once), so the
+drift of a busy machine hits every engine alike.
 
 What is timed: load_s = constructing the engine from files (edgepack's includes the sha256 check of
 every file it reads); TTFT = prompt ids in → first token sampled (prefill + one sample; for
@@ -36,7 +38,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_to
                 "timed": __doc__.split("What is timed: ")[1].split("\n\nSpeech rate")[0].replace("\n", " ")}
     formats = {a["format"]: a for a in m["artifacts"]}
     wanted = set(engines) if engines else None
-    results, skipped, raw = [], [], {}
+    results, skipped, raw, specs = [], [], {}, []
     for engine, backend, fmt in ENGINES:
         label = f"{engine}/{backend}"
         if wanted is not None and engine not in wanted and label not in wanted:
@@ -142,19 +143,18 @@ def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_to
         else:
             path = str(root / formats[fmt]["path"])
             art_bytes = sum(f["bytes"] for f in formats[fmt]["files"])
-        spec = {"engine": engine, "backend": backend, "path": path, "root": str(root), "threads": threads, "n_ctx": n_ctx,
-                "runs": runs, "warmup": warmup, "new_tokens": new_tokens,
-                "prompts": [{"name": p, "ids": prompt_ids[p]} for p in names]}
-        log(f"{label}: loading {path}")
-        try:
-            out = _spawn(spec, progress, log)
-        except InternalError as e:  # a peer crashing must not lose the other engines' figures
-            skipped.append({"engine": engine, "backend": backend, "reason": str(e)})
-            log(f"{label}: {e}")
+        specs.append({"engine": engine, "backend": backend, "path": path, "root": str(root), "threads": threads,
+                      "n_ctx": n_ctx, "artifact_bytes": art_bytes})
+    plan = [(p, k) for p in names for k in range(warmup + runs)]
+    outs = _run_interleaved(specs, plan, prompt_ids, warmup, new_tokens, progress, log)
+    for spec in specs:
+        out = outs[(spec["engine"], spec["backend"])]
+        if isinstance(out, str):  # a peer crashing must not lose the other engines' figures
+            skipped.append({"engine": spec["engine"], "backend": spec["backend"], "reason": out})
             continue
-        raw[(engine, backend)] = out
+        raw[(spec["engine"], spec["backend"])] = out
         for p in out["prompts"]:
-            results.append(_record(engine, backend, p, out, art_bytes, tok, new_tokens, threads))
+            results.append(_record(spec["engine"], spec["backend"], p, out, spec["artifact_bytes"], tok, new_tokens, threads))
     if not results:
         raise InternalError("no engine produced figures: " + "; ".join(s["reason"] for s in skipped))
     _add_ratios(results, default_backend=m["artifacts"][0]["format"])
@@ -185,61 +185,116 @@ def _artifact(artifact, threads, log):
 # -- one subprocess per engine -------------------------------------------------------------------
 
 _MARK = "@@edgepack-bench "
+PAUSE_S = 0.2  # between runs of different engines: lets the last one's spinning worker threads go to sleep
 
 
-def _spawn(spec, progress, log):
-    """Run one engine in a fresh interpreter; returns its figures. Its progress lines come on stdout."""
-    with tempfile.TemporaryDirectory(prefix="edgepack-bench-") as d:
-        spec_file, out_file = Path(d) / "spec.json", Path(d) / "out.json"
-        spec_file.write_text(json.dumps(dict(spec, out=str(out_file))))
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, "-m", "edgepack.bench", "--worker", str(spec_file)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+class _Worker:
+    """One engine in a fresh interpreter (`python -m edgepack.bench --worker`), driven over stdin/stdout."""
+
+    def __init__(self, spec):
         import threading
 
-        err_lines = []
-        t = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
-        t.start()
-        for line in proc.stdout:
+        self.spec, self.label = spec, f"{spec['engine']}/{spec['backend']}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgepack.bench", "--worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.err = []
+        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
+        self.send(spec)
+
+    def send(self, msg):
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it died: recv() says how
+
+    def recv(self, log):
+        """The worker's next message; other lines on its stdout (library chatter) go to the log."""
+        for line in self.proc.stdout:
             if line.startswith(_MARK):
-                msg = json.loads(line[len(_MARK):])
+                return json.loads(line[len(_MARK):])
+            if line.strip():
+                log(f"{self.label}: {line.rstrip()}")
+        rc = self.proc.wait()
+        time.sleep(0.1)  # let the stderr reader catch up
+        tail = " | ".join(x.strip() for x in self.err[-3:] if x.strip())[:300]
+        why = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+        raise InternalError(f"{self.label} worker failed ({why}){': ' + tail if tail else ''}")
+
+
+def _run_interleaved(specs, plan, prompt_ids, warmup, new_tokens, progress, log):
+    """Load every engine (one at a time), then run the plan round-robin: for each (prompt, run k), each engine
+    once. Drift on a busy machine then hits every engine alike instead of whichever ran last.
+    Returns {(engine, backend): figures, or the reason it failed}."""
+    workers, outs = [], {}
+    try:
+        for spec in specs:
+            log(f"{spec['engine']}/{spec['backend']}: loading {spec['path']}")
+            w = _Worker(spec)
+            try:
+                w.loaded = w.recv(log)["loaded"]
+                workers.append(w)
+                w.runs = {}
+            except InternalError as e:
+                outs[(spec["engine"], spec["backend"])] = str(e)
+                log(str(e))
+        n = len(plan) // max(1, len({p for p, _ in plan}))
+        for p, k in plan:
+            for w in list(workers):
                 if progress:
-                    progress(f"{spec['engine']}/{spec['backend']}", msg["prompt"], msg["k"], msg["n"])
-            elif line.strip():
-                log(line.rstrip())
-        rc = proc.wait()
-        t.join(5)
-        if rc != 0 or not out_file.is_file():
-            tail = " | ".join(x.strip() for x in err_lines[-3:] if x.strip())[:300]
-            why = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
-            raise InternalError(f"{spec['engine']}/{spec['backend']} worker failed ({why}){': ' + tail if tail else ''}")
-        return json.loads(out_file.read_text())
+                    progress(w.label, p, k + 1, n)
+                w.send({"prompt": p, "ids": prompt_ids[p], "n": new_tokens})
+                try:
+                    r = w.recv(log)["run"]
+                except InternalError as e:
+                    outs[(w.spec["engine"], w.spec["backend"])] = str(e)
+                    log(str(e))
+                    workers.remove(w)
+                    continue
+                if k >= warmup:
+                    w.runs.setdefault(p, []).append(r)
+                time.sleep(PAUSE_S)
+        for w in workers:
+            w.send({"quit": True})
+            try:
+                done = w.recv(log)["done"]
+            except InternalError as e:
+                outs[(w.spec["engine"], w.spec["backend"])] = str(e)
+                continue
+            w.proc.wait()
+            outs[(w.spec["engine"], w.spec["backend"])] = dict(
+                w.loaded, **done, prompts=[{"name": p, "prompt_tokens": len(prompt_ids[p]), "runs": w.runs[p]}
+                                           for p in dict.fromkeys(p for p, _ in plan)])
+    finally:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait()
+    return outs
 
 
-def worker(spec_file):
-    """The subprocess side: load one engine, warm up, run every prompt, report figures as JSON."""
-    spec = json.loads(Path(spec_file).read_text())
+def worker():
+    """The subprocess side: read the spec, load the engine, then answer run requests until told to quit."""
+    def say(**msg):
+        sys.stdout.write(_MARK + json.dumps(msg) + "\n")
+        sys.stdout.flush()
+
+    spec = json.loads(sys.stdin.readline())
     eng = ENGINE_CLASSES[spec["engine"]](spec)  # imports its library (counted: it is part of the footprint)
     rss_before = _rss()
     t = time.perf_counter()
     eng.load()
     load_s = time.perf_counter() - t
-    rss_loaded = _rss()
-    n = spec["warmup"] + spec["runs"]
-    prompts = []
-    for p in spec["prompts"]:
-        runs = []
-        for k in range(n):
-            print(_MARK + json.dumps({"prompt": p["name"], "k": k + 1, "n": n, "warmup": k < spec["warmup"]}), flush=True)
-            r = eng.run(p["ids"], spec["new_tokens"])
-            if k >= spec["warmup"]:
-                runs.append(r)
-        prompts.append({"name": p["name"], "prompt_tokens": len(p["ids"]), "runs": runs})
+    say(loaded={"load_s": load_s, "rss_before_load_bytes": rss_before, "rss_after_load_bytes": _rss()})
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg.get("quit"):
+            break
+        say(run=eng.run(msg["ids"], msg["n"]))
     peak = _peak_rss()
     eng.close()
-    out = {"load_s": load_s, "rss_before_load_bytes": rss_before, "rss_after_load_bytes": rss_loaded,
-           "peak_rss_bytes": peak, "prompts": prompts, "detail": eng.detail}
-    Path(spec["out"]).write_text(json.dumps(out))
+    say(done={"peak_rss_bytes": peak, "detail": eng.detail})
 
 
 def _rss():
@@ -657,7 +712,7 @@ def plot(report, path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        worker(sys.argv[2])
+    if sys.argv[1:] == ["--worker"]:
+        worker()
     else:
-        sys.exit("usage: python -m edgepack.bench --worker SPEC.json (internal; use `edgepack bench`)")
+        sys.exit("usage: python -m edgepack.bench --worker (internal, driven over stdin; use `edgepack bench`)")
