@@ -1,0 +1,205 @@
+"""Decode speed of edgepack's runtime against the engines' own loops, same machine, same run.
+
+    python benchmarks/bench_runtime.py ARTIFACT            # an edgepack artifact with onnx + gguf
+    python benchmarks/bench_runtime.py --onnx DIR --gguf FILE [--threads 2] [--runs 5] [--tokens 64]
+
+Engines (all on the same int4 weights, all greedy, all with `--threads` threads):
+  runtime-onnx   edgepack.runtime: our Python loop (sampler, stop checks, detokenizer) over OnnxBackend
+                 (IOBinding, KV cache bound in place)
+  ortgenai       onnxruntime-genai's native C++ loop (og.Generator) on the same ONNX folder
+  llama.cpp      llama.cpp Q4_0 through llama-cpp-python: one llama_decode per token + argmax. The
+                 high-level llama_cpp.Llama (what the anchor script uses) segfaults on this machine's AMX
+                 CPU, so the GGUF backend's context (extra buffer types off where AMX is advertised) runs it.
+  runtime-gguf   edgepack.runtime's loop over GGUFBackend (for the record)
+
+Timed as llama-bench does: a warm-up per engine that is not recorded, then `--runs` repetitions in
+which the engines take turns (so drift hits all alike); prefill of `--prompt-tokens` synthetic ids
+(300, 301, ...), then `--tokens` decode steps, the clock starting after the first new token. The weights
+of the 2B shape are random, so eos is ignored (text is meaningless; speed is the real model's).
+Tokenization is not timed (ids go in). Writes benchmarks/results/bench_runtime.json.
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def stats(xs):
+    return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3), "max": round(max(xs), 3),
+            "mean": round(statistics.mean(xs), 3), "stdev": round(statistics.stdev(xs), 3) if len(xs) > 1 else 0.0,
+            "samples": [round(x, 3) for x in xs]}
+
+
+class Runtime:
+    def __init__(self, backend, tokenizer, label):
+        from edgepack.runtime import Model
+
+        tokenizer.eos_ids = ()  # random weights: never stop early
+        self.model, self.label = Model(backend, tokenizer), label
+
+    def run(self, prompt, n):
+        s = self.model.complete(ids=prompt, max_new_tokens=n + 1)
+        assert s.decode_steps == n, s.finish_reason
+        return {"prefill_tok_s": s.prefill_tok_s, "decode_tok_s": s.decode_tok_s, "ttft_s": s.ttft_s}
+
+    def close(self):
+        self.model.close()
+
+
+class OrtGenai:
+    label = "ortgenai"
+
+    def __init__(self, folder, threads):
+        import onnxruntime_genai as og
+
+        self.og = og
+        cfg = og.Config(str(folder))
+        cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+        self.model = og.Model(cfg)
+
+    def run(self, prompt, n):
+        og = self.og
+        params = og.GeneratorParams(self.model)
+        total = len(prompt) + n + 1
+        params.set_search_options(do_sample=False, max_length=total, min_length=total)  # min_length: no eos stop
+        g = og.Generator(self.model, params)
+        t0 = time.perf_counter()
+        g.append_tokens([prompt])  # prefill
+        t1 = time.perf_counter()
+        g.generate_next_token()  # the first token (sampled from the prefill's logits)
+        t2 = time.perf_counter()
+        for _ in range(n):
+            g.generate_next_token()
+        t3 = time.perf_counter()
+        del g
+        return {"prefill_tok_s": len(prompt) / (t1 - t0), "decode_tok_s": n / (t3 - t2), "ttft_s": t2 - t0}
+
+    def close(self):
+        del self.model
+
+
+class LlamaCpp:
+    label = "llama.cpp"
+
+    def __init__(self, path, threads, n_ctx):
+        from edgepack.runtime.gguf_backend import GGUFBackend
+
+        self.b = GGUFBackend(path, threads=threads, n_ctx=n_ctx)
+
+    def run(self, prompt, n):
+        b = self.b
+        b.reset()
+        t0 = time.perf_counter()
+        tok = int(np.argmax(b.forward(prompt)))
+        t1 = time.perf_counter()
+        for _ in range(n):
+            tok = int(np.argmax(b.forward([tok])))
+        t2 = time.perf_counter()
+        return {"prefill_tok_s": len(prompt) / (t1 - t0), "decode_tok_s": n / (t2 - t1), "ttft_s": t1 - t0}
+
+    def close(self):
+        self.b.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("artifact", nargs="?", type=Path, help="edgepack artifact folder (onnx + gguf)")
+    ap.add_argument("--onnx", type=Path, help="an ONNX folder instead of the artifact's")
+    ap.add_argument("--gguf", type=Path, help="a GGUF file instead of the artifact's")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--prompt-tokens", type=int, default=64)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--engines", default="runtime-onnx,ortgenai,llama.cpp,runtime-gguf")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_runtime.json")
+    args = ap.parse_args()
+
+    from machine import machine_info
+
+    from edgepack.tokenizer import load_tokenizer
+
+    onnx_dir, gguf, tok_dir = args.onnx, args.gguf, None
+    if args.artifact:
+        from edgepack.manifest import find_artifact, read_manifest
+
+        m = read_manifest(args.artifact)
+        onnx_dir = onnx_dir or args.artifact / find_artifact(m, "onnx")["path"]
+        gguf = gguf or args.artifact / find_artifact(m, "gguf")["path"]
+        tok_dir = args.artifact / m["tokenizer"]["path"]
+    tok_dir = tok_dir or onnx_dir
+    n_ctx = args.prompt_tokens + args.tokens + 8
+    prompt = list(range(300, 300 + args.prompt_tokens))
+    wanted = args.engines.split(",")
+
+    engines, load_s = [], {}
+    for name in wanted:
+        t = time.perf_counter()
+        if name == "runtime-onnx":
+            from edgepack.runtime.onnx_backend import OnnxBackend
+
+            e = Runtime(OnnxBackend(onnx_dir, threads=args.threads, n_ctx=n_ctx), load_tokenizer(tok_dir), name)
+        elif name == "runtime-gguf":
+            from edgepack.runtime.gguf_backend import GGUFBackend
+
+            e = Runtime(GGUFBackend(gguf, threads=args.threads, n_ctx=n_ctx), load_tokenizer(tok_dir), name)
+        elif name == "ortgenai":
+            e = OrtGenai(onnx_dir, args.threads)
+        elif name == "llama.cpp":
+            e = LlamaCpp(gguf, args.threads, n_ctx)
+        else:
+            sys.exit(f"unknown engine {name}")
+        load_s[name] = round(time.perf_counter() - t, 2)
+        e.run(prompt, 8)  # warm-up, not recorded
+        engines.append(e)
+        print(f"[bench_runtime] loaded {name} in {load_s[name]} s", file=sys.stderr, flush=True)
+
+    samples = {e.label: [] for e in engines}
+    for r in range(args.runs):
+        order = engines if r % 2 == 0 else engines[::-1]  # alternate who goes first
+        for e in order:
+            res = e.run(prompt, args.tokens)
+            samples[e.label].append(res)
+            print(f"[bench_runtime] run {r + 1}/{args.runs} {e.label}: decode {res['decode_tok_s']:.2f} tok/s, "
+                  f"prefill {res['prefill_tok_s']:.1f} tok/s", file=sys.stderr, flush=True)
+    for e in engines:
+        e.close()
+
+    results = []
+    for name, runs in samples.items():
+        results.append({"engine": name, "load_s": load_s[name], "prompt_tokens": args.prompt_tokens,
+                        "decode_tokens": args.tokens,
+                        "decode_tok_s": stats([x["decode_tok_s"] for x in runs]),
+                        "prefill_tok_s": stats([x["prefill_tok_s"] for x in runs]),
+                        "ttft_s": stats([x["ttft_s"] for x in runs])})
+    med = {r["engine"]: r["decode_tok_s"]["median"] for r in results}
+    ratios = {}
+    if "runtime-onnx" in med:
+        for peer in ("ortgenai", "llama.cpp"):
+            if peer in med:
+                # median of per-run ratios: each run's engines ran back to back, so drift cancels
+                per_run = [a["decode_tok_s"] / b["decode_tok_s"] for a, b in zip(samples["runtime-onnx"], samples[peer])]
+                ratios[f"runtime-onnx / {peer}"] = {"of_medians": round(med["runtime-onnx"] / med[peer], 3),
+                                                     "median_of_runs": round(statistics.median(per_run), 3)}
+    report = {"machine": machine_info(), "settings": {"threads": args.threads, "runs": args.runs,
+              "onnx": str(onnx_dir), "gguf": str(gguf), "greedy": True, "synthetic_prompt": "ids 300.."},
+              "command": " ".join(sys.argv), "results": results, "decode_ratios": ratios,
+              "targets": {"runtime-onnx / ortgenai": 1.0, "runtime-onnx / llama.cpp": 1.3}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for r in results:
+        print(f"{r['engine']:14s} decode {r['decode_tok_s']['median']:7.2f} tok/s (min {r['decode_tok_s']['min']:.2f}, "
+              f"max {r['decode_tok_s']['max']:.2f})  prefill {r['prefill_tok_s']['median']:7.1f} tok/s")
+    for k, v in ratios.items():
+        print(f"{k}: {v['median_of_runs']:.3f}x (of medians {v['of_medians']:.3f}x)")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
