@@ -113,6 +113,7 @@ def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_to
     prompt_ids = {p: tok.encode_chat([{"role": "user", "content": texts[p]}]) for p in names}
 
     threads = threads or os.cpu_count() or 1
+    machine = machine_info()
     settings = {"device": device, "threads": threads, "runs": runs, "warmup_runs": warmup, "new_tokens": new_tokens,
                 "n_ctx": n_ctx, "sampling": "greedy; end-of-sequence ignored (fixed tg length)",
                 "artifact": str(root), "model": m["model"]["name"],
@@ -158,7 +159,8 @@ def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_to
     if not results:
         raise InternalError("no engine produced figures: " + "; ".join(s["reason"] for s in skipped))
     _add_ratios(results, default_backend=m["artifacts"][0]["format"])
-    report = {"schema": 1, "machine": machine_info(), "settings": settings, "results": results, "skipped": skipped}
+    machine["load_average_at_end"] = list(os.getloadavg())  # other work on the machine skews every engine
+    report = {"schema": 1, "machine": machine, "settings": settings, "results": results, "skipped": skipped}
     report["runtime_overhead"] = _record_overhead(root, m, raw, formats, log)
     return report
 
@@ -643,7 +645,8 @@ def print_table(report, console=None):
     console.print(t)
     mc = report["machine"]
     console.print(f"machine: {mc['cpu']}, {mc['cores_logical']} cores, {_bytes(mc['ram_bytes'])} RAM, "
-                  f"Python {mc['python']}, load average {mc['load_average_at_start'][0]:.2f} at start")
+                  f"Python {mc['python']}, load average {mc['load_average_at_start'][0]:.2f} at start, "
+                  f"{mc.get('load_average_at_end', [0])[0]:.2f} at end (other processes compete for the cores)")
     console.print("×ep: ratio to edgepack's runtime on the same format and prompt (torch: the artifact's first format). "
                   "speech: words/s (ch/s when the text is mostly CJK) of the generated text, × human speech "
                   "(2.5 words/s, 5.2 ch/s).")
