@@ -122,6 +122,9 @@ def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_to
                 "timed": __doc__.split("What is timed: ")[1].split("\n\nSpeech rate")[0].replace("\n", " ")}
     formats = {a["format"]: a for a in m["artifacts"]}
     wanted = set(engines) if engines else None
+    known = {e for e, _, _ in ENGINES} | {f"{e}/{b}" for e, b, _ in ENGINES}
+    if wanted and wanted - known:
+        raise BadInput(f"unknown engine {sorted(wanted - known)[0]}; choose from {', '.join(sorted(known))}")
     results, skipped, raw, specs = [], [], {}, []
     for engine, backend, fmt in ENGINES:
         label = f"{engine}/{backend}"
