@@ -114,6 +114,9 @@ def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_to
 
     threads = threads or os.cpu_count() or 1
     machine = machine_info()
+    if machine["load_average_at_start"][0] > machine["cores_logical"]:
+        log(f"warning: load average {machine['load_average_at_start'][0]:.1f} on {machine['cores_logical']} cores: other "
+            "processes compete with the bench; llama.cpp's spinning thread pool slows down most when they do")
     settings = {"device": device, "threads": threads, "runs": runs, "warmup_runs": warmup, "new_tokens": new_tokens,
                 "n_ctx": n_ctx, "sampling": "greedy; end-of-sequence ignored (fixed tg length)",
                 "artifact": str(root), "model": m["model"]["name"],
