@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--ctx", type=int, default=1024, help="bench context (long prompts are cut to fit)")
+    ap.add_argument("--prompts", default="en-short,en-long,zh-short,zh-long")
     ap.add_argument("--fidelity-tokens", type=int, default=0, help="0: random weights make perplexity meaningless")
     ap.add_argument("--reuse-artifact", action="store_true", help="skip the export if the artifact exists")
     args = ap.parse_args()
@@ -68,7 +70,8 @@ def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_json, out_png = RESULTS / "bench_2b.json", RESULTS / "bench_2b.png"
     steps["bench"] = timed([sys.executable, "-m", "edgepack", "bench", art, "--device", "cpu", "--threads", args.threads,
-                            "--runs", args.runs, "--tokens", args.tokens, "--no-reference",
+                            "--runs", args.runs, "--tokens", args.tokens, "--ctx", args.ctx, "--prompts", args.prompts,
+                            "--no-reference",
                             "--json", out_json, "--plot", out_png], "bench")
 
     from edgepack.manifest import inspect_artifact  # memory per context, with the overhead bench just measured

@@ -253,12 +253,14 @@ def chat(artifact, system, **kw):
 @threads_option
 @click.option("--runs", type=click.IntRange(1), default=3, show_default=True, help="Timed runs per engine and prompt (after 1 warm-up).")
 @click.option("--tokens", "new_tokens", type=click.IntRange(2), default=64, show_default=True, help="New tokens per run (tg).")
+@click.option("--ctx", "n_ctx", type=click.IntRange(32), default=1024, show_default=True,
+              help="Context for every engine; long prompts are cut to fit it with --tokens.")
 @click.option("--prompts", default=None, help="Comma-separated subset of en-short,en-long,zh-short,zh-long.")
 @click.option("--engines", default=None, help="Comma-separated subset: edgepack, onnxruntime-genai, llama.cpp, torch-reference.")
 @click.option("--no-reference", is_flag=True, help="Skip the fp32 torch reference (it needs ~4 bytes per parameter).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None, help="Write every figure and the machine to FILE.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Write a PNG of decode speed per engine.")
-def bench(artifact, device, threads, runs, new_tokens, prompts, engines, no_reference, json_file, plot_file):
+def bench(artifact, device, threads, runs, new_tokens, n_ctx, prompts, engines, no_reference, json_file, plot_file):
     """Benchmark an artifact (default: the demo model's, exported if missing) against peer engines."""
     from rich.console import Console
 
@@ -272,7 +274,7 @@ def bench(artifact, device, threads, runs, new_tokens, prompts, engines, no_refe
             status.update(f"{engine} · {prompt} · run {k} of {n}{warm}")
             err.print(f"{engine} · {prompt} · run {k} of {n}{warm}", style="dim", highlight=False)
 
-        report = lib.bench(artifact, device=device, threads=threads, runs=runs, new_tokens=new_tokens,
+        report = lib.bench(artifact, device=device, threads=threads, runs=runs, new_tokens=new_tokens, n_ctx=n_ctx,
                            prompts=split(prompts), engines=split(engines), reference=not no_reference,
                            progress=progress, log=lambda msg: err.print(msg, style="dim", highlight=False))
     lib.print_table(report)
