@@ -172,12 +172,14 @@ def _stream(model, out, err, **gen):
     from .runtime.meter import LiveMeter
 
     live = LiveMeter(err)
+    pieces = model.generate(**gen)
     try:
-        for piece in model.generate(**gen):
+        for piece in pieces:
             out.write(piece)
             out.flush()
             live.update(model.stats)
     finally:
+        pieces.close()  # a Ctrl-C between pieces still leaves model.stats complete
         live.clear()
     return model.stats
 

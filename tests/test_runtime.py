@@ -322,7 +322,8 @@ def test_tiny_artifact_generates_and_prompt_overflow_is_clear(tiny_art, backend)
         assert m.name == backend
         s = m.complete("hello", max_new_tokens=12, temperature=0.8, top_k=40, seed=7)
         assert m.complete("hello", max_new_tokens=12, temperature=0.8, top_k=40, seed=7).ids == s.ids
-        assert s.tokens >= 1 and s.text == m.tokenizer.decode(s.ids) or "\ufffd" in m.tokenizer.decode(s.ids)
+        ref = m.tokenizer.decode(s.ids)
+        assert s.tokens >= 1 and (s.text == ref or "\ufffd" in ref)  # random bytes may be invalid UTF-8
         with pytest.raises(BadInput, match=f"context holds {m.backend.n_ctx}"):
             m.generate("word " * 400)
 

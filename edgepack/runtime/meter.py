@@ -8,6 +8,9 @@ Latin-script letters and digits → CJK).
 A rate is units per decode second: units/token × decode tokens/s, i.e. how fast the text streams once
 it has started (the wait for the first token is TTFT, reported apart).
 """
+import os
+import time
+
 WORDS_PER_S = 2.5  # conversational English
 CJK_CHARS_PER_S = 5.2  # read Mandarin
 
@@ -68,12 +71,9 @@ class LiveMeter:
     """
 
     def __init__(self, stream, every=0.25):
-        import os
-        import time
-
         self.stream, self.every, self._clock = stream, every, time.perf_counter
         self.last, self.shown = 0.0, False
-        self.enabled = _own_terminal(stream, os)
+        self.enabled = _own_terminal(stream)
 
     def update(self, stats):
         now = self._clock()
@@ -90,7 +90,7 @@ class LiveMeter:
             self.shown = False
 
 
-def _own_terminal(stream, os):
+def _own_terminal(stream):
     try:
         err = stream.fileno()
         if not os.isatty(err):
