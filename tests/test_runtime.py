@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgepack.errors import BadInput, IntegrityError
-from edgepack.runtime import Backend, Model, SamplingParams, Stats, generate
+from edgepack.runtime import Backend, Model, SamplingParams
 from edgepack.runtime.detok import Detokenizer, StopStrings
 from edgepack.runtime.meter import SpeechMeter
 from edgepack.runtime.sampler import Sampler
