@@ -99,7 +99,8 @@ class SentencePieceTokenizer(Tokenizer):
         return self.sp.IdToPiece(int(token_id))
 
     def _token_bytes(self, token_id):
-        if self.sp.IsControl(token_id) or self.sp.IsUnknown(token_id):
+        # ids past the tokenizer (an embedding padded beyond it, as in the random 2B-shaped model) have no text
+        if not 0 <= token_id < self.vocab_size or self.sp.IsControl(token_id) or self.sp.IsUnknown(token_id):
             return b""
         p = self.sp.IdToPiece(token_id)
         if self.sp.IsByte(token_id):
