@@ -21,6 +21,7 @@ gguf.TensorNameMap), so none is spelled here.
 """
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def write_gguf(ckpt, out_dir: Path, *, gguf_type=DEFAULT_GGUF_TYPE, threads=None
     if gguf_type == "q4_k_m":
         tmp = out_dir / ".tmp-f16-for-q4_k_m.gguf"
         try:
-            _write(ckpt, tmp, "f16", progress)
+            _write(ckpt, tmp, "f16", progress, threads=threads)
             if progress:
                 progress("quantize Q4_K_M (llama.cpp)", 0, 1)
             llama_quantize(tmp, out, "q4_k_m", threads)
@@ -72,7 +73,7 @@ def write_gguf(ckpt, out_dir: Path, *, gguf_type=DEFAULT_GGUF_TYPE, threads=None
         finally:
             tmp.unlink(missing_ok=True)
     else:
-        _write(ckpt, out, gguf_type, progress)
+        _write(ckpt, out, gguf_type, progress, threads=threads)
     return {"format": "gguf", "file": out.name, "quantization": describe(out, gguf_type)}
 
 
@@ -115,7 +116,7 @@ def _nbytes(shape, qtype):
     return int(np.prod(shape[:-1], dtype=np.int64)) * (shape[-1] // block) * size
 
 
-def _tensor(ckpt, hf, qtype):
+def _tensor(ckpt, hf, qtype, q=None, pool=None):
     """One tensor, read, permuted if needed and converted to its GGUF type."""
     from gguf import quants
 
@@ -125,10 +126,27 @@ def _tensor(ckpt, hf, qtype):
         w = permute_qk(w, cfg.num_attention_heads)
     elif hf.endswith("self_attn.k_proj.weight"):
         w = permute_qk(w, cfg.num_key_value_heads)
-    return quants.quantize(np.ascontiguousarray(w, dtype=np.float32), qtype)
+    return _quantize(np.ascontiguousarray(w, dtype=np.float32), qtype, pool)
 
 
-def _write(ckpt, path, gguf_type, progress):
+def _quantize(w, qtype, pool):
+    import gguf
+    from gguf import quants
+
+    if pool is None or qtype in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32):
+        return quants.quantize(w, qtype)
+    # row chunks on a thread pool (numpy releases the GIL): ~1.8x faster on 2 cores, and the
+    # temporaries stay one chunk big instead of the whole tensor's
+    out = np.empty(quants.quant_shape_to_byte_shape(w.shape, qtype), np.uint8)
+
+    def part(s, rows=512):
+        out[s:s + rows] = quants.quantize(w[s:s + rows], qtype)
+
+    list(pool.map(part, range(0, w.shape[0], 512)))
+    return out
+
+
+def _write(ckpt, path, gguf_type, progress, q=None, threads=None):
     import gguf
 
     cfg = ckpt.config
@@ -141,14 +159,21 @@ def _write(ckpt, path, gguf_type, progress):
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
+    # safetensors are memory-mapped and every page read stays in our RSS while the file is open:
+    # closing the handles after each tensor keeps peak RSS near one tensor, not the whole checkpoint
+    # (MiniCPM-2B shape: 4.15 GB peak without this)
+    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
+    pool = ThreadPoolExecutor(threads or os.cpu_count() or 1)
     try:
         for i, (name, hf, shape, qtype) in enumerate(plan):
-            data = _tensor(ckpt, hf, qtype)
+            data = _tensor(ckpt, hf, qtype, None, pool)
+            release()
             w.write_tensor_data(data)
             del data
             if progress:
                 progress(f"gguf {_ggml(gguf_type)[2]}", i + 1, len(plan))
     finally:
+        pool.shutdown()
         w.close()
     del cfg
 
