@@ -41,6 +41,7 @@ def main(names):
     from edgepack.tokenizer import load_tokenizer
 
     torch.manual_seed(0)
+    torch.set_num_threads(int(os.environ.get("EDGEPACK_THREADS", "1")))  # small ops dominate; the 2 cores are shared
     ckpt = load("demo")
     c = ckpt.config
     tok = load_tokenizer(ckpt.path, bos_id=c.bos_token_id, eos_ids=c.eos_token_ids)

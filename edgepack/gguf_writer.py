@@ -55,12 +55,25 @@ def gguf_filename(gguf_type):
     return f"model-{_ggml(gguf_type)[2]}.gguf"
 
 
-def write_gguf(ckpt, out_dir: Path, *, gguf_type=DEFAULT_GGUF_TYPE, threads=None, progress=None) -> dict:
-    """Write out_dir/model-<TYPE>.gguf for a Checkpoint. Returns the manifest's artifact fields."""
+def write_gguf(ckpt, out_dir: Path, *, gguf_type=DEFAULT_GGUF_TYPE, threads=None, progress=None, method="rtn") -> dict:
+    """Write out_dir/model-<TYPE>.gguf for a Checkpoint. Returns the manifest's artifact fields.
+
+    method: "rtn" quantizes here as described above; any other edgepack.quant method writes its own
+    blocks exactly (symmetric -> Q4_0, asymmetric -> Q4_1, embedding Q5_0/Q8_0) and AWQ-rescaled norms."""
     if gguf_type not in TYPES:
         raise BadInput(f"unknown GGUF type {gguf_type!r} (choose from {', '.join(TYPES)})")
     out_dir = Path(out_dir)
     out = out_dir / gguf_filename(gguf_type)
+    if method != "rtn":
+        from . import quant
+
+        if gguf_type != "q4_0":
+            raise BadInput(f"int4 method {method} writes Q4_0/Q4_1 blocks itself; use GGUF type q4_0, not {gguf_type}")
+        q = quant.quantize_model(ckpt, method, progress=progress, block8=32)  # Q8_0 blocks are 32 weights
+        out = out_dir / f"model-{'Q4_0' if q.method.sym else 'Q4_1'}.gguf"
+        _write(ckpt, out, gguf_type, progress, q, threads)
+        return {"format": "gguf", "file": out.name, "quantization": {**describe(out, gguf_type), **quant.describe(q),
+                                                                        "bits_per_weight": describe(out, gguf_type)["bits_per_weight"]}}
     if gguf_type == "q4_k_m":
         tmp = out_dir / ".tmp-f16-for-q4_k_m.gguf"
         try:
@@ -85,7 +98,7 @@ def permute_qk(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _plan(ckpt, gguf_type):
+def _plan(ckpt, gguf_type, q=None):
     """(gguf name, hf name, shape, ggml type) for every tensor, in checkpoint order."""
     import gguf
 
@@ -105,6 +118,10 @@ def _plan(ckpt, gguf_type):
             block = gguf.GGML_QUANT_SIZES[qtype][0]
             if shape[-1] % block:  # rows must be whole blocks; same fallback as convert_hf_to_gguf
                 qtype = gguf.GGMLQuantizationType.F16
+            elif q is not None:
+                from .quant import gguf_type as quant_type
+
+                qtype = quant_type(q, hf)
         plan.append((name, hf, shape, qtype))
     return plan
 
@@ -121,7 +138,15 @@ def _tensor(ckpt, hf, qtype, q=None, pool=None):
     from gguf import quants
 
     cfg = ckpt.config
-    w = ckpt.numpy(hf)
+    if q is not None and qtype != quants.GGMLQuantizationType.F32:  # edgepack.quant's blocks, rows permuted
+        from .quant import gguf_blocks
+
+        qt, rows = q.qtensor(hf), np.arange(ckpt.shape(hf)[0])
+        if hf.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight")):
+            heads = cfg.num_attention_heads if "q_proj" in hf else cfg.num_key_value_heads
+            qt = qt.rows(permute_qk(rows, heads))
+        return gguf_blocks(qt)[0]
+    w = ckpt.numpy(hf) if q is None else q.weight(hf).numpy()  # norms: AWQ-rescaled
     if hf.endswith("self_attn.q_proj.weight"):
         w = permute_qk(w, cfg.num_attention_heads)
     elif hf.endswith("self_attn.k_proj.weight"):
@@ -150,9 +175,9 @@ def _write(ckpt, path, gguf_type, progress, q=None, threads=None):
     import gguf
 
     cfg = ckpt.config
-    plan = _plan(ckpt, gguf_type)
+    plan = _plan(ckpt, gguf_type, q)
     w = gguf.GGUFWriter(path, ARCH)
-    _add_hparams(w, ckpt, gguf_type)
+    _add_hparams(w, ckpt, gguf_type, q)
     add_tokenizer(w, ckpt)
     for name, _, shape, qtype in plan:
         w.add_tensor_info(name, shape, np.dtype(np.float32), _nbytes(shape, qtype), raw_dtype=qtype)
@@ -166,7 +191,7 @@ def _write(ckpt, path, gguf_type, progress, q=None, threads=None):
     pool = ThreadPoolExecutor(threads or os.cpu_count() or 1)
     try:
         for i, (name, hf, shape, qtype) in enumerate(plan):
-            data = _tensor(ckpt, hf, qtype, None, pool)
+            data = _tensor(ckpt, hf, qtype, q, pool)
             release()
             w.write_tensor_data(data)
             del data
@@ -178,7 +203,7 @@ def _write(ckpt, path, gguf_type, progress, q=None, threads=None):
     del cfg
 
 
-def _add_hparams(w, ckpt, gguf_type):
+def _add_hparams(w, ckpt, gguf_type, q=None):
     import gguf
 
     c = ckpt.config
@@ -196,7 +221,7 @@ def _add_hparams(w, ckpt, gguf_type):
     w.add_embedding_scale(c.scale_emb)
     w.add_residual_scale(c.residual_scale)
     w.add_logit_scale(c.logit_scale)
-    w.add_file_type(_ggml(gguf_type)[1])
+    w.add_file_type(_ggml(gguf_type)[1] if q is None or q.method.sym else gguf.LlamaFileType.MOSTLY_Q4_1)
     if gguf_type == "q4_0":
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 

@@ -19,7 +19,8 @@ Methods (Method, METHODS), all deterministic (fixed calibration tokens and order
   GQA), up_proj rows for down_proj.
 - gptq: error-compensating rounding column by column with the inverse calibration Hessian
   H = XᵀX (1% damping, lazy 128-column batches), grid fitted per block on the updated weights.
-- keep8: tensors kept at 8 bits (symmetric, block KEEP8_BLOCK), chosen by measured sensitivity.
+- +emb8 / +emb5: the tied embedding/lm_head (the most sensitive tensor, measured) at 8 bits
+  (symmetric, block KEEP8_BLOCK) or at 5 bits (GGUF Q5_0's grid).
   onnxruntime 1.32 runs MatMulNBits and GatherBlockQuantized with bits=8 (checked), so they stay
   quantized in the ONNX graph.
 
@@ -42,7 +43,8 @@ import torch
 from .errors import BadInput
 
 BLOCK = 32
-KEEP8_BLOCK = 128  # 8-bit tensors: int8 error is tiny even per 128 weights, and it saves 0.75 bit/weight
+KEEP8_BLOCK = 256  # 8-bit tensors: the largest power-of-two block ≤ this dividing K (int8 error is tiny
+                   # even per 256 weights; fewer fp32 scales: 8.125 bits/weight instead of 9 at block 32)
 CALIBRATION_TOKENS = 2048  # default calibration size (tokens of texts.calibration_text())
 CALIBRATION_SEQ = 512      # tokens per calibration sequence
 AWQ_GRID = 20              # α ∈ {0, 1/20, ..., 19/20}
@@ -66,12 +68,12 @@ class QTensor:
     @classmethod
     def from_codes(cls, codes, scales, zeros, bits, sym):
         codes = np.asarray(codes, np.uint8)
-        data = codes if bits == 8 else (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+        data = codes if bits != 4 else (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
         return cls(data, np.asarray(scales, np.float32), np.asarray(zeros, np.uint8), bits, sym)
 
     @property
     def block_size(self):
-        return self.data.shape[2] * (1 if self.bits == 8 else 2)
+        return self.data.shape[2] * (2 if self.bits == 4 else 1)
 
     @property
     def shape(self):
@@ -79,7 +81,7 @@ class QTensor:
 
     @property
     def codes(self):
-        if self.bits == 8:
+        if self.bits != 4:
             return self.data
         c = np.empty(self.data.shape[:2] + (self.block_size,), np.uint8)
         c[..., 0::2], c[..., 1::2] = self.data & 0x0F, self.data >> 4
@@ -120,7 +122,8 @@ class QTensor:
     @property
     def nbytes(self):
         """Stored as MatMulNBits stores it: codes, fp32 scales, packed zero points (asymmetric only)."""
-        return self.data.nbytes + self.scales.size * 4 + (0 if self.sym else self.packed_zeros().nbytes)
+        n, k = self.shape
+        return n * k * self.bits // 8 + self.scales.size * 4 + (0 if self.sym else self.packed_zeros().nbytes)
 
 
 def _fp16(x):
@@ -200,7 +203,19 @@ def _qtensor(q, s, z, bits, sym):
 def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=128):
     """GPTQ (Frantar et al. 2022) without act-order: quantize column by column, spreading each
     column's error over the not yet quantized columns with the inverse Hessian's Cholesky factor.
-    The grid of each block is fitted on the already-updated weights at its first column."""
+    The grid of each block is fitted on the already-updated weights at its first column.
+
+    The column loop is thousands of small ops: one intra-op thread runs it 6x faster than two on
+    this shared 2-core machine (measured: 33 s -> 5 s per demo layer), so it runs single-threaded."""
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _gptq(w, H, bits, sym, clip, block, damp, batch)
+    finally:
+        torch.set_num_threads(n_threads)
+
+
+def _gptq(w, H, bits, sym, clip, block, damp, batch):
     W = w.clone().float()
     N, K = W.shape
     H = H.clone().double()
@@ -262,7 +277,7 @@ class Method:
     clip: bool = False
     awq: bool = False
     gptq: bool = False
-    keep8: tuple = ()  # "embed" (the tied table / lm_head) and/or HF tensor names
+    embed_bits: int = 4  # bits of the tied table / lm_head: 4, 5 (GGUF Q5_0's grid) or 8
     describe: str = ""
 
     @property
@@ -283,14 +298,14 @@ METHODS = {m.name: m for m in [
 
 
 def method(spec):
-    """A Method from a name, optionally with '+emb8' (keep the tied embedding/lm_head at 8 bits)."""
+    """A Method from a name, optionally with '+emb8' or '+emb5' (the tied embedding/lm_head at 8 or 5 bits)."""
     if isinstance(spec, Method):
         return spec
     base, *extras = spec.split("+")
-    if base not in METHODS or any(e != "emb8" for e in extras):
-        raise BadInput(f"unknown int4 method {spec!r} (choose from {', '.join(METHODS)}, optionally +emb8)")
+    if base not in METHODS or len(extras) > 1 or any(e not in ("emb8", "emb5") for e in extras):
+        raise BadInput(f"unknown int4 method {spec!r} (choose from {', '.join(METHODS)}, optionally +emb8 or +emb5)")
     m = METHODS[base]
-    return replace(m, name=spec, keep8=("embed",)) if extras else m
+    return replace(m, name=spec, embed_bits=int(extras[0][3:])) if extras else m
 
 
 # -- the whole model --------------------------------------------------------------------------------
@@ -309,6 +324,7 @@ class Quantized:
     tensors: dict = field(default_factory=dict)
     floats: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    block8: int = KEEP8_BLOCK  # largest block of an 8-bit tensor (GGUF's Q8_0 needs 32)
 
     def qtensor(self, name):
         if name not in self.tensors:  # calibration-free methods: computed on demand
@@ -327,8 +343,12 @@ class Quantized:
 
     def _plain(self, name):
         m, w = self.method, self.ckpt.torch(name)
-        if _is_embed(name, self.ckpt.config) and "embed" in m.keep8 or name in m.keep8:
-            return quantize(w, 8, sym=True, block=KEEP8_BLOCK)
+        bits = m.embed_bits if _is_embed(name, self.ckpt.config) else 4
+        if bits == 8:
+            K = w.shape[1]
+            return quantize(w, 8, sym=True, block=max(b for b in (32, 64, 128, 256) if b <= self.block8 and K % b == 0))
+        if bits == 5:  # Q5_0's grid: symmetric, block 32
+            return quantize(w, 5, sym=True)
         return quantize(w, 4, m.sym, m.clip)
 
 
@@ -350,14 +370,14 @@ def calibration_ids(tokenizer, n_tokens=CALIBRATION_TOKENS, seq=CALIBRATION_SEQ)
     return torch.tensor([head + ids[i * body:(i + 1) * body] for i in range(n_seq)])
 
 
-def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS, progress=None):
+def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS, progress=None, block8=KEEP8_BLOCK):
     """Quantize ckpt with a method; calibrated methods stream the calibration layer by layer."""
     from .texts import sources
 
     m = method(spec)
-    q = Quantized(ckpt, m)
+    q = Quantized(ckpt, m, block8=block8)
     q.info = {"method": m.name, "description": m.describe, "bits": 4, "block_size": BLOCK,
-              "symmetric": m.sym, "kept_8bit": list(m.keep8)}
+              "symmetric": m.sym, "embedding_bits": m.embed_bits}
     if m.awq or m.gptq:
         if tokenizer is None:
             from .tokenizer import load_tokenizer
@@ -400,6 +420,8 @@ def _calibrate(q, ids, progress=None, float_only=False):
     h = q.weight(emb_name)[ids] * c.scale_emb  # (B, T, H) through the quantized table
     tie = _gqa_tie(c)
     L = c.num_hidden_layers
+    # mmapped safetensors pages count in RSS while the file is open: let go of them after each layer
+    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
     for i in range(L):
         p = f"model.layers.{i}."
         W = {n: ckpt.torch(p + n + ".weight") for n in LINEARS}
@@ -427,6 +449,7 @@ def _calibrate(q, ids, progress=None, float_only=False):
             q.floats[p + n + ".weight"] = t
             _attach(block, n + ".weight", t)
         del X, W
+        release()
         h = block(h, pos, None)  # the quantized layer feeds the next one
         if progress:
             progress("calibrate", i + 1, L)
@@ -488,17 +511,24 @@ def size_bytes(q):
 
 
 # -- what the format writers ask for ------------------------------------------------------------------
-def folded(q):
-    """Like edgepack.fold.folded, but 2-D weights come as QTensors (scales × the fold constant) and
-    1-D ones as float32 numpy (AWQ-rescaled norms included): the ONNX writer's input."""
+def folded_tensor(q, name):
+    """One tensor of the folded Llama (edgepack.fold) for the ONNX writer: a QTensor for a 2-D weight
+    (the fold constant goes into its scales) or float32 numpy for a norm (AWQ-rescaled ones included)."""
     from .fold import fold_scale
 
-    for name in q.ckpt.names:
-        c = fold_scale(q.ckpt.config, name)
-        if len(q.ckpt.shape(name)) == 2:
-            yield name, q.qtensor(name).scaled(c)
-        else:
-            yield name, (q.weight(name) * c).numpy()
+    c = fold_scale(q.ckpt.config, name)
+    if len(q.ckpt.shape(name)) == 2:
+        return q.qtensor(name).scaled(c)
+    return (q.weight(name) * c).numpy()
+
+
+def gguf_type(q, name):
+    """The GGML type gguf_blocks will give a 2-D weight of this Quantized model (known before it exists)."""
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    bits = q.method.embed_bits if _is_embed(name, q.ckpt.config) else 4
+    return {8: T.Q8_0, 5: T.Q5_0, 4: T.Q4_0 if q.method.sym else T.Q4_1}[bits]
 
 
 def gguf_blocks(qt):
@@ -512,6 +542,12 @@ def gguf_blocks(qt):
     n, nb = qt.scales.shape
     codes = qt.codes
     d = qt.scales.astype(np.float16).view(np.uint8).reshape(n, nb, 2)
+    if qt.bits == 5:  # Q5_0: re-quantizing the dequantized grid with gguf's own Q5_0 gives the same codes
+        from gguf import quants
+
+        if not qt.sym or qt.block_size != 32:
+            raise BadInput("GGUF's Q5_0 holds symmetric 5-bit blocks of 32 only")
+        return quants.quantize(qt.dequantize(), T.Q5_0), T.Q5_0
     if qt.bits == 8:
         if not qt.sym or qt.block_size != 32:
             raise BadInput("GGUF's Q8_0 holds symmetric 8-bit blocks of 32 only")
@@ -526,3 +562,15 @@ def gguf_blocks(qt):
             m = (-qt.scales * qt.zeros).astype(np.float16).view(np.uint8).reshape(n, nb, 2)
             out, t = np.concatenate([d, m, qs], -1), T.Q4_1
     return np.ascontiguousarray(out.reshape(n, -1)), t
+
+
+def describe(q):
+    """The manifest's quantization fields for a Quantized model (bits/weight over all 2-D weights)."""
+    names = [n for n in q.ckpt.names if len(q.ckpt.shape(n)) == 2]
+    n_weights = sum(int(np.prod(q.ckpt.shape(n))) for n in names)
+    nbytes = sum(q.qtensor(n).nbytes for n in names)
+    m = q.method
+    return {"scheme": f"int4_{'sym' if m.sym else 'asym'}_block{BLOCK}" + (f"_emb{m.embed_bits}" if m.embed_bits != 4 else ""),
+            "bits": 4, "block_size": BLOCK, "method": m.name, "method_description": m.describe,
+            "embedding_bits": m.embed_bits, "bits_per_weight": round(8 * nbytes / n_weights, 3),
+            "calibration": q.info.get("calibration")}

@@ -126,7 +126,7 @@ def test_methods_are_deterministic(tiny_gqa, name):
         if len(tiny_gqa.shape(n)) == 2:
             qa, qb = a.qtensor(n), b.qtensor(n)
             assert np.array_equal(qa.codes, qb.codes) and np.array_equal(qa.scales, qb.scales) and np.array_equal(qa.zeros, qb.zeros), n
-            assert (qa.bits, qa.block_size) == ((8, 128) if name.endswith("emb8") and n == "model.embed_tokens.weight" else (4, 32))
+            assert (qa.bits, qa.block_size) == ((8, 64) if name.endswith("emb8") and n == "model.embed_tokens.weight" else (4, 32))
         assert torch.equal(a.weight(n), b.weight(n)), n
 
 
@@ -155,3 +155,40 @@ def test_calibrated_quantized_model_is_close_and_records_calibration(tiny_mha):
 def test_unknown_method_is_bad_input():
     with pytest.raises(BadInput, match="unknown int4 method"):
         quant.method("awq+emb2")
+
+
+# -- the formats carry the quantized weights exactly --------------------------------------------------
+def _gguf_weights(path, ckpt):
+    import gguf
+    from gguf import quants
+
+    from edgepack.gguf_writer import permute_qk
+
+    c = ckpt.config
+    names = gguf.TensorNameMap(gguf.MODEL_ARCH.MINICPM, c.num_hidden_layers)
+    by_gguf = {names.get_name(n, try_suffixes=(".weight",)): n for n in ckpt.names}
+    out = {}
+    for t in gguf.GGUFReader(path).tensors:
+        hf = by_gguf[t.name]
+        w = np.asarray(t.data, np.float32) if t.tensor_type.name == "F32" else \
+            quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(ckpt.shape(hf))
+        if hf.endswith(("q_proj.weight", "k_proj.weight")):  # undo llama.cpp's row order
+            heads = c.num_attention_heads if "q_proj" in hf else c.num_key_value_heads
+            w = w[np.argsort(permute_qk(np.arange(w.shape[0]), heads))]
+        out[hf] = (t.tensor_type.name, w)
+    return out
+
+
+@pytest.mark.parametrize("name,types", [("awq_gptq_sym+emb5", {"Q4_0", "Q5_0"}), ("asym+emb8", {"Q4_1", "Q8_0"})])
+def test_gguf_holds_the_quantized_weights(tiny_gqa, tmp_path, name, types):
+    from edgepack.gguf_writer import write_gguf
+
+    info = write_gguf(tiny_gqa, tmp_path, method=name)
+    assert info["quantization"]["method"] == name and set(info["quantization"]["tensor_types"]) == types
+    q = quant.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa), block8=32)
+    got = _gguf_weights(tmp_path / info["file"], tiny_gqa)
+    for n in tiny_gqa.names:
+        ref = q.weight(n).numpy()
+        # Q4_1 stores the offset m = −scale·zero in fp16: the only rounding the file adds
+        tol = 1e-3 * np.abs(ref).max() if got[n][0] == "Q4_1" else 0
+        assert np.abs(got[n][1] - ref).max() <= tol, n
