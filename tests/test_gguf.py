@@ -237,6 +237,21 @@ def test_close_is_final_and_idempotent(tiny_f32):
         be.forward([1])
 
 
+def test_close_returns_memory(demo_q4_0):
+    """The bug this project started from: an unloaded model's memory must come back."""
+    import psutil
+
+    proc, loaded, closed = psutil.Process(), [], []
+    for _ in range(3):
+        be = GGUFBackend(demo_q4_0[0], threads=1, n_ctx=1024)
+        be.forward(list(range(100, 300)), all_logits=True)
+        loaded.append(proc.memory_info().rss)
+        be.close()
+        closed.append(proc.memory_info().rss)
+    assert min(loaded) - max(closed) > demo_q4_0[0].stat().st_size  # weights and cache are gone
+    assert closed[-1] - closed[0] < 32 << 20  # and nothing accumulates across loads
+
+
 def test_backend_import_pulls_no_torch():
     code = "import sys, edgepack.runtime.gguf_backend; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
