@@ -93,11 +93,13 @@ def _not_yet(name, issue):
 @click.option("--block-size", type=int, default=32, show_default=True, help="int4 block size (ONNX).")
 @click.option("--gguf-type", type=click.Choice(["q4_0", "q4_k_m", "f16", "f32"]), default=None,
               help="GGUF quantization type (default: the measured best int4 type).")
+@click.option("--method", default=None, help="int4 method: rtn, asym, mse, awq, gptq, awq_gptq, gptq_sym, "
+              "awq_gptq_sym, each optionally +emb8/+emb5 (default: the measured best; see edgepack/quant.py).")
 @click.option("--fidelity-tokens", type=click.IntRange(0), default=2048, show_default=True,
               help="Evaluation tokens for the fidelity report (0 skips it).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @threads_option
-def export(int4, dtype, model, formats, out, block_size, gguf_type, fidelity_tokens, force, threads):
+def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fidelity_tokens, force, threads):
     """Export a MiniCPM checkpoint to int4 ONNX and GGUF artifacts."""
     from .export import export as run_export
 
@@ -106,7 +108,7 @@ def export(int4, dtype, model, formats, out, block_size, gguf_type, fidelity_tok
     with _progress() as progress:
         path = run_export(model=model, out=out, formats=[f.strip() for f in formats.split(",") if f.strip()],
                           dtype=dtype or "int4", block_size=block_size, gguf_type=gguf_type, threads=threads,
-                          force=force, fidelity_tokens=fidelity_tokens, progress=progress)
+                          force=force, fidelity_tokens=fidelity_tokens, progress=progress, method=method)
     from .manifest import format_artifact
     from .manifest import inspect_artifact
 

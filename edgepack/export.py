@@ -23,8 +23,11 @@ def default_out(name, dtype):
 
 
 def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32, gguf_type=None, threads=None,
-           force=False, fidelity_tokens=2048, progress=None, log=None):
-    """Export `model` (a checkpoint dir or "demo"); returns the artifact folder."""
+           force=False, fidelity_tokens=2048, progress=None, log=None, method=None):
+    """Export `model` (a checkpoint dir or "demo"); returns the artifact folder.
+
+    method: the int4 method of edgepack.quant (default: quant.DEFAULT_METHOD for ONNX and
+    quant.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget)."""
     from .checkpoint import load
     from .tokenizer import load_tokenizer
 
@@ -62,7 +65,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
             ids = ref = None
             for fmt in formats:
                 log(f"writing {fmt} ({dtype})")
-                entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress)
+                entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method)
                 if fidelity_tokens:
                     if ref is None:
                         from .fidelity import eval_ids, reference_logits
@@ -85,13 +88,16 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     return out
 
 
-def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress):
+def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None):
+    from . import quant
+
     if fmt == "onnx":
         from .onnx_writer import write_onnx
 
         d = tmp / "onnx"
         d.mkdir()
-        entry = write_onnx(ckpt, d, dtype=dtype, block_size=block_size, threads=threads, progress=progress)
+        kw = {"method": method or quant.DEFAULT_METHOD} if dtype == "int4" else {}
+        entry = write_onnx(ckpt, d, dtype=dtype, block_size=block_size, threads=threads, progress=progress, **kw)
         entry["path"] = "onnx"
     else:
         from .gguf_writer import write_gguf
@@ -100,6 +106,10 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
         d.mkdir()
         kind = gguf_type or {"fp32": "f32", "f16": "f16"}.get(dtype)
         kw = {"gguf_type": kind} if kind else {}
+        if dtype == "int4" and kind in (None, "q4_0"):
+            kw["method"] = method or quant.DEFAULT_GGUF_METHOD
+        elif method and method != "rtn":
+            raise BadInput(f"--method {method} applies to ONNX int4 and GGUF q4_0, not GGUF {kind}")
         entry = write_gguf(ckpt, d, threads=threads, progress=progress, **kw)
         entry["path"] = f"gguf/{entry.pop('file')}"
     entry["format"] = fmt

@@ -192,26 +192,35 @@ class _Writer:
         g = self.g
         if self.int4:
             self.embed = self._quantized("lm_head.MatMul.weight" if self.c.tie_word_embeddings else "model.embed_tokens.weight", w)
+            (q, s, *zp), attrs = self.embed
             V, H = w.shape
-            table = g.node("Reshape", [self.embed[0], g.const([V, H // 2])], "/model/embed_tokens/Reshape")
-            self.x = g.node("GatherBlockQuantized", [table, "input_ids", self.embed[1]], "/model/embed_tokens/GatherBlockQuantized",
-                            domain="com.microsoft", bits=4, block_size=self.bs, gather_axis=0, quantize_axis=1)
+            table = g.node("Reshape", [q, g.const([V, H * attrs["bits"] // 8])], "/model/embed_tokens/Reshape")
+            self.x = g.node("GatherBlockQuantized", [table, "input_ids", s, *zp], "/model/embed_tokens/GatherBlockQuantized",
+                            domain="com.microsoft", gather_axis=0, quantize_axis=1, **attrs)
         else:
             self.embed = g.init("model.embed_tokens.weight", w)
             self.x = g.node("Gather", [self.embed, "input_ids"], "/model/embed_tokens/Gather", axis=0)
 
     def _quantized(self, name, w):
+        """([B, scales(, zero_points)] initializer names, {bits, block_size}) of one MatMulNBits weight."""
+        from .quant import QTensor
+
+        if isinstance(w, QTensor):  # edgepack.quant's calibrated codes, scales and zero points
+            ins = [self.g.init(f"{name}_Q{w.bits}", w.packed()), self.g.init(f"{name}_scales", w.scales)]
+            if not w.sym:
+                ins.append(self.g.init(f"{name}_zero_points", w.packed_zeros()))
+            return ins, {"bits": w.bits, "block_size": w.block_size}
         packed, scales = quantize_int4(w, self.bs)
-        return self.g.init(f"{name}_Q4", packed), self.g.init(f"{name}_scales", scales)
+        return [self.g.init(f"{name}_Q4", packed), self.g.init(f"{name}_scales", scales)], {"bits": 4, "block_size": self.bs}
 
     def _linear(self, x, w, name, out_name=None):
         """x @ w.T for w (N, K): MatMulNBits int4 or a float MatMul over the stored transpose."""
         g, node = self.g, f"/{name.replace('.', '/')}"
         N, K = w.shape
         if self.int4:
-            q, s = self._quantized(f"{name}.MatMul.weight", w)
-            out = g.node("MatMulNBits", [x, q, s], node + "/MatMul_Q4", domain="com.microsoft",
-                         K=K, N=N, bits=4, block_size=self.bs, accuracy_level=ACCURACY_LEVEL)
+            ins, attrs = self._quantized(f"{name}.MatMul.weight", w)
+            out = g.node("MatMulNBits", [x, *ins], node + "/MatMul_Q4", domain="com.microsoft",
+                         K=K, N=N, accuracy_level=ACCURACY_LEVEL, **attrs)
         else:
             out = g.node("MatMul", [x, g.init(f"{name}.MatMul.weight", w.T)], node + "/MatMul")
         return self._rename(out, out_name)
@@ -242,7 +251,8 @@ class _Writer:
         elif rest in ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"):
             self.qkv[rest[10]] = t
             if len(self.qkv) == 3:  # fused projection: GQA takes packed q|k|v
-                w = np.concatenate([self.qkv[k] for k in "qkv"])
+                parts = [self.qkv[k] for k in "qkv"]
+                w = np.concatenate(parts) if isinstance(parts[0], np.ndarray) else type(parts[0]).cat(parts)
                 self.qkv = {}
                 qkv = self._linear(self.x, w, f"model.layers.{i}.attn.qkv_proj")
                 self.x = g.node("GroupQueryAttention",
@@ -274,8 +284,9 @@ class _Writer:
             self._linear(self.x, w, "lm_head", out_name="logits")
         elif self.int4:  # tied: MatMulNBits over the embedding's packed table
             V, H = self.c.vocab_size, self.c.hidden_size
-            g.node("MatMulNBits", [self.x, *self.embed], "/lm_head/MatMul_Q4", domain="com.microsoft",
-                   K=H, N=V, bits=4, block_size=self.bs, accuracy_level=ACCURACY_LEVEL)
+            ins, attrs = self.embed
+            g.node("MatMulNBits", [self.x, *ins], "/lm_head/MatMul_Q4", domain="com.microsoft",
+                   K=H, N=V, accuracy_level=ACCURACY_LEVEL, **attrs)
             self._rename(None, "logits")
         else:
             wt = g.node("Transpose", [self.embed], "/lm_head/Transpose", perm=[1, 0])
@@ -378,8 +389,11 @@ def _write_tokenizer_json(src, out):
         tok.backend_tokenizer.save(str(out))
 
 
-def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None) -> dict:
-    """Write the onnxruntime-genai folder for `ckpt` into the existing empty `out_dir`."""
+def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None, method="rtn") -> dict:
+    """Write the onnxruntime-genai folder for `ckpt` into the existing empty `out_dir`.
+
+    method: "rtn" is onnxruntime's own packer (above); any other edgepack.quant method (calibrated
+    int4, zero points, 8-bit embedding) supplies the codes, scales and rescaled norms instead."""
     from .fold import fold_scale
 
     if dtype not in ("int4", "fp32"):
@@ -391,6 +405,13 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
         for dim in (c.hidden_size, c.intermediate_size):
             if dim % block_size:
                 raise NotSupported(f"{ckpt.path}: dimension {dim} is not a multiple of the int4 block size {block_size}")
+    q_model = None
+    if dtype == "int4" and method != "rtn":
+        from . import quant
+
+        if block_size != quant.BLOCK or quant.method(method).embed_bits not in (4, 8):
+            raise NotSupported(f"int4 method {method} needs block size {quant.BLOCK} and a 4- or 8-bit embedding in ONNX")
+        q_model = quant.quantize_model(ckpt, method, progress=progress)
     threads = int(threads or os.cpu_count() or 1)
     out_dir = Path(out_dir)
     names = ckpt.names
@@ -401,6 +422,11 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
     try:
         w = _Writer(c, data, dtype, block_size)
         for k, name in enumerate(names):
+            if q_model is not None:  # calibrated: QTensors (fold constant in the scales) and norms
+                w.add(name, quant.folded_tensor(q_model, name))
+                if progress:
+                    progress("onnx", k + 1, len(names))
+                continue
             t = ckpt.torch(name)
             s = fold_scale(c, name)
             if s != 1.0:
@@ -421,5 +447,7 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
     q = ({"scheme": "int4_sym_rtn", "bits": 4, "block_size": block_size, "method": "rtn (onnxruntime quantize_matmul_4bits)",
           "bits_per_weight": 4 + 32 / block_size} if dtype == "int4" else
          {"scheme": "fp32", "bits": 32, "block_size": None, "method": "none", "bits_per_weight": 32.0})
+    if q_model is not None:
+        q = quant.describe(q_model)
     return {"format": "onnx", "quantization": q, "dtype": dtype, "threads": threads,
             "files": [MODEL_FILE, DATA_FILE, "genai_config.json", *tok_files], "quantized_weights": n_weights}

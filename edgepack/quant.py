@@ -43,6 +43,9 @@ import torch
 from .errors import BadInput
 
 BLOCK = 32
+# The export defaults: the best measured method within 1.15x the plain RTN artifact (table above).
+DEFAULT_METHOD = "awq_gptq_sym+emb8"       # ONNX: MatMulNBits/GatherBlockQuantized take an 8-bit table
+DEFAULT_GGUF_METHOD = "awq_gptq_sym+emb5"  # GGUF: Q8_0's 8.5 bits/weight table would cost 1.19x; Q5_0 fits
 KEEP8_BLOCK = 256  # 8-bit tensors: the largest power-of-two block ≤ this dividing K (int8 error is tiny
                    # even per 256 weights; fewer fp32 scales: 8.125 bits/weight instead of 9 at block 32)
 CALIBRATION_TOKENS = 2048  # default calibration size (tokens of texts.calibration_text())
@@ -370,6 +373,9 @@ def calibration_ids(tokenizer, n_tokens=CALIBRATION_TOKENS, seq=CALIBRATION_SEQ)
     return torch.tensor([head + ids[i * body:(i + 1) * body] for i in range(n_seq)])
 
 
+_LAST = {}  # the last calibration's layer results: ONNX and GGUF of one export share them
+
+
 def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS, progress=None, block8=KEEP8_BLOCK):
     """Quantize ckpt with a method; calibrated methods stream the calibration layer by layer."""
     from .texts import sources
@@ -378,7 +384,12 @@ def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS
     q = Quantized(ckpt, m, block8=block8)
     q.info = {"method": m.name, "description": m.describe, "bits": 4, "block_size": BLOCK,
               "symmetric": m.sym, "embedding_bits": m.embed_bits}
-    if m.awq or m.gptq:
+    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, n_tokens)
+    if (m.awq or m.gptq) and key in _LAST:  # the other format of the same export: same layers
+        q.tensors.update(_LAST[key].tensors)
+        q.floats.update(_LAST[key].floats)
+        q.info["calibration"] = _LAST[key].info["calibration"]
+    elif m.awq or m.gptq:
         if tokenizer is None:
             from .tokenizer import load_tokenizer
 
@@ -387,6 +398,9 @@ def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS
         ids = calibration_ids(tokenizer, n_tokens)
         _calibrate(q, ids, progress)
         q.info["calibration"] = {"source": sources()[1], "tokens": int(ids.numel()), "sequences": int(ids.shape[0])}
+        _LAST.clear()
+        _LAST[key] = Quantized(ckpt, m, {n: t for n, t in q.tensors.items() if n.startswith("model.layers.")},
+                               dict(q.floats), dict(q.info))
     else:
         q.info["calibration"] = None
     return q
@@ -417,7 +431,8 @@ def _calibrate(q, ids, progress=None, float_only=False):
     emb_name = "model.embed_tokens.weight"
     if float_only:
         q.floats[emb_name] = ckpt.torch(emb_name)
-    h = q.weight(emb_name)[ids] * c.scale_emb  # (B, T, H) through the quantized table
+    # (B, T, H) from the float table, so the layers' results do not depend on the embedding's bits
+    h = ckpt.torch(emb_name)[ids] * c.scale_emb
     tie = _gqa_tie(c)
     L = c.num_hidden_layers
     # mmapped safetensors pages count in RSS while the file is open: let go of them after each layer
