@@ -33,11 +33,11 @@ ARCH = "minicpm"
 # Default type, from `python benchmarks/bench_gguf_export.py demo` (results/gguf_types_demo.json):
 # demo model, first 2048 tokens of edgepack.texts.eval_text(), float ppl 11.91, vs the float reference:
 #            ppl (+%)        top-1   mean KL  file     bits/weight  decode (llama.cpp, 1 thread, shared box)
-#   q4_0     15.90 (+33.5%)  0.728   0.330    77.6 MB  4.51         8.8 tok/s
-#   q4_k_m   12.81 (+7.6%)   0.886   0.056   105.5 MB  6.17         7.4 tok/s
+#   q4_0     15.90 (+33.5%)  0.728   0.330    77.6 MB  4.51         20.4 tok/s (median of 3)
+#   q4_k_m   12.81 (+7.6%)   0.886   0.056   105.5 MB  6.17         18.0 tok/s
 # Q4_K_M is far more faithful here, but on this shape it is not int4: the demo's 576/1536 widths are
 # not multiples of k-quants' 256, so llama.cpp falls back to Q5_0/Q8_0 for most tensors (6.17 bits,
-# +36% bytes, -16% decode). Q4_0 stays the default for `--int4`: true 4.5 bits/weight, the fastest
+# +36% bytes, -11% decode). Q4_0 stays the default for `--int4`: true 4.5 bits/weight, the fastest
 # llama.cpp kernels, the same 32-weight blocks as the ONNX artifact, and the layout edgepack's better
 # int4 methods (edgepack.quant) write into; --gguf-type q4_k_m is there when quality matters more.
 DEFAULT_GGUF_TYPE = "q4_0"
