@@ -162,6 +162,31 @@ def paired(folder, rounds=12, block=16):
     print(json.dumps({"ortgenai_s_per_token": t_g, "onnx_backend_s_per_token": t_b}))
 
 
+def paired_graphs(a, b, blocks=8, block=8, prefills=3):
+    """onnxruntime-genai on two graphs in one process, alternating prefills and blocks of decode
+    steps, so both see the same machine load. Prints seconds per token for each (JSON)."""
+    import onnxruntime_genai as og
+
+    prompt = list(range(300, 364))
+    models = {"a": og.Model(og.Config(str(a))), "b": og.Model(og.Config(str(b)))}
+    gens, out = {}, {k: {"prefill_s_per_token": [], "decode_s_per_token": []} for k in models}
+    for r in range(prefills):
+        for k, m in models.items():
+            p = og.GeneratorParams(m)
+            p.set_search_options(do_sample=False, max_length=64 + blocks * block + 1, min_length=64 + blocks * block + 1)
+            gens[k] = og.Generator(m, p)
+            t = time.perf_counter()
+            gens[k].append_tokens([prompt])
+            out[k]["prefill_s_per_token"].append((time.perf_counter() - t) / 64)
+    for _ in range(blocks):
+        for k, g in gens.items():
+            t = time.perf_counter()
+            for _ in range(block):
+                g.generate_next_token()
+            out[k]["decode_s_per_token"].append((time.perf_counter() - t) / block)
+    print(json.dumps(out))
+
+
 def speed(cmd):
     out = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, check=True).stdout
     get = lambda k: float(re.search(k + r" ([\d.]+)", out).group(1))  # noqa: E731
@@ -177,6 +202,29 @@ def speed_rounds(engines, rounds):
     return {name: {"decode_tok_s": statistics.median(s["decode_tok_s"] for s in v),
                    "prefill_tok_s": statistics.median(s["prefill_tok_s"] for s in v), "samples": v}
             for name, v in raw.items()}
+
+
+def paired_summary(pr, name_a, name_b):
+    med = {k: {m: statistics.median(v[m]) for m in v} for k, v in pr.items()}
+    return {f"{name_a}_decode_tok_s": round(1 / med["a"]["decode_s_per_token"], 3),
+            f"{name_b}_decode_tok_s": round(1 / med["b"]["decode_s_per_token"], 3),
+            f"{name_a}_prefill_tok_s": round(1 / med["a"]["prefill_s_per_token"], 3),
+            f"{name_b}_prefill_tok_s": round(1 / med["b"]["prefill_s_per_token"], 3),
+            "decode_ratio": round(med["b"]["decode_s_per_token"] / med["a"]["decode_s_per_token"], 3),
+            "prefill_ratio": round(med["b"]["prefill_s_per_token"] / med["a"]["prefill_s_per_token"], 3),
+            "samples": pr}
+
+
+def speed_only_2b(work):
+    """Re-measure only the paired speed on existing 2B folders; added to the JSON with its own date."""
+    f = RESULTS / "onnx_export_2b.json"
+    res = json.loads(f.read_text())
+    pr = json.loads(subprocess.run([sys.executable, __file__, "_paired_graphs", work / "2b-ours", work / "2b-builder"],
+                                   capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    res["speed"]["paired_ortgenai_in_one_process"] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                      **paired_summary(pr, "edgepack_graph", "builder_graph")}
+    f.write_text(json.dumps(res, indent=2))
+    print(json.dumps(res["speed"]["paired_ortgenai_in_one_process"], indent=2))
 
 
 def folder_bytes(d):
@@ -247,6 +295,9 @@ def bench_2b(work, ckpt, rounds):
         "ortgenai_edgepack_graph": [sys.executable, ANCHORS / "decode_ortgenai.py", ours],
         "ortgenai_builder_graph": [sys.executable, ANCHORS / "decode_ortgenai.py", builder],
     }, rounds)
+    pr = json.loads(subprocess.run([sys.executable, __file__, "_paired_graphs", ours, builder], capture_output=True,
+                                   text=True, check=True).stdout.strip().splitlines()[-1])
+    sp["paired_ortgenai_in_one_process"] = paired_summary(pr, "edgepack_graph", "builder_graph")
     return {
         "model": "MiniCPM-2B-shaped random bf16 checkpoint (benchmarks/make_minicpm_2b.py); the builder gets it "
                  "folded into a tied Llama (same bf16 weights), ours reads the MiniCPM checkpoint and folds as it streams",
@@ -268,15 +319,19 @@ def main():
         return write_ours(*sys.argv[2:4])
     if sys.argv[1:2] == ["_paired"]:
         return paired(sys.argv[2])
+    if sys.argv[1:2] == ["_paired_graphs"]:
+        return paired_graphs(sys.argv[2], sys.argv[3])
     if sys.argv[1:2] == ["_decode"]:
         return decode_ours(sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["demo", "2b"])
+    ap.add_argument("what", choices=["demo", "2b", "2b-speed"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgepack-bench-onnx"))
     ap.add_argument("--ckpt", type=Path, default=None, help="2b: an existing MiniCPM-2B-shaped checkpoint dir")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
+    if a.what == "2b-speed":
+        return speed_only_2b(a.work)
     res = bench_demo(a.work, a.rounds) if a.what == "demo" else bench_2b(a.work, a.ckpt, a.rounds)
     res = {"benchmark": f"onnx_export_{a.what}", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **res}
     RESULTS.mkdir(parents=True, exist_ok=True)

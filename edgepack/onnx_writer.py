@@ -145,7 +145,7 @@ class _Writer:
     """Consumes folded tensors in checkpoint order and emits nodes + initializers as they come."""
 
     def __init__(self, cfg, data, dtype, block_size):
-        self.c, self.g, self.dtype, self.bs = cfg, _Graph(data), dtype, block_size
+        self.c, self.g, self.bs = cfg, _Graph(data), block_size
         self.int4 = dtype == "int4"
         self.qkv = {}  # parts of the current layer's fused q/k/v
         self.mlp_in = None
@@ -175,7 +175,7 @@ class _Writer:
 
     # one tensor in, in checkpoint order
     def add(self, name, t):
-        c, g = self.c, self.g
+        c = self.c
         if name == "model.embed_tokens.weight":
             self._embedding(t)
         elif name.startswith("model.layers."):
