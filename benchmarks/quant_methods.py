@@ -72,6 +72,29 @@ def main(names):
                                    "results": results}, indent=2) + "\n")
 
 
+def record_exports(default_dir, rtn_dir, out=ROOT / "results" / "quant_export_demo.json"):
+    """Real artifacts: `edgepack export` with the default methods vs `--method rtn`, fidelity measured by
+    the runtimes themselves (onnxruntime, llama.cpp), sizes from the manifests' file lists."""
+    def load(d):
+        return json.loads((Path(d) / "edgepack.json").read_text())
+
+    rtn = {a["format"]: a for a in load(rtn_dir)["artifacts"]}
+    rows = []
+    for a in load(default_dir)["artifacts"]:
+        size, base = (sum(f["bytes"] for f in x["files"]) for x in (a, rtn[a["format"]]))
+        f = a["fidelity"]
+        rows.append({"format": a["format"], "path": a["path"], "method": a["quantization"]["method"],
+                     "quantization": a["quantization"], "fidelity": f, "bytes": size, "rtn_bytes": base,
+                     "size_vs_rtn": round(size / base, 4),
+                     "acceptance": {"ppl_increase_pct<=10": f["ppl_increase_pct"] <= 10, "top1>=0.80": f["top1_agreement"] >= 0.8,
+                                    "size_vs_rtn<=1.15": size / base <= 1.15}})
+    out.write_text(json.dumps({"machine": machine(), "commands": [
+        f"edgepack export --model demo --out {default_dir} --threads 2",
+        f"edgepack export --model demo --out {rtn_dir} --method rtn --fidelity-tokens 0 --threads 2"],
+        "results": rows}, indent=2) + "\n")
+    return rows
+
+
 def table(path=OUT):
     """The results as the Markdown table quoted in edgepack/quant.py's docstring."""
     rs = json.loads(Path(path).read_text())["results"].values()
@@ -85,6 +108,9 @@ def table(path=OUT):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--table"]:
         print(table())
+    elif sys.argv[1:2] == ["--exports"]:  # --exports DEFAULT_ARTIFACT RTN_ARTIFACT
+        for r in record_exports(*sys.argv[2:4]):
+            print(json.dumps({k: r[k] for k in ("format", "method", "fidelity", "size_vs_rtn", "acceptance")}))
     else:
         from edgepack.quant import METHODS
 
