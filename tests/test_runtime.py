@@ -352,7 +352,8 @@ def test_greedy_int4_onnx_equals_onnxruntime_genai(demo_art):
                     break
                 theirs.append(t)
             del g
-            assert ours == theirs and len(ours) >= 8
+            assert ours == theirs
+        assert sum(len(ours) for _, ours in cases) >= 8 * len(cases)  # the comparison is not vacuous
     finally:
         del model
 
@@ -361,9 +362,12 @@ def test_greedy_gguf_equals_llama_cpp(demo_art):
     from edgepack.runtime import load
 
     with load(demo_art, backend="gguf", threads=1) as m:
+        compared = 0
         for ids in map(m.prompt_ids, PROMPTS):
             ours = m.complete(ids=ids, max_new_tokens=24).ids
-            assert ours == m.backend.generate_greedy(ids, 24) and len(ours) >= 8
+            assert ours == m.backend.generate_greedy(ids, 24)
+            compared += len(ours)
+        assert compared >= 8 * len(PROMPTS)  # the comparison is not vacuous
 
 
 def test_backend_choice_and_integrity(tiny_art, tmp_path):
