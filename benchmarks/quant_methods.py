@@ -24,13 +24,11 @@ REF_CACHE = Path(os.environ.get("EDGEPACK_REF_CACHE", "/tmp/edgepack-demo-ref-20
 
 
 def machine():
-    import onnxruntime
-    import psutil
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_bytes": psutil.virtual_memory().total, "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "torch_threads": torch.get_num_threads()}
+    from edgepack.bench import machine_info
+
+    return dict(machine_info(), torch_threads=torch.get_num_threads())
 
 
 def main(names):
