@@ -11,7 +11,6 @@ benchmarks/results/quant_methods.json (one record per method, rerunnable one met
 """
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
