@@ -102,3 +102,16 @@ def test_other_devices_are_one_clear_error(artifact, device):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgepack: error:")
     assert f"--device {device} is not supported" in lines[0] and "cpu" in lines[0]
+
+
+def test_worker_peak_rss_is_its_own_not_its_parents():
+    """ru_maxrss survives fork+exec on Linux; a worker must not report the parent's high-water mark."""
+    import subprocess
+    import sys
+
+    big = bytearray(400 * 2**20)  # the parent peaks above 400 MB
+    big[:: 4096] = b"x" * len(big[:: 4096])
+    out = subprocess.run([sys.executable, "-c", "from edgepack.bench import _peak_rss; print(_peak_rss())"],
+                         capture_output=True, text=True, check=True)
+    del big
+    assert 0 < int(out.stdout) < 200 * 2**20
