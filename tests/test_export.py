@@ -1,0 +1,60 @@
+"""Export orchestration: manifest lists every file, verify recomputes fidelity, --force replaces."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgepack.checkpoint import file_sha256
+from edgepack.export import export
+from edgepack.testmodels import make_tiny
+
+
+def edgepack(*args):
+    return subprocess.run([sys.executable, "-m", "edgepack", *map(str, args)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    return export(model=make_tiny(root / "model", gqa=True), out=root / "art", fidelity_tokens=64)
+
+
+def test_manifest_lists_every_file_with_bytes_and_sha256(artifact):
+    m = json.loads((artifact / "edgepack.json").read_text())
+    listed = {f["path"]: f for a in m["artifacts"] for f in a["files"]} | {f["path"]: f for f in m["tokenizer"]["files"]}
+    on_disk = {str(p.relative_to(artifact)) for p in artifact.rglob("*") if p.is_file()} - {"edgepack.json"}
+    assert set(listed) == on_disk
+    for path, f in listed.items():
+        assert f["bytes"] == (artifact / path).stat().st_size and f["sha256"] == file_sha256(artifact / path)
+    assert [a["format"] for a in m["artifacts"]] == ["onnx", "gguf"]
+    for a in m["artifacts"]:
+        fid = a["fidelity"]
+        assert fid["tokens"] == 64 and fid["float_ppl"] > 1 and 0 <= fid["top1_agreement"] <= 1 and fid["mean_kl"] >= 0
+        assert {"scheme", "bits", "block_size", "method", "bits_per_weight"} <= set(a["quantization"])
+
+
+def test_verify_recomputes_the_recorded_fidelity_and_enforces_the_threshold(artifact):
+    r = edgepack("verify", artifact, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    for a in report["artifacts"]:
+        got, rec = a["fidelity"], a["recorded"]
+        assert got["ppl"] == pytest.approx(rec["ppl"], rel=1e-3) and got["top1_agreement"] == pytest.approx(rec["top1_agreement"], abs=0.02)
+    worst = max(a["fidelity"]["ppl_increase_pct"] for a in report["artifacts"])
+    assert edgepack("verify", artifact, "--max-ppl-increase", worst + 1).returncode == 0
+    r = edgepack("verify", artifact, "--max-ppl-increase", worst - 1)
+    assert r.returncode == 3 and r.stderr.splitlines()[-1].startswith("edgepack: error:")
+    assert "exceeds --max-ppl-increase" in r.stderr
+
+
+def test_force_replaces_an_existing_output(tmp_path):
+    d = make_tiny(tmp_path / "m")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    r = edgepack("export", "--int4", "--model", d, "--out", out, "--format", "gguf", "--fidelity-tokens", "0", "--force")
+    assert r.returncode == 0, r.stderr
+    assert not (out / "old.txt").exists() and (out / "edgepack.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "out"]  # no temp or old folders left
