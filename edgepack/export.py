@@ -75,7 +75,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
                         ref = reference_logits(ckpt, ids)
                         progress("float reference", 1, 1)
                     progress(f"fidelity {fmt}", 0, 1)
-                    entry["fidelity"] = _fidelity(fmt, tmp / entry["path"], ids, ref, threads)
+                    entry["fidelity"] = artifact_fidelity(fmt, tmp / entry["path"], ids, ref, threads)
                     progress(f"fidelity {fmt}", 1, 1)
                 manifest["artifacts"].append(entry)
             ckpt.close()
@@ -117,7 +117,8 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
     return entry
 
 
-def _fidelity(fmt, path, ids, ref, threads):
+def artifact_fidelity(fmt, path, ids, ref, threads):
+    """Fidelity of one written format against precomputed reference logits (export and verify)."""
     from .fidelity import backend_logits, compare
 
     if fmt == "onnx":

@@ -7,7 +7,7 @@ from .manifest import find_artifact, read_manifest, verify_files
 
 def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
     from .checkpoint import load
-    from .export import _fidelity
+    from .export import artifact_fidelity
     from .fidelity import eval_ids, reference_logits
     from .tokenizer import load_tokenizer
 
@@ -29,6 +29,6 @@ def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
     ref = reference_logits(ckpt, ids)
     out = []
     for e in entries:
-        fid = _fidelity(e["format"], root / e["path"], ids, ref, threads)
+        fid = artifact_fidelity(e["format"], root / e["path"], ids, ref, threads)
         out.append({"format": e["format"], "path": e["path"], "fidelity": fid, "recorded": e.get("fidelity")})
     return {"artifact": str(root), "artifacts": out}
