@@ -47,6 +47,23 @@ def test_fp32_matches_reference_prefill_and_decode(tiny_fp32):
         assert np.abs(np.concatenate(step) - want).max() <= 1e-4
 
 
+def test_cache_sized_by_reserve_grows_mid_decode_without_changing_logits(tiny_fp32):
+    src, out = tiny_fp32
+    ids = list(range(3, 43))
+    want = reference.MiniCPM.from_checkpoint(checkpoint.load(src))(torch.tensor([ids]))[0].numpy()
+    with OnnxBackend(out, threads=1, n_ctx=64) as b:
+        assert b.capacity == 0  # nothing allocated until asked
+        b.reserve(12)
+        assert b.capacity == 12
+        step = [b.forward(ids[:10], all_logits=True)]
+        for t in ids[10:]:
+            step.append(b.forward([t])[None])  # the 13th token outgrows 12 rows: copy once, rebind
+        assert b.capacity == 64  # doubling (or 256) capped at n_ctx
+        assert np.abs(np.concatenate(step) - want).max() <= 1e-4
+        b.reserve(1000)
+        assert b.capacity == 64  # never past n_ctx
+
+
 def test_long_prefill_is_chunked_and_exact(tiny_fp32, monkeypatch):
     import edgepack.runtime.onnx_backend as ob
 

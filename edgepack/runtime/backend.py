@@ -17,6 +17,9 @@ class Backend:
         or (len(tokens), vocab) when all_logits."""
         raise NotImplementedError
 
+    def reserve(self, n):
+        """Hint: the cache is about to hold n tokens (a backend that sizes its cache lazily allocates now)."""
+
     def reset(self):
         """Empty the cache (keep the weights)."""
         raise NotImplementedError
