@@ -267,12 +267,11 @@ class _Writer:
         elif rest == "post_attention_layernorm.weight":
             self.x = self._norm(t, f"/model/layers.{i}/post_attention_layernorm", f"{p}.post_attention_layernorm.weight")
         elif rest == "mlp.gate_proj.weight":
-            gate = self._linear(self.x, t, f"model.layers.{i}.mlp.gate_proj")
+            self.mlp_in = self._linear(self.x, t, f"model.layers.{i}.mlp.gate_proj")
+        elif rest == "mlp.up_proj.weight":  # gate, up, then SiLU: the builder's node order (same input, back to back)
+            gate, up = self.mlp_in, self._linear(self.x, t, f"model.layers.{i}.mlp.up_proj")
             silu = g.node("Mul", [gate, g.node("Sigmoid", [gate], f"/model/layers.{i}/mlp/act_fn/Sigmoid")], f"/model/layers.{i}/mlp/act_fn/Mul")
-            self.mlp_in = silu
-        elif rest == "mlp.up_proj.weight":
-            up = self._linear(self.x, t, f"model.layers.{i}.mlp.up_proj")
-            self.mlp_in = g.node("Mul", [self.mlp_in, up], f"/model/layers.{i}/mlp/Mul")
+            self.mlp_in = g.node("Mul", [silu, up], f"/model/layers.{i}/mlp/Mul")
         elif rest == "mlp.down_proj.weight":
             self.pending = self._linear(self.mlp_in, t, f"model.layers.{i}.mlp.down_proj")
         else:
