@@ -120,6 +120,21 @@ def test_gptq_on_grid_and_lowers_output_error():
     assert err(qg) < 0.8 * err(qr)
 
 
+def test_gptq_over_stacked_rows_equals_gptq_per_linear():
+    """Calibration runs q|k|v (and gate|up) as one GPTQ pass over their stacked rows: rows are
+    independent given the shared Hessian, so it must quantize each linear as a pass of its own would."""
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(256, 128, generator=g) @ torch.randn(128, 128, generator=g) * 0.3
+    H = 2 * X.T @ X / len(X)
+    parts = [_weights(s, n=n, k=128) for s, n in ((11, 48), (12, 16), (13, 16))]
+    stacked = quant.gptq(torch.cat(parts), H, 4, sym=True, clip=True)
+    lo = 0
+    for w in parts:
+        one, rows = quant.gptq(w, H, 4, sym=True, clip=True), stacked.rows(slice(lo, lo + len(w)))
+        lo += len(w)
+        assert np.mean(one.codes == rows.codes) > 0.999 and np.allclose(one.scales, rows.scales)
+
+
 @pytest.mark.parametrize("name", ["rtn", "asym", "mse", "awq", "gptq", "awq_gptq", "rtn+emb8"])
 def test_methods_are_deterministic(tiny_gqa, name):
     a, b = _quantized(tiny_gqa, name), _quantized(tiny_gqa, name)
