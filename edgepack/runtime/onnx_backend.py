@@ -6,9 +6,10 @@ keys/values in place (onnxruntime-genai's past_present_share_buffer), so no step
 
 The capacity is what the generation asks for (`reserve(prompt + max_new_tokens)`, as genai sizes its
 buffer from max_length), not the whole context: GQA strides every head by the capacity, and on the
-MiniCPM-2B shape a 4096-row buffer decoded at 7.82 tok/s against 8.37 with 128 rows, same graph, same
-run (2 threads; /tmp/s/ab.py in the #5 note). If a chat outgrows it, the buffers grow by doubling (one
-copy of the filled rows, log2(n_ctx) times at most), never per token.
+MiniCPM-2B shape a 4096-row buffer decoded at 8.02 tok/s against 8.21 with 97 rows, same graph, same
+run (2 threads, medians of 4 rounds, benchmarks/bench_kv_capacity.py); the virtual size of the 2B
+cache also drops from 3 GB to what the generation can use. If a chat outgrows it, the buffers grow by
+doubling (one copy of the filled rows, log2(n_ctx) times at most), never per token.
 """
 import gc
 import json
