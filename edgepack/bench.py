@@ -233,7 +233,8 @@ class _Worker:
 
 def _run_interleaved(specs, plan, prompt_ids, warmup, new_tokens, progress, log):
     """Load every engine (one at a time), then run the plan round-robin: for each (prompt, run k), each engine
-    once. Drift on a busy machine then hits every engine alike instead of whichever ran last.
+    once, in reverse order every other round. Drift on a busy machine then hits every engine alike instead
+    of whichever ran last.
     Returns {(engine, backend): figures, or the reason it failed}."""
     workers, outs = [], {}
     try:
@@ -248,8 +249,10 @@ def _run_interleaved(specs, plan, prompt_ids, warmup, new_tokens, progress, log)
                 outs[(spec["engine"], spec["backend"])] = str(e)
                 log(str(e))
         n = len(plan) // max(1, len({p for p, _ in plan}))
-        for p, k in plan:
-            for w in list(workers):
+        for r, (p, k) in enumerate(plan):
+            # every other round in reverse: the engine that runs right after another one's threads went
+            # idle was measured a few % off, and that must not always be the same engine
+            for w in (list(workers) if r % 2 == 0 else workers[::-1]):
                 if progress:
                     progress(w.label, p, k + 1, n)
                 w.send({"prompt": p, "ids": prompt_ids[p], "n": new_tokens})
