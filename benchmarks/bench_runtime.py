@@ -154,9 +154,8 @@ def measure(order, args, onnx_dir, gguf, tok_dir, n_ctx, prompt):
             samples[e.label].append(res)
             print(f"[bench_runtime] run {r + 1}/{args.runs} {e.label}: decode {res['decode_tok_s']:.2f} tok/s, "
                   f"prefill {res['prefill_tok_s']:.1f} tok/s", file=sys.stderr, flush=True)
-    for e in engines:
-        e.close()
-    del engines, e
+    while engines:  # no reference left behind: the next load order starts from released memory
+        engines.pop().close()
     gc.collect()
     return samples, load_s
 
