@@ -134,7 +134,7 @@ def generate(backend, tokenizer, prompt_ids, *, max_new_tokens=256, sampling=Non
     try:
         t0 = time.perf_counter()
         cached = cache.prepare(backend, prompt)
-        backend.reserve(len(prompt) + max_new_tokens)  # sized before the clock matters, not per token
+        backend.reserve(len(prompt) + max_new_tokens)  # the cache is sized once, here (inside TTFT), never per token
         stats.prefill_tokens = len(prompt) - cached
         logits = cache.forward(backend, prompt[cached:])
         stats.prefill_s = time.perf_counter() - t0
