@@ -520,7 +520,7 @@ def _record(engine, backend, p, out, art_bytes, tok, new_tokens, threads):
     prefill = [p["prompt_tokens"] / r["prefill_s"] for r in runs]
     decode = [r["decode_steps"] / r["decode_s"] for r in runs]
     ids = runs[-1]["ids"]
-    text = _decode(tok, ids)
+    text = tok.decode(ids)  # random-weight models pick ids past the tokenizer: it drops them
     meter = SpeechMeter()
     meter.feed(text)
     d = statistics.median(decode)
@@ -538,12 +538,6 @@ def _record(engine, backend, p, out, art_bytes, tok, new_tokens, threads):
         "tokens_per_cjk_char": len(ids) / meter.cjk_chars if meter.cjk_chars else None,
         "text_head": text[:160], "threads": threads, "engine_detail": out.get("detail"),
     }
-
-
-def _decode(tok, ids):
-    """Text of generated ids. Random-weight models (the 2B shape) pick ids past a small tokenizer's
-    vocabulary, which have no text: they are dropped here (edgepack's detokenizer does the same)."""
-    return tok.decode([i for i in ids if 0 <= i < tok.vocab_size])
 
 
 def _add_ratios(results, default_backend):

@@ -93,7 +93,8 @@ class SentencePieceTokenizer(Tokenizer):
         return self.sp.EncodeAsIds(text)
 
     def decode(self, ids):
-        return self.sp.DecodeIds([int(i) for i in ids])
+        # ids past the tokenizer have no text (as in _token_bytes); sentencepiece would raise on them
+        return self.sp.DecodeIds([int(i) for i in ids if 0 <= int(i) < self.vocab_size])
 
     def piece(self, token_id):
         return self.sp.IdToPiece(int(token_id))

@@ -57,3 +57,13 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path):
 
     with pytest.raises(BadInput, match="no tokenizer found"):
         load_tokenizer(tmp_path)
+
+
+def test_ids_past_the_vocabulary_have_no_text(tiny_dir):
+    """An embedding padded past the tokenizer (the random 2B shape) can emit such ids: decode and
+    token_bytes drop them instead of raising, and agree with each other."""
+    tok = load_tokenizer(tiny_dir)
+    ids = tok.encode("Hello world", add_bos=False)
+    past = [tok.vocab_size, tok.vocab_size + 7]
+    assert tok.decode(ids[:1] + past + ids[1:]) == tok.decode(ids)
+    assert all(tok.token_bytes(i) == b"" for i in past)
