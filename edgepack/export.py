@@ -55,8 +55,10 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    from . import quant
+
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), quant.shared_calibration():  # ONNX and GGUF share one calibration
             tdir = tmp / "tokenizer"
             tdir.mkdir()
             for f in tok.files + [n for n in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja") if (ckpt.path / n).is_file()]:

@@ -89,6 +89,7 @@ once instead of per ratio, the O(K³) factorizations on every thread. On the dem
 export and the --method rtn one together (calibration, both formats, fidelity) took 79 s.
 """
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -437,7 +438,20 @@ def calibration_ids(tokenizer, n_tokens=CALIBRATION_TOKENS, seq=CALIBRATION_SEQ)
     return torch.tensor([head + ids[i * body:(i + 1) * body] for i in range(n_seq)])
 
 
-_LAST = {}  # the last calibration's layer results: ONNX and GGUF of one export share them
+_SHARED = None  # inside shared_calibration(): {key: the calibrated layers}, else no cache at all
+
+
+@contextmanager
+def shared_calibration():
+    """Within the block, calibrated methods calibrate a checkpoint once and reuse its layers (the ONNX
+    and GGUF of one export); leaving it lets go of them (a 2B model's layers are ~1.8 GB of codes)."""
+    global _SHARED
+    outer, _SHARED = _SHARED, ({} if _SHARED is None else _SHARED)
+    try:
+        yield
+    finally:
+        if outer is None:
+            _SHARED = None
 
 
 def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS, progress=None, block8=KEEP8_BLOCK):
@@ -449,10 +463,10 @@ def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS
     q.info = {"method": m.name, "description": m.describe, "bits": 4, "block_size": BLOCK,
               "symmetric": m.sym, "embedding_bits": m.embed_bits}
     key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, n_tokens)
-    if (m.awq or m.gptq) and key in _LAST:  # the other format of the same export: same layers
-        q.tensors.update(_LAST[key].tensors)
-        q.floats.update(_LAST[key].floats)
-        q.info["calibration"] = _LAST[key].info["calibration"]
+    if (m.awq or m.gptq) and _SHARED and key in _SHARED:  # the other format of the same export: same layers
+        q.tensors.update(_SHARED[key].tensors)
+        q.floats.update(_SHARED[key].floats)
+        q.info["calibration"] = _SHARED[key].info["calibration"]
     elif m.awq or m.gptq:
         if tokenizer is None:
             from .tokenizer import load_tokenizer
@@ -462,9 +476,10 @@ def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS
         ids = calibration_ids(tokenizer, n_tokens)
         _calibrate(q, ids, progress)
         q.info["calibration"] = {"source": sources()[1], "tokens": int(ids.numel()), "sequences": int(ids.shape[0])}
-        _LAST.clear()
-        _LAST[key] = Quantized(ckpt, m, {n: t for n, t in q.tensors.items() if n.startswith("model.layers.")},
-                               dict(q.floats), dict(q.info))
+        if _SHARED is not None:
+            _SHARED.clear()
+            _SHARED[key] = Quantized(ckpt, m, {n: t for n, t in q.tensors.items() if n.startswith("model.layers.")},
+                                     dict(q.floats), dict(q.info))
     else:
         q.info["calibration"] = None
     return q

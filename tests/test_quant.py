@@ -29,7 +29,6 @@ def _tok(ckpt):
 
 
 def _quantized(ckpt, name, n_tokens=1024):
-    quant._LAST.clear()  # really calibrate again (an export's second format reuses the last calibration)
     return quant.quantize_model(ckpt, name, tokenizer=_tok(ckpt), n_tokens=n_tokens)
 
 
@@ -166,6 +165,20 @@ def test_calibrated_quantized_model_is_close_and_records_calibration(tiny_mha):
     ids = _tok(tiny_mha).encode("def f(x): return x + 1  # a comment about lists and dicts")
     ref, got = reference_logits(tiny_mha, ids), reference_logits(tiny_mha, ids, weights=q.weight)
     assert np.abs(ref - got).max() < 0.5 * np.abs(ref).max()
+
+
+def test_calibration_is_shared_only_inside_its_scope(tiny_mha, monkeypatch):
+    """An export's ONNX and GGUF reuse one calibration; outside the scope nothing is cached (and held)."""
+    calls = []
+    real = quant._calibrate
+    monkeypatch.setattr(quant, "_calibrate", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    with quant.shared_calibration():
+        a = _quantized(tiny_mha, "gptq_sym+emb8", n_tokens=256)
+        b = _quantized(tiny_mha, "gptq_sym+emb5", n_tokens=256)  # other table bits, same layers
+        assert len(calls) == 1 and b.tensors.keys() >= {n for n in a.tensors if n.startswith("model.layers.")}
+    assert quant._SHARED is None
+    _quantized(tiny_mha, "gptq_sym+emb8", n_tokens=256)
+    assert len(calls) == 2
 
 
 def test_unknown_method_is_bad_input():
