@@ -29,23 +29,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
 
-    import onnxruntime_genai as og
+    from bench_runtime import OrtGenai  # the same genai loop and clock as the runtime benchmark
 
     from edgepack.bench import machine_info
     from edgepack.runtime.onnx_backend import OnnxBackend
 
     n, total = a.tokens, len(PROMPT) + a.tokens + 1
-
-    def genai(model):
-        p = og.GeneratorParams(model)
-        p.set_search_options(do_sample=False, max_length=total, min_length=total)
-        g = og.Generator(model, p)
-        g.append_tokens(PROMPT)
-        g.generate_next_token()  # the first token: prefill's, not timed
-        t0 = time.perf_counter()
-        for _ in range(n):
-            g.generate_next_token()
-        return n / (time.perf_counter() - t0)
 
     def ours(b, capacity):
         b.reset()
@@ -56,10 +45,10 @@ def main():
             t = int(np.argmax(b.forward([t])))
         return n / (time.perf_counter() - t0)
 
-    model = og.Model(og.Config(a.onnx_dir))
+    genai = OrtGenai(a.onnx_dir, a.threads)
     full = OnnxBackend(a.onnx_dir, threads=a.threads)  # n_ctx = the graph's context length
     sized = OnnxBackend(a.onnx_dir, threads=a.threads, n_ctx=full.n_ctx)
-    engines = {"ortgenai_max_length": lambda: genai(model),
+    engines = {"ortgenai_max_length": lambda: genai.run(PROMPT, n)["decode_tok_s"],
                f"onnx_backend_capacity_{full.n_ctx}": lambda: ours(full, full.n_ctx),
                f"onnx_backend_capacity_{total}": lambda: ours(sized, total)}
     for f in engines.values():
