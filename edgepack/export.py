@@ -41,6 +41,12 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
         raise BadInput("--dtype f16 exists for GGUF only; use fp32 or int4 for ONNX")
     if block_size not in (16, 32, 64, 128, 256):
         raise BadInput(f"--block-size {block_size} is not supported (16, 32, 64, 128 or 256)")
+    if method is not None:
+        from . import quant
+
+        quant.method(method)  # a misspelt method fails now, not after loading and calibrating
+        if dtype != "int4":
+            raise BadInput(f"--method {method} applies to int4 exports, not --dtype {dtype}")
     log = log or (lambda msg: None)
     progress = progress or (lambda stage, done, total: None)
 

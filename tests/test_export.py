@@ -62,3 +62,13 @@ def test_force_replaces_an_existing_output(tmp_path):
     assert r.returncode == 0, r.stderr
     assert not (out / "old.txt").exists() and (out / "edgepack.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "out"]  # no temp or old folders left
+
+
+@pytest.mark.parametrize("kw, msg", [({"method": "awq_gtpq"}, "unknown int4 method"),
+                                     ({"method": "awq", "dtype": "fp32"}, "applies to int4")])
+def test_bad_method_fails_before_writing_anything(tmp_path, kw, msg):
+    from edgepack.errors import BadInput
+
+    with pytest.raises(BadInput, match=msg):
+        export(model=make_tiny(tmp_path / "model"), out=tmp_path / "art", **kw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no artifact, no temp folder
