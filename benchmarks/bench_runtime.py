@@ -5,7 +5,10 @@
 
 Engines (all on the same int4 weights, all greedy, all with `--threads` threads):
   runtime-onnx   edgepack.runtime: our Python loop (sampler, stop checks, detokenizer) over OnnxBackend
-                 (IOBinding, KV cache bound in place)
+                 (IOBinding, KV cache bound in place, weights collapsed into 2 MB pages: hugepages.py;
+                 the collapse runs in the background after load and is waited for before any run,
+                 its seconds recorded as huge_pages)
+  runtime-onnx-4k  the same with huge_pages=False (the weights stay on 4 KB pages), for the record
   ortgenai       onnxruntime-genai's native C++ loop (og.Generator) on the same ONNX folder
   llama.cpp      llama.cpp Q4_0 through llama-cpp-python: one llama_decode per token + argmax. The
                  high-level llama_cpp.Llama (what the anchor script uses) segfaults on this machine's AMX
@@ -122,16 +125,17 @@ class LlamaCpp:
 
 def measure(order, args, onnx_dir, gguf, tok_dir, n_ctx, prompt):
     """Load the engines in `order`, warm each up, run `--runs` interleaved rounds, close them all.
-    Returns ({engine: [run results]}, {engine: load seconds})."""
+    Returns ({engine: [run results]}, {engine: load seconds}, {engine: huge-page collapse})."""
     from edgepack.tokenizer import load_tokenizer
 
-    engines, load_s = [], {}
+    engines, load_s, huge = [], {}, {}
     for name in order:
         t = time.perf_counter()
-        if name == "runtime-onnx":
+        if name in ("runtime-onnx", "runtime-onnx-4k"):
             from edgepack.runtime.onnx_backend import OnnxBackend
 
-            e = Runtime(OnnxBackend(onnx_dir, threads=args.threads, n_ctx=n_ctx), load_tokenizer(tok_dir), name)
+            b = OnnxBackend(onnx_dir, threads=args.threads, n_ctx=n_ctx, huge_pages=name == "runtime-onnx")
+            e = Runtime(b, load_tokenizer(tok_dir), name)
         elif name == "runtime-gguf":
             from edgepack.runtime.gguf_backend import GGUFBackend
 
@@ -143,9 +147,14 @@ def measure(order, args, onnx_dir, gguf, tok_dir, n_ctx, prompt):
         else:
             sys.exit(f"unknown engine {name}")
         load_s[name] = round(time.perf_counter() - t, 2)
+        hp = getattr(getattr(e, "model", None), "backend", None)
+        hp = getattr(hp, "huge_pages", None)
+        if hp is not None:  # time the steady state: the background collapse finishes before any run
+            hp.wait()
+            huge[name] = {"bytes": hp.bytes, "seconds": round(hp.seconds, 2), "error": hp.error}
         e.run(prompt, 8)  # warm-up, not recorded
         engines.append(e)
-        print(f"[bench_runtime] loaded {name} in {load_s[name]} s", file=sys.stderr, flush=True)
+        print(f"[bench_runtime] loaded {name} in {load_s[name]} s {huge.get(name, '')}", file=sys.stderr, flush=True)
 
     samples = {e.label: [] for e in engines}
     for r in range(args.runs):
@@ -157,16 +166,18 @@ def measure(order, args, onnx_dir, gguf, tok_dir, n_ctx, prompt):
     while engines:  # no reference left behind: the next load order starts from released memory
         engines.pop().close()
     gc.collect()
-    return samples, load_s
+    return samples, load_s, huge
 
 
 def run_ratios(samples):
-    """runtime-onnx over each peer: median of per-run ratios (each run's engines ran back to back)."""
+    """runtime-onnx (and its 4 KB-page variant) over each peer: median of per-run ratios (each run's
+    engines ran back to back)."""
     out = {}
-    for peer in ("ortgenai", "llama.cpp"):
-        if "runtime-onnx" in samples and peer in samples:
-            per_run = [a["decode_tok_s"] / b["decode_tok_s"] for a, b in zip(samples["runtime-onnx"], samples[peer])]
-            out[f"runtime-onnx / {peer}"] = {"median_of_runs": round(statistics.median(per_run), 3)}
+    for ours in ("runtime-onnx", "runtime-onnx-4k"):
+        for peer in ("ortgenai", "llama.cpp"):
+            if ours in samples and peer in samples:
+                per_run = [a["decode_tok_s"] / b["decode_tok_s"] for a, b in zip(samples[ours], samples[peer])]
+                out[f"{ours} / {peer}"] = {"median_of_runs": round(statistics.median(per_run), 3)}
     return out
 
 
@@ -201,17 +212,20 @@ def main():
     wanted = args.engines.split(",")
 
     orders = [wanted, wanted[::-1]] if args.both_load_orders and len(wanted) > 1 else [wanted]
-    samples, load_s, order_ratios = {}, {}, []
+    samples, load_s, order_ratios, huge = {}, {}, [], {}
     for order in orders:
-        got, loaded = measure(order, args, onnx_dir, gguf, tok_dir, n_ctx, prompt)
+        got, loaded, collapsed = measure(order, args, onnx_dir, gguf, tok_dir, n_ctx, prompt)
         for k, v in got.items():
             samples.setdefault(k, []).extend(v)
         load_s.update({k: load_s.get(k, []) + [v] for k, v in loaded.items()})
+        for k, v in collapsed.items():
+            huge.setdefault(k, []).append(v)
         order_ratios.append({"load_order": order, **run_ratios(got)})
 
     results = []
     for name, runs in samples.items():
-        results.append({"engine": name, "load_s": min(load_s[name]), "prompt_tokens": args.prompt_tokens,
+        results.append({"engine": name, "load_s": min(load_s[name]), **({"huge_pages": huge[name]} if name in huge else {}),
+                        "prompt_tokens": args.prompt_tokens,
                         "decode_tokens": args.tokens,
                         "decode_tok_s": stats([x["decode_tok_s"] for x in runs]),
                         "prefill_tok_s": stats([x["prefill_tok_s"] for x in runs]),

@@ -10,6 +10,10 @@ MiniCPM-2B shape a 4096-row buffer decoded at 8.02 tok/s against 8.21 with 97 ro
 run (2 threads, medians of 4 rounds, benchmarks/bench_kv_capacity.py); the virtual size of the 2B
 cache also drops from 3 GB to what the generation can use. If a chat outgrows it, the buffers grow by
 doubling (one copy of the filled rows, log2(n_ctx) times at most), never per token.
+
+Once the session is built, the memory it mapped for the weights is moved onto 2 MB pages in a
+background thread (hugepages.py): decode reads every weight per token, and with 4 KB pages the TLB
+misses cost the 2B shape ~10% of its decode speed here. `huge_pages=False` leaves them alone.
 """
 import gc
 import json
@@ -19,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
+from . import hugepages
 from .backend import Backend
 
 PREFILL_CHUNK = 512  # tokens per run when a long prompt is fed: bounds the (chunk, vocab) logits buffer
@@ -27,7 +32,7 @@ PREFILL_CHUNK = 512  # tokens per run when a long prompt is fed: bounds the (chu
 class OnnxBackend(Backend):
     name = "onnx"
 
-    def __init__(self, folder, threads=None, n_ctx=None):
+    def __init__(self, folder, threads=None, n_ctx=None, huge_pages=True):
         import onnxruntime as ort
 
         self.folder = Path(folder)
@@ -52,10 +57,13 @@ class OnnxBackend(Backend):
         # measured ~10% slower decode on the demo model with it on (genai_config exposes the same switch).
         so.enable_mem_pattern = False
         model = self.folder / dec.get("filename", "model.onnx")
+        before = hugepages.anon_ranges() if huge_pages else None
         try:
             self.session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
             raise BadInput(f"{model}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        # the weights the session just mapped, into 2 MB pages in the background (hugepages.py: +12% decode on 2B)
+        self.huge_pages = hugepages.Collapser(before) if huge_pages else None
 
         inp, out = io_names
         self._in_ids, self._in_mask, self._logits = inp["input_ids"], inp["attention_mask"], out["logits"]
@@ -132,6 +140,8 @@ class OnnxBackend(Backend):
         self.n_past = 0  # seqlens_k hides the stale cache rows; no need to clear them (capacity is kept)
 
     def close(self):
+        if getattr(self, "huge_pages", None) is not None:
+            self.huge_pages.stop()  # before the session frees what it is collapsing
         for attr in ("_io", "session", "_cache", "_mask", "_step_logits", "_step_logits_v", "_step_id"):
             if hasattr(self, attr):
                 delattr(self, attr)
