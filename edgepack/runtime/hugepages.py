@@ -123,14 +123,22 @@ class Collapser:
         for a, e in chunks:
             if self._stop.is_set():
                 break
-            if self._libc.madvise(a, e - a, MADV_HUGEPAGE) or self._libc.madvise(a, e - a, MADV_COLLAPSE):
-                err = ctypes.get_errno()
+            err = self._collapse(a, e)
+            if err == errno.EAGAIN:  # a transient lock or page state: one more try, then move on
+                err = self._collapse(a, e)
+            if err:
                 self.error = os.strerror(err)
                 if err == errno.EINVAL:  # a kernel without MADV_COLLAPSE: no chunk will do better
                     break
             else:
                 self.bytes += e - a
         self.seconds = time.perf_counter() - t0
+
+    def _collapse(self, a, e):
+        """0, or the errno of the madvise that failed."""
+        if self._libc.madvise(a, e - a, MADV_HUGEPAGE) or self._libc.madvise(a, e - a, MADV_COLLAPSE):
+            return ctypes.get_errno()
+        return 0
 
     def wait(self):
         """Block until the collapse is done (benchmarks time the steady state)."""
