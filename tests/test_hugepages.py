@@ -1,6 +1,7 @@
 """runtime.hugepages: only memory mapped after the snapshot, fully resident, goes onto 2 MB pages."""
 import ctypes
 import mmap
+import time
 
 from edgepack.runtime import hugepages as hp
 
@@ -90,4 +91,18 @@ def test_stop_ends_a_background_collapse():
     c.stop()
     assert c._thread is None or not c._thread.is_alive()
     assert c.seconds is not None
+    m.close()
+
+
+def test_collapse_waits_until_the_owner_is_idle():
+    before = hp.anon_ranges()
+    m, _ = _anon_map(4)
+    _fill(m)
+    idle = [False]
+    c = hp.Collapser(before, idle=lambda: idle[0])
+    time.sleep(0.2)
+    assert c.bytes == 0 and c.seconds is None  # a generation holds the cores: nothing done yet
+    idle[0] = True
+    c.wait()
+    assert c.bytes >= 4 * MB2 or not hp.supported() or c.error
     m.close()

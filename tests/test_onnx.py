@@ -8,6 +8,7 @@ import torch
 
 from edgepack import checkpoint, fold, reference
 from edgepack.onnx_writer import dequantize_int4, quantize_int4, write_onnx
+from edgepack.errors import BadInput
 from edgepack.runtime.onnx_backend import OnnxBackend
 from edgepack.testmodels import make_tiny
 
@@ -215,6 +216,23 @@ def test_close_releases_the_session(tiny_fp32):
     assert not hasattr(b, "session") and not hasattr(b, "_cache")
     with pytest.raises(AttributeError):
         b.forward([4])
+
+
+def test_huge_page_collapse_waits_for_an_idle_model_and_stops_on_close(tiny_fp32, monkeypatch):
+    import edgepack.runtime.onnx_backend as ob
+
+    _, out = tiny_fp32
+    b = OnnxBackend(out, threads=1, n_ctx=32)
+    b.forward([1, 2, 3])
+    assert not b.idle()  # a step just ran: the next one of a generation comes within milliseconds
+    monkeypatch.setattr(ob, "IDLE_S", 0.0)
+    assert b.idle()
+    assert b.huge_pages.wait().seconds is not None
+    b.close()
+    assert b.huge_pages._thread is None or not b.huge_pages._thread.is_alive()
+    assert OnnxBackend(out, threads=1, huge_pages=False).huge_pages is None
+    with pytest.raises(BadInput, match="huge_pages"):
+        OnnxBackend(out, huge_pages="always")
 
 
 def test_bad_folder_is_a_clear_error(tmp_path):

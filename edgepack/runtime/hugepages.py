@@ -4,11 +4,14 @@ Decode reads every weight once per token. onnxruntime copies the int4 weights in
 buffers with plain malloc, and where THP is in "madvise" mode (the usual default, and this machine's)
 Linux backs those buffers with 4 KB pages: ~0.5 M pages for the MiniCPM-2B shape, far past the TLB,
 so every token pays page walks. After the session is built we ask for huge pages on the anonymous
-memory its creation mapped: MADV_HUGEPAGE, then MADV_COLLAPSE (Linux 6.1+), which moves each 2 MB
-range into one huge page in place. Measured on the 2B shape (2 threads, this 2-core machine):
-OnnxBackend decode 7.65-7.95 tok/s with 4 KB pages, 8.6-9.0 with the 2.05 GB collapsed; collapsing
-took 2.5-6.9 s (`python benchmarks/bench_runtime.py ... --engines runtime-onnx,runtime-onnx-4k,...`
-puts both in one run).
+memory its creation mapped with MADV_COLLAPSE (Linux 6.1+), which moves each 2 MB range into one huge
+page in place. MADV_HUGEPAGE is deliberately not set: it would make later faults in those ranges take
+whole 2 MB pages, growing RSS once the weights are freed and the memory reused.
+
+Measured on the 2B shape, 2 threads, this 2-core machine, same run, both load orders: OnnxBackend
+decodes at 9.02 tok/s with the weights collapsed against 8.27 on 4 KB pages (onnxruntime-genai: 8.26);
+collapsing 2.1 GB took 1.6-5.9 s (`python benchmarks/bench_runtime.py --onnx DIR --gguf FILE
+--engines runtime-onnx,runtime-onnx-4k,ortgenai,llama.cpp`, results/bench_runtime.json).
 
 The collapse runs in a background thread, so the first tokens do not wait for it; close() stops it.
 Only 2 MB ranges that are fully resident are collapsed (MADV_COLLAPSE fills holes, which would grow
@@ -24,13 +27,14 @@ import time
 
 HUGE = 2 << 20
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-MADV_HUGEPAGE, MADV_COLLAPSE = 14, 25
+MADV_COLLAPSE = 25
 LOW_BIT = bytes(i & 1 for i in range(256))
-CHUNK = 32 << 20  # per madvise call: close() waits at most one chunk's collapse
+CHUNK = 4 << 20  # per madvise call (0.7-3 ms per 2 MB here): the most a forward or close() waits for
+IDLE_POLL_S = 0.05
 
 
 def supported():
-    """True where the kernel may honour MADV_HUGEPAGE (Linux with THP not set to "never")."""
+    """True on Linux with THP not set to "never" (an administrator's "never" is respected)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -92,10 +96,12 @@ def huge_runs(ranges, resident):
 
 class Collapser:
     """Collapse the anonymous memory mapped since `before` (a snapshot from anon_ranges()) into huge
-    pages, in a daemon thread. `.bytes` counts what the kernel accepted; `.seconds` the time it took."""
+    pages, in a daemon thread, one CHUNK at a time and only while `idle()` says so. `.bytes` counts what
+    the kernel accepted; `.seconds` the time from start to the last chunk (waits for idleness included)."""
 
-    def __init__(self, before, background=True):
+    def __init__(self, before, background=True, idle=None):
         self.bytes, self.seconds, self.error = 0, None, None
+        self._idle = idle
         self._stop = threading.Event()
         self._thread = None
         if not supported():
@@ -121,6 +127,9 @@ class Collapser:
         t0 = time.perf_counter()
         chunks = [(x, min(b, x + CHUNK)) for a, b in runs for x in range(a, b, CHUNK)]
         for a, e in chunks:
+            while self._idle is not None and not self._idle():  # generation has the cores: wait
+                if self._stop.wait(IDLE_POLL_S):
+                    break
             if self._stop.is_set():
                 break
             err = self._collapse(a, e)
@@ -136,7 +145,7 @@ class Collapser:
 
     def _collapse(self, a, e):
         """0, or the errno of the madvise that failed."""
-        if self._libc.madvise(a, e - a, MADV_HUGEPAGE) or self._libc.madvise(a, e - a, MADV_COLLAPSE):
+        if self._libc.madvise(a, e - a, MADV_COLLAPSE):
             return ctypes.get_errno()
         return 0
 

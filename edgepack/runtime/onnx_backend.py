@@ -11,13 +11,18 @@ run (2 threads, medians of 4 rounds, benchmarks/bench_kv_capacity.py); the virtu
 cache also drops from 3 GB to what the generation can use. If a chat outgrows it, the buffers grow by
 doubling (one copy of the filled rows, log2(n_ctx) times at most), never per token.
 
-Once the session is built, the memory it mapped for the weights is moved onto 2 MB pages in a
-background thread (hugepages.py): decode reads every weight per token, and with 4 KB pages the TLB
-misses cost the 2B shape ~10% of its decode speed here. `huge_pages=False` leaves them alone.
+Once the session is built, the memory it mapped for the weights is moved onto 2 MB pages by a
+background thread (hugepages.py) while the model is idle: decode reads every weight per token, and
+with 4 KB pages the TLB misses cost the 2B shape ~9% of its decode speed here. Collapsing competes
+with decoding (a cold 64-token run with it concurrent: TTFT 1.5-1.9 s instead of 0.6, decode 5.7
+tok/s instead of 8.1), so it never runs during a generation: a chat collapses while its user types,
+a one-shot `edgepack run` mostly runs on 4 KB pages. `huge_pages=False` leaves the pages alone;
+`huge_pages="now"` starts at once (call `.huge_pages.wait()` to pay it at load, as a server might).
 """
 import gc
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ from ..errors import BadInput
 from . import hugepages
 from .backend import Backend
 
+IDLE_S = 0.2  # no forward for this long: the model is idle (a chat waiting for its user, between turns)
 PREFILL_CHUNK = 512  # tokens per run when a long prompt is fed: bounds the (chunk, vocab) logits buffer
 
 
@@ -35,6 +41,8 @@ class OnnxBackend(Backend):
     def __init__(self, folder, threads=None, n_ctx=None, huge_pages=True):
         import onnxruntime as ort
 
+        if huge_pages not in (True, False, "idle", "now"):
+            raise BadInput(f"huge_pages must be True, False, 'idle' or 'now', not {huge_pages!r}")
         self.folder = Path(folder)
         cfg_file = self.folder / "genai_config.json"
         if not cfg_file.is_file():
@@ -62,8 +70,10 @@ class OnnxBackend(Backend):
             self.session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
             raise BadInput(f"{model}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
-        # the weights the session just mapped, into 2 MB pages in the background (hugepages.py: +12% decode on 2B)
-        self.huge_pages = hugepages.Collapser(before) if huge_pages else None
+        self._busy, self._last_forward = False, time.monotonic()
+        # the weights the session just mapped, into 2 MB pages while the model is idle (hugepages.py)
+        gate = None if huge_pages == "now" else self.idle  # "now": start at once, even during a generation
+        self.huge_pages = hugepages.Collapser(before, idle=gate) if huge_pages else None
 
         inp, out = io_names
         self._in_ids, self._in_mask, self._logits = inp["input_ids"], inp["attention_mask"], out["logits"]
@@ -118,7 +128,19 @@ class OnnxBackend(Backend):
         self.n_past = total
         return self._step_logits[0] if T == 1 else self._io.get_outputs()[0].numpy()[0]
 
+    def idle(self):
+        """No forward for IDLE_S: a generation's steps come back to back (~1 ms apart), so the huge-page
+        collapse, which competes for the cores and the address-space lock, never runs inside one."""
+        return not self._busy and time.monotonic() - self._last_forward >= IDLE_S
+
     def forward(self, tokens, all_logits=False):
+        self._busy = True
+        try:
+            return self._forward(tokens, all_logits)
+        finally:
+            self._busy, self._last_forward = False, time.monotonic()
+
+    def _forward(self, tokens, all_logits):
         tokens = [int(t) for t in tokens]
         if not tokens:
             raise BadInput("forward() needs at least one token")
