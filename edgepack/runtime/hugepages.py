@@ -127,9 +127,11 @@ class Collapser:
         t0 = time.perf_counter()
         chunks = [(x, min(b, x + CHUNK)) for a, b in runs for x in range(a, b, CHUNK)]
         for a, e in chunks:
-            while self._idle is not None and not self._idle():  # generation has the cores: wait
-                if self._stop.wait(IDLE_POLL_S):
+            poll = IDLE_POLL_S
+            while self._idle is not None and not self._idle():  # a generation has the cores: wait,
+                if self._stop.wait(poll):  # waking less often the longer it runs (<= 1/s)
                     break
+                poll = min(2 * poll, 1.0)
             if self._stop.is_set():
                 break
             err = self._collapse(a, e)
