@@ -96,7 +96,8 @@ def huge_runs(ranges, resident):
 
 class Collapser:
     """Collapse the anonymous memory mapped since `before` (a snapshot from anon_ranges()) into huge
-    pages, in a daemon thread, one CHUNK at a time and only while `idle()` says so. `.bytes` counts what
+    pages, in a daemon thread, one CHUNK at a time and only while `idle()` is True (None: the owner is
+    gone, stop). `.bytes` counts what
     the kernel accepted; `.seconds` the time from start to the last chunk (waits for idleness included)."""
 
     def __init__(self, before, background=True, idle=None):
@@ -128,9 +129,12 @@ class Collapser:
         chunks = [(x, min(b, x + CHUNK)) for a, b in runs for x in range(a, b, CHUNK)]
         for a, e in chunks:
             poll = IDLE_POLL_S
-            while self._idle is not None and not self._idle():  # a generation has the cores: wait,
-                if self._stop.wait(poll):  # waking less often the longer it runs (<= 1/s)
-                    break
+            while self._idle is not None:
+                state = self._idle()
+                if state is None:  # the owner is gone, and its memory with it
+                    self._stop.set()
+                if state is not False or self._stop.wait(poll):  # False: a generation has the cores,
+                    break  # so wait, waking less often the longer it runs (<= 1/s)
                 poll = min(2 * poll, 1.0)
             if self._stop.is_set():
                 break

@@ -23,6 +23,7 @@ import gc
 import json
 import os
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,8 @@ class OnnxBackend(Backend):
             raise BadInput(f"{model}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
         self._busy, self._last_forward = False, time.monotonic()
         # the weights the session just mapped, into 2 MB pages while the model is idle (hugepages.py)
-        gate = None if huge_pages == "now" else self.idle  # "now": start at once, even during a generation
+        ref = weakref.ref(self)  # the thread must not keep a dropped backend (and its session) alive
+        gate = None if huge_pages == "now" else (lambda: None if ref() is None else ref().idle())  # "now": at once
         self.huge_pages = hugepages.Collapser(before, idle=gate) if huge_pages else None
 
         inp, out = io_names
