@@ -19,7 +19,8 @@ are loaded one at a time, then run round-robin (each prompt, each run k: every e
 drift of a busy machine hits every engine alike.
 
 What is timed: load_s = constructing the engine from files (edgepack's includes the sha256 check of
-every file it reads); TTFT = prompt ids in → first token sampled (prefill + one sample; for
+every file it reads; its ONNX worker then lets the idle-time huge-page collapse finish before anything
+is timed, recorded as engine_detail.huge_pages_s, not in load_s); TTFT = prompt ids in → first token sampled (prefill + one sample; for
 onnxruntime-genai it includes creating the Generator, which allocates its KV cache per request);
 prefill tok/s = prompt tokens / prefill time (llama.cpp's loop does not split prefill from the first
 sample, so its prefill time is its TTFT); decode tok/s = steps after the first token / time from the

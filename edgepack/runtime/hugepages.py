@@ -8,15 +8,19 @@ memory its creation mapped with MADV_COLLAPSE (Linux 6.1+), which moves each 2 M
 page in place. MADV_HUGEPAGE is deliberately not set: it would make later faults in those ranges take
 whole 2 MB pages, growing RSS once the weights are freed and the memory reused.
 
-Measured on the 2B shape, 2 threads, this 2-core machine, same run, both load orders: OnnxBackend
-decodes at 9.02 tok/s with the weights collapsed against 8.27 on 4 KB pages (onnxruntime-genai: 8.26);
-collapsing 2.1 GB took 1.6-5.9 s (`python benchmarks/bench_runtime.py --onnx DIR --gguf FILE
+Measured on the 2B shape, 2 threads, this 2-core machine, one run, both load orders: OnnxBackend
+decoded at 8.56 tok/s with the weights collapsed and 7.73 on 4 KB pages, onnxruntime-genai at 7.89;
+collapsing the 2.1 GB took 3.2 and 6.7 s (`python benchmarks/bench_runtime.py --onnx DIR --gguf FILE
 --engines runtime-onnx,runtime-onnx-4k,ortgenai,llama.cpp`, results/bench_runtime.json).
 
-The collapse runs in a background thread, so the first tokens do not wait for it; close() stops it.
-Only 2 MB ranges that are fully resident are collapsed (MADV_COLLAPSE fills holes, which would grow
-RSS). Where this is not supported (not Linux, THP "never", an older kernel) madvise fails and nothing
-changes. Memory mapped before the snapshot (another model in the same process) is never touched.
+The collapse runs in a daemon thread, one 4 MB chunk at a time, and only while its owner says it is
+idle (OnnxBackend: no forward for 0.2 s): concurrent with a generation it slowed that generation down
+(benchmarks/bench_huge_pages.py). close() stops it after the chunk in flight. Only 2 MB ranges that
+are fully resident are collapsed (MADV_COLLAPSE fills holes, which would grow RSS). Where this is not
+supported (not Linux, THP "never", a kernel before 6.1) madvise fails and nothing changes. Memory
+mapped before the snapshot (another model in the same process) is never touched, so a model whose
+buffers reuse heap memory freed by an earlier one gets that part left on 4 KB pages (large weight
+buffers are fresh mappings from malloc, so this is mostly small models).
 """
 import ctypes
 import errno

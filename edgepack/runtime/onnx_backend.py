@@ -12,12 +12,13 @@ cache also drops from 3 GB to what the generation can use. If a chat outgrows it
 doubling (one copy of the filled rows, log2(n_ctx) times at most), never per token.
 
 Once the session is built, the memory it mapped for the weights is moved onto 2 MB pages by a
-background thread (hugepages.py) while the model is idle: decode reads every weight per token, and
-with 4 KB pages the TLB misses cost the 2B shape ~9% of its decode speed here. Collapsing competes
-with decoding (a cold 64-token run with it concurrent: TTFT 1.5-1.9 s instead of 0.6, decode 5.7
-tok/s instead of 8.1), so it never runs during a generation: a chat collapses while its user types,
-a one-shot `edgepack run` mostly runs on 4 KB pages. `huge_pages=False` leaves the pages alone;
-`huge_pages="now"` starts at once (call `.huge_pages.wait()` to pay it at load, as a server might).
+background thread (hugepages.py) while the model is idle: decode reads every weight per token, and on
+4 KB pages the 2B shape decoded 0.90x as fast here. Collapsing competes with decoding: started at load
+(huge_pages="now"), a cold run with a 64-token prompt had TTFT 3.6 s instead of 2.0 and decoded at
+5.3 tok/s instead of 6.4; gated on idleness (the default) it had 1.8 s and 6.9 (medians of 3 fresh
+processes each, benchmarks/bench_huge_pages.py). So it never runs inside a generation: a chat collapses
+while its user types, a one-shot `edgepack run` mostly decodes on 4 KB pages. `huge_pages=False`
+leaves the pages alone; with "now", `.huge_pages.wait()` pays for it at load, as a server might.
 """
 import gc
 import json
