@@ -75,8 +75,13 @@ class OnnxBackend(Backend):
         self._busy, self._last_forward = False, time.monotonic()
         # the weights the session just mapped, into 2 MB pages while the model is idle (hugepages.py)
         ref = weakref.ref(self)  # the thread must not keep a dropped backend (and its session) alive
-        gate = None if huge_pages == "now" else (lambda: None if ref() is None else ref().idle())  # "now": at once
-        self.huge_pages = hugepages.Collapser(before, idle=gate) if huge_pages else None
+
+        def gate():  # None once the backend is gone (one dereference: it may go between two)
+            b = ref()
+            return None if b is None else b.idle()
+
+        # "now": start at once, even during a generation
+        self.huge_pages = hugepages.Collapser(before, idle=None if huge_pages == "now" else gate) if huge_pages else None
 
         inp, out = io_names
         self._in_ids, self._in_mask, self._logits = inp["input_ids"], inp["attention_mask"], out["logits"]
