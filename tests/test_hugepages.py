@@ -103,6 +103,6 @@ def test_collapse_waits_until_the_owner_is_idle():
     time.sleep(0.2)
     assert c.bytes == 0 and c.seconds is None  # a generation holds the cores: nothing done yet
     idle[0] = True
-    c.wait()
+    assert c.wait(timeout=60).seconds is not None  # done, not hung
     assert c.bytes >= 4 * MB2 or not hp.supported() or c.error
     m.close()

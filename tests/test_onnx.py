@@ -227,7 +227,7 @@ def test_huge_page_collapse_waits_for_an_idle_model_and_stops_on_close(tiny_fp32
     assert not b.idle()  # a step just ran: the next one of a generation comes within milliseconds
     monkeypatch.setattr(ob, "IDLE_S", 0.0)
     assert b.idle()
-    assert b.huge_pages.wait().seconds is not None
+    assert b.huge_pages.wait(timeout=60).seconds is not None  # it ran once idle (a hang fails here)
     b.close()
     assert b.huge_pages._thread is None or not b.huge_pages._thread.is_alive()
     assert OnnxBackend(out, threads=1, huge_pages=False).huge_pages is None

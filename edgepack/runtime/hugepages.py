@@ -159,10 +159,10 @@ class Collapser:
             return ctypes.get_errno()
         return 0
 
-    def wait(self):
-        """Block until the collapse is done (benchmarks time the steady state)."""
+    def wait(self, timeout=None):
+        """Block until the collapse is done, or `timeout` seconds (benchmarks time the steady state)."""
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout)
         return self
 
     def stop(self):
