@@ -58,6 +58,10 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     tok = load_tokenizer(ckpt.path, bos_id=ckpt.config.bos_token_id, eos_ids=ckpt.config.eos_token_ids)
     if tok.vocab_size > ckpt.config.vocab_size:
         raise BadInput(f"{ckpt.path}: tokenizer has {tok.vocab_size} tokens but the embedding only {ckpt.config.vocab_size} rows")
+    if fidelity_tokens:  # windows of at most the model's context; too many tokens fails now, not after writing
+        from .fidelity import eval_windows
+
+        ids = eval_windows(tok, fidelity_tokens, ckpt.config.max_position_embeddings)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -70,16 +74,15 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
             for f in tok.files + [n for n in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja") if (ckpt.path / n).is_file()]:
                 shutil.copyfile(ckpt.path / f, tdir / f)
             manifest = new_manifest(ckpt, name, tok, file_entries(tmp, files_under(tmp, "tokenizer")))
-            ids = ref = None
+            ref = None
             for fmt in formats:
                 log(f"writing {fmt} ({dtype})")
                 entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method)
                 if fidelity_tokens:
                     if ref is None:
-                        from .fidelity import eval_ids, reference_logits
+                        from .fidelity import reference_logits
 
                         progress("float reference", 0, 1)
-                        ids = eval_ids(tok, fidelity_tokens)
                         ref = reference_logits(ckpt, ids)
                         progress("float reference", 1, 1)
                     progress(f"fidelity {fmt}", 0, 1)
@@ -126,14 +129,15 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
 
 
 def artifact_fidelity(fmt, path, ids, ref, threads):
-    """Fidelity of one written format against precomputed reference logits (export and verify)."""
+    """Fidelity of one written format against precomputed reference logits (export and verify);
+    ids and ref are lists of windows (fidelity.eval_windows)."""
     from .fidelity import backend_logits, compare
 
     if fmt == "onnx":
         from .runtime.onnx_backend import OnnxBackend as B
     else:
         from .runtime.gguf_backend import GGUFBackend as B
-    with B(path, threads=threads, n_ctx=max(len(ids), 16)) as b:
+    with B(path, threads=threads, n_ctx=max(16, *map(len, ids))) as b:
         return compare(ref, backend_logits(b, ids), ids)
 
 

