@@ -108,6 +108,13 @@ CALIBRATION_SEQ = 512      # tokens per calibration sequence
 AWQ_GRID = 10              # α ∈ {0, 0.1, ..., 0.9}
 AWQ_TOKENS = 256           # activations used to score each α (20 α × 512 tokens: 7 min per 2B layer here)
 CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(13))  # shrink the range by up to 30%
+# Calibration computes in float64 so that its discrete choices (AWQ's α, each block's clip ratio, every
+# GPTQ rounding) do not depend on the CPU: float32 sums and matmuls round differently with the SIMD
+# width and BLAS kernel a CPU gets (AVX2 vs AVX-512 vs AMX), which moved the demo's ONNX Δppl from
+# +4.0% to +6.5% between an Intel and an AMD machine. tests/test_quant.py checks the codes are
+# bit-identical across torch's and MKL's kernel choices and thread counts; the cost is measured there
+# and in benchmarks/bench_calibration_2b.py.
+CALIBRATION_DTYPE = torch.float64
 
 
 # -- the grid ---------------------------------------------------------------------------------------
@@ -185,7 +192,7 @@ class QTensor:
 
 
 def _fp16(x):
-    return x.to(torch.float16).to(torch.float32)
+    return x.to(torch.float16).to(x.dtype)
 
 
 def fit_grid(w, bits=4, sym=True, clip=False, imp=None):
@@ -226,10 +233,10 @@ def fit_grid(w, bits=4, sym=True, clip=False, imp=None):
 
 
 def _block_err(w, s, z, qmax, imp):
-    d = (w / s + z).round().clamp(0, qmax).sub(z).mul(s).sub(w).pow(2)
+    d = (w / s + z).round().clamp(0, qmax).sub(z).mul(s).sub(w).pow(2).double()
     if imp is not None:
         d = d * imp
-    return d.sum(-1, keepdim=True)
+    return d.sum(-1, keepdim=True)  # float64: a float32 sum's rounding depends on the SIMD width
 
 
 def quantize_grid(w, s, z, bits):
@@ -272,15 +279,20 @@ def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32):
     The column loop is thousands of small ops: one intra-op thread runs it 6x faster than two on
     this shared 2-core machine (measured: 33 s -> 5 s per demo layer), so it runs single-threaded;
     the O(K³) factorizations before it keep every thread (single-threaded they were 17% of a 2B
-    layer's calibration)."""
-    W = w.clone().float()
+    layer's calibration).
+
+    The same codes on every CPU: the column loop is elementwise float32 (each op correctly rounded,
+    so no SIMD width changes it), and everything that sums (the factorizations, the lazy batch
+    update) runs in float64, where a CPU's summation order moves results by ~1e-16, far below
+    float32's rounding step."""
+    W = w.float().clone()
     N, K = W.shape
     H = H.clone().double()
     dead = H.diag() == 0
     H[dead, dead] = 1
     W[:, dead] = 0
     H += damp * H.diag().mean() * torch.eye(K, dtype=H.dtype)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     n_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -295,9 +307,10 @@ def _gptq(W, diag, Hinv, bits, sym, clip, block, batch, n_threads):
     Q = torch.empty(N, K)
     S, Z = torch.empty(N, nb, 1), torch.empty(N, nb, 1)
     qmax = 2 ** bits - 1
+    Hinv32 = Hinv.float()
     for i1 in range(0, K, batch):
         i2 = min(i1 + batch, K)
-        W1, Hi = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        W1, Hi = W[:, i1:i2].clone(), Hinv32[i1:i2, i1:i2]
         E = torch.zeros_like(W1)
         for i in range(i2 - i1):
             col = i1 + i
@@ -312,7 +325,7 @@ def _gptq(W, diag, Hinv, bits, sym, clip, block, batch, n_threads):
             W1[:, i:] -= err * Hi[i, i:][None]
             E[:, i] = err[:, 0]
         torch.set_num_threads(n_threads)  # the lazy batch update is one large matmul
-        W[:, i2:] -= E @ Hinv[i1:i2, i2:]
+        W[:, i2:] -= (E.double() @ Hinv[i1:i2, i2:]).float()
         torch.set_num_threads(1)
     return _qtensor(Q.reshape(N, nb, block), S, Z, bits, sym)
 
@@ -325,13 +338,16 @@ def awq_scales(X, weights, bits=4, sym=True, tie=None, grid=AWQ_GRID, block=BLOC
     xm = X.abs().mean(0)
     if tie is not None:
         n = int(tie.max()) + 1
-        xm = torch.zeros(n).index_add_(0, tie, xm).div_(torch.zeros(n).index_add_(0, tie, torch.ones_like(xm)))[tie]
+        z = torch.zeros(n, dtype=xm.dtype)
+        xm = z.clone().index_add_(0, tie, xm).div_(z.index_add_(0, tie, torch.ones_like(xm)))[tie]
     ref = [X @ w.T for w in weights]
     best, best_err = torch.ones_like(xm), math.inf
     for a in range(grid):
         s = xm.pow(a / grid).clamp(min=1e-4)
         s = s / (s.max() * s.min()).sqrt()
-        err = sum(float((((X / s) @ fake(w * s, bits, sym, block=block).T) - r).pow(2).sum()) for w, r in zip(weights, ref))
+        # fake quantization is elementwise (exact in float32 on any CPU); the products and sums are float64
+        err = sum(float((((X / s) @ fake((w * s).float(), bits, sym, block=block).to(X.dtype).T) - r).pow(2).sum())
+                  for w, r in zip(weights, ref))
         if err < best_err:
             best, best_err = s, err
     return best
@@ -510,16 +526,17 @@ def _calibrate(q, ids, progress=None, float_only=False):
     emb_name = "model.embed_tokens.weight"
     if float_only:
         q.floats[emb_name] = ckpt.torch(emb_name)
-    # (B, T, H) from the float table, so the layers' results do not depend on the embedding's bits
-    h = ckpt.torch(emb_name)[ids] * c.scale_emb
+    # (B, T, H) from the float table, so the layers' results do not depend on the embedding's bits.
+    # All of the calibration runs in float64 (CALIBRATION_DTYPE's note says why)
+    h = ckpt.torch(emb_name)[ids].to(CALIBRATION_DTYPE) * c.scale_emb
     tie = _gqa_tie(c)
     L = c.num_hidden_layers
     # mmapped safetensors pages count in RSS while the file is open: let go of them after each layer
     release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
     for i in range(L):
         p = f"model.layers.{i}."
-        W = {n: ckpt.torch(p + n + ".weight") for n in LINEARS}
-        norms = {n: ckpt.torch(p + n + ".weight") for n in ("input_layernorm", "post_attention_layernorm")}
+        W = {n: ckpt.torch(p + n + ".weight").to(CALIBRATION_DTYPE) for n in LINEARS}
+        norms = {n: ckpt.torch(p + n + ".weight").to(CALIBRATION_DTYPE) for n in ("input_layernorm", "post_attention_layernorm")}
         with torch.device("meta"):
             block = Block(c)
         for n, t in {**W, **norms}.items():
@@ -531,7 +548,7 @@ def _calibrate(q, ids, progress=None, float_only=False):
             x = X[group[0]]
             if float_only:
                 for n in group:
-                    q.floats[p + n + ".weight"] = W[n]
+                    q.floats[p + n + ".weight"] = W[n].float()
                     _attach(block, n + ".weight", W[n])
                 continue
             if m.gptq:  # one pass over the stacked rows: GPTQ treats rows independently given H
@@ -544,9 +561,9 @@ def _calibrate(q, ids, progress=None, float_only=False):
                 for n in group:
                     q.tensors[p + n + ".weight"] = quantize(W[n], 4, m.sym, m.clip, imp=imp)
             for n in group:
-                _attach(block, n + ".weight", torch.from_numpy(q.tensors[p + n + ".weight"].dequantize()))
+                _attach(block, n + ".weight", torch.from_numpy(q.tensors[p + n + ".weight"].dequantize()).to(CALIBRATION_DTYPE))
         for n, t in norms.items():
-            q.floats[p + n + ".weight"] = t
+            q.floats[p + n + ".weight"] = t.float()
             _attach(block, n + ".weight", t)
         del X, W
         release()
@@ -587,7 +604,7 @@ def _awq_layer(W, norms, X, m, c, tie):
         W[n] = W[n] * s
     X[q] = X[k] = X[v] = X[q] / s
     s = awq_scales(sub(X[o]), [W[o]], 4, m.sym, tie=tie)
-    sv = torch.ones(W[v].shape[0]).index_copy_(0, tie, s)  # the v_proj row each tied group reads
+    sv = torch.ones(W[v].shape[0], dtype=s.dtype).index_copy_(0, tie, s)  # the v_proj row each tied group reads
     W[v] = W[v] / sv[:, None]
     W[o] = W[o] * s
     X[o] = X[o] / s

@@ -24,9 +24,10 @@ class RMSNorm(nn.Module):
 def rope(x, pos, theta):
     """Rotate-half RoPE (the Hugging Face convention). x: (B, heads, T, hd), pos: (T,)."""
     hd = x.shape[-1]
-    inv = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd)
-    ang = pos[:, None].float() * inv[None]  # (T, hd/2)
-    cos, sin = torch.cat([ang.cos()] * 2, -1), torch.cat([ang.sin()] * 2, -1)
+    # angles in float64, then x's dtype: the same tables on every CPU (float32 SIMD cos/sin are not)
+    inv = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    ang = pos[:, None].double() * inv[None]  # (T, hd/2)
+    cos, sin = (torch.cat([f(ang)] * 2, -1).to(x.dtype) for f in (torch.cos, torch.sin))
     x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
