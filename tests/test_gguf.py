@@ -1,6 +1,6 @@
 """GGUF export: llama.cpp (through llama-cpp-python) runs edgepack's file unmodified and agrees
 with the float reference (f32), edgepack's tokenizer (tokenization) and the fake-quant reference
-(Q4_0, greedy)."""
+(Q4_0, teacher-forced: the same on every CPU)."""
 import subprocess
 import sys
 
@@ -176,22 +176,98 @@ def fake_q4_0_reference(demo):
     return MiniCPM.from_checkpoint(demo, weights=weights)
 
 
-# llama.cpp also rounds activations to Q8_0 inside its Q4_0 matmuls (~3% relative logit difference
-# from the fake-quant reference on the demo model), so greedy paths split at near-ties sooner or
-# later. Measured agreement (of 24 tokens): France 18, cats 20, ocean 15, rainbow 13; "Who wrote
-# Romeo and Juliet?" splits at token 1 (top-2 margin 0.22).
-@pytest.mark.parametrize("question,expect", [("What is the capital of France?", "Paris"),
-                                             ("Tell me a fun fact about cats.", "cats")])
-def test_q4_0_greedy_matches_fake_quant_reference(demo, demo_q4_0, fake_q4_0_reference, question, expect):
+# llama.cpp rounds activations to Q8_0 inside its Q4_0 matmuls and picks its kernels by CPU (AVX2,
+# AVX-512, AMX), so its logits sit ~2-4% (relative) from the fake-quant reference and free-running
+# greedy text forks at the first near-tie, at a different token on another CPU (an AMD EPYC forked at
+# token 11 where this Intel Xeon did not). What holds on every CPU is checked instead, teacher-forced
+# on fixed sequences: the logit error, the KL, and the argmax wherever the reference's top-1 beats its
+# top-2 by Q4_0_MARGIN logits. Measured here (Xeon, demo, 379 positions): the top-1/top-2 gap moved by
+# 0.09 (median) and 1.11 at most; rel. error 0.018-0.035, mean KL 0.004-0.006, top-1 92-96%.
+Q4_0_MARGIN = 2.0
+Q4_0_BOUNDS = {"rel_err": 0.05, "mean_kl": 0.012, "top1": 0.85, "clear_share": 0.2}
+QUESTIONS = [("What is the capital of France?", "Paris"), ("Tell me a fun fact about cats.", "cats")]
+
+
+@pytest.fixture(scope="module")
+def q4_0_sequences(demo, fake_q4_0_reference):
+    """Two chat prompts with the fake-quant reference's own greedy answers, and 256 eval-text tokens,
+    each with the reference's logits."""
+    from edgepack.fidelity import eval_ids
+
     tok = load_tokenizer(demo.path)
-    ids = tok.encode_chat([{"role": "user", "content": question}])
-    ref = greedy(fake_q4_0_reference, ids, 24, eos_ids=tok.eos_ids)
-    with GGUFBackend(demo_q4_0[0], threads=2) as be:
-        got = be.generate_greedy(ids, 24)
-    text = tok.decode(got)
-    print(repr(text), repr(tok.decode(ref)))
-    assert len(ref) >= 16 and got[:16] == ref[:16]
-    assert expect in text and text.isascii() and len(text.split()) >= 5  # coherent English
+    seqs = []
+    for q, _ in QUESTIONS:
+        ids = tok.encode_chat([{"role": "user", "content": q}])
+        seqs.append(ids + greedy(fake_q4_0_reference, ids, 24, eos_ids=tok.eos_ids))
+    seqs.append(eval_ids(tok, 256))
+    return [(s, fake_q4_0_reference(torch.tensor([s]))[0].numpy()) for s in seqs]
+
+
+def q4_0_violations(path, sequences, shift=0):
+    """The Q4_0 conformance bounds the file at `path` breaks (empty: it conforms). shift moves
+    llama.cpp's logits by that many positions (a deliberately misaligned comparison)."""
+    from edgepack.fidelity import agreement
+
+    stats = []
+    with GGUFBackend(path, threads=2) as be:
+        for ids, ref in sequences:
+            be.reset()
+            got = be.forward(ids, all_logits=True)
+            stats.append(agreement(ref, np.roll(got, -shift, 0) if shift else got, Q4_0_MARGIN))
+    n = sum(s["positions"] for s in stats)
+    clear = sum(s["clear"] for s in stats)
+    worst = {"rel_err": max(s["rel_err"] for s in stats), "mean_kl": max(s["mean_kl"] for s in stats),
+             "top1": sum(s["top1"] * s["positions"] for s in stats) / n, "clear_share": clear / n,
+             "clear_disagreements": sum(s["clear_disagreements"] for s in stats)}
+    print(path.name, {k: round(v, 4) for k, v in worst.items()})
+    bad = [f"{k} {worst[k]:.4f} > {b}" for k, b in Q4_0_BOUNDS.items() if k in ("rel_err", "mean_kl") and worst[k] > b]
+    bad += [f"{k} {worst[k]:.4f} < {b}" for k, b in Q4_0_BOUNDS.items() if k in ("top1", "clear_share") and worst[k] < b]
+    if worst["clear_disagreements"]:
+        bad.append(f"argmax differs at {worst['clear_disagreements']} of {clear} positions with margin >= {Q4_0_MARGIN}")
+    return bad
+
+
+def test_q4_0_teacher_forced_matches_fake_quant_reference(demo, demo_q4_0, q4_0_sequences):
+    assert q4_0_violations(demo_q4_0[0], q4_0_sequences) == []
+    tok = load_tokenizer(demo.path)
+    with GGUFBackend(demo_q4_0[0], threads=2) as be:  # and llama.cpp's own answers are coherent English
+        for q, expect in QUESTIONS:
+            text = tok.decode(be.generate_greedy(tok.encode_chat([{"role": "user", "content": q}]), 24))
+            assert expect in text and text.isascii() and len(text.split()) >= 5, text
+
+
+def _corrupt(src, dst, edit):
+    import shutil
+
+    shutil.copyfile(src, dst)
+    r = gguf.GGUFReader(dst, "r+")
+    edit(r)
+    del r  # flushes the memory map
+    return dst
+
+
+def _permute_q_again(r):
+    t = next(t for t in r.tensors if t.name == "blk.0.attn_q.weight")
+    rows = np.asarray(t.data).reshape(int(t.shape[-1]), -1)  # Q4_0 block bytes, one row per output
+    rows[:] = permute_qk(rows.copy(), int(r.fields["minicpm.attention.head_count"].contents()))
+
+
+def _residual_scale_times(f):
+    def edit(r):
+        field = r.fields["minicpm.residual_scale"]
+        field.parts[field.data[0]][0] *= f
+    return edit
+
+
+@pytest.mark.parametrize("bug", ["q-permutation-of-one-layer", "residual-scale-x1.2", "logits-off-by-one"])
+def test_q4_0_conformance_check_fails_on_a_broken_file(demo_q4_0, q4_0_sequences, tmp_path, bug):
+    """The teacher-forced check above is not vacuous: each of these real bugs breaks it."""
+    path = demo_q4_0[0]
+    if bug == "q-permutation-of-one-layer":
+        path = _corrupt(path, tmp_path / "perm.gguf", _permute_q_again)
+    elif bug == "residual-scale-x1.2":
+        path = _corrupt(path, tmp_path / "scale.gguf", _residual_scale_times(1.2))
+    assert q4_0_violations(path, q4_0_sequences, shift=1 if bug == "logits-off-by-one" else 0)
 
 
 def test_q4_0_manifest_fields(demo_q4_0):
