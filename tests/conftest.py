@@ -1,7 +1,17 @@
 """Shared fixtures: tiny random MiniCPMs (built in ~1 s) and the demo checkpoint (cached after first use)."""
+import os
+
 import pytest
 
 from edgepack.testmodels import make_tiny
+
+
+def pytest_report_header(config):
+    """Which CPU ran the suite: torch, onnxruntime and llama.cpp pick kernels (and so roundings) by it."""
+    from edgepack.bench import cpu_info
+
+    c = cpu_info()
+    return f"cpu: {c['cpu']} ({c['vendor']}, {os.cpu_count()} logical cores); flags: {' '.join(c['flags']) or 'none of note'}"
 
 
 @pytest.fixture(scope="session")
