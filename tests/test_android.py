@@ -153,7 +153,8 @@ def test_every_native_method_in_the_dex_has_its_jni_symbol(apk_files):
     used = {"Config.createConfig", "Config.overlay", "Model.createModelFromConfig", "Tokenizer.createTokenizer",
             "Tokenizer.tokenizerApplyChatTemplate", "Tokenizer.tokenizerEncode", "Generator.createGenerator",
             "Generator.generateNextTokenNative", "Generator.getSequenceLastToken",
-            "TokenizerStream.tokenizerStreamDecode", "GenAI.setTelemetryNative"}
+            "TokenizerStream.tokenizerStreamDecode", "GenAI.setTelemetryNative", "Generator.appendTokens",
+            "Tokenizer.tokenizerGetBosTokenId"}
     assert used <= {f"{c.rsplit('/', 1)[1]}.{m}" for c, m, _ in genai}  # what GenAiRunner calls
     assert not [n for n in natives if n[0].startswith("org/edgepack/")]
     for abi in ABIS:

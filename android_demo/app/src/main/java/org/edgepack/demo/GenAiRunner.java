@@ -13,6 +13,7 @@ import ai.onnxruntime.genai.Sequences;
 import ai.onnxruntime.genai.Tokenizer;
 import ai.onnxruntime.genai.TokenizerStream;
 
+import org.edgepack.demo.core.ArtifactVerifier;
 import org.edgepack.demo.core.EngineSetup;
 import org.edgepack.demo.core.PromptFormat;
 
@@ -20,7 +21,7 @@ import org.edgepack.demo.core.PromptFormat;
  * The onnxruntime-genai loop (0.15.2, packaged in the APK): one model and tokenizer, one answer at
  * a time, on a worker thread. The same calls as tests/test_genai_phone_engine.py makes on the
  * desktop with the same engine version: Config + overlay, Model, Tokenizer, applyChatTemplate with
- * the manifest's template, encode, Generator, TokenizerStream.
+ * the manifest's template, encode (+ BOS by edgepack's rule), Generator, TokenizerStream.
  */
 final class GenAiRunner implements AutoCloseable {
 
@@ -35,6 +36,8 @@ final class GenAiRunner implements AutoCloseable {
     private final Tokenizer tokenizer;
     private final String chatTemplate;
     private final PromptFormat fallback;
+    private final boolean addBos;
+    private final int bosId;
     /** "chat template" when genai renders the manifest's template, else the fallback's name. */
     final String promptFormat;
 
@@ -58,8 +61,19 @@ final class GenAiRunner implements AutoCloseable {
             throw e;
         }
         this.chatTemplate = chatTemplate;
+        addBos = EngineSetup.addsBos(readOrNull(new File(onnxFolder, "tokenizer_config.json")),
+                new File(onnxFolder, "tokenizer.model").isFile());
+        bosId = tokenizer.getBosTokenId();
         fallback = PromptFormat.fromChatTemplate(chatTemplate);
         promptFormat = renders(chatTemplate) ? "chat template" : fallback.name;
+    }
+
+    private static String readOrNull(File file) {
+        try {
+            return ArtifactVerifier.readUtf8(file);
+        } catch (java.io.IOException e) {
+            return null;
+        }
     }
 
     /** Whether genai's template engine renders this template (probed once at load). */
@@ -89,13 +103,16 @@ final class GenAiRunner implements AutoCloseable {
 
     /** Streams the answer to userText until the model stops, MAX_NEW_TOKENS, or stop is set. */
     void generate(String userText, AtomicBoolean stop, Listener listener) throws GenAIException {
-        try (Sequences input = tokenizer.encode(chatPrompt(userText));
-             GeneratorParams params = new GeneratorParams(model)) {
-            params.setSearchOption("max_length", input.getSequence(0).length + MAX_NEW_TOKENS);
+        int[] ids;
+        try (Sequences input = tokenizer.encode(chatPrompt(userText))) {
+            ids = EngineSetup.withBos(input.getSequence(0), bosId, addBos);
+        }
+        try (GeneratorParams params = new GeneratorParams(model)) {
+            params.setSearchOption("max_length", ids.length + MAX_NEW_TOKENS);
             params.setSearchOption("do_sample", false);
             try (Generator generator = new Generator(model, params);
                  TokenizerStream stream = tokenizer.createStream()) {
-                generator.appendTokenSequences(input);
+                generator.appendTokens(ids);
                 while (!generator.isDone() && !stop.get()) {
                     generator.generateNextToken();
                     listener.onPiece(stream.decode(generator.getLastTokenInSequence(0)));

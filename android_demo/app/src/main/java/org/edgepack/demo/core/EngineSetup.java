@@ -48,6 +48,35 @@ public final class EngineSetup {
         }
     }
 
+    /**
+     * Whether edgepack's runtime starts a prompt with BOS for this onnx folder: tokenizer_config.json's
+     * add_bos_token, by default true for a sentencepiece model (the folder has tokenizer.model) and
+     * false for a tokenizer.json one (edgepack.tokenizer.load_tokenizer's rule). genai 0.15.2's
+     * Tokenizer.encode never adds it, so the app does (tests/test_genai_phone_engine.py).
+     */
+    public static boolean addsBos(String tokenizerConfigJson, boolean sentencepiece) {
+        if (tokenizerConfigJson == null) {
+            return sentencepiece;
+        }
+        try {
+            JSONObject config = new JSONObject(tokenizerConfigJson);
+            return config.has("add_bos_token") ? config.optBoolean("add_bos_token", sentencepiece) : sentencepiece;
+        } catch (JSONException e) {
+            return sentencepiece;
+        }
+    }
+
+    /** ids with bosId in front when addBos and they do not start with it already. */
+    public static int[] withBos(int[] ids, int bosId, boolean addBos) {
+        if (!addBos || bosId < 0 || (ids.length > 0 && ids[0] == bosId)) {
+            return ids;
+        }
+        int[] out = new int[ids.length + 1];
+        out[0] = bosId;
+        System.arraycopy(ids, 0, out, 1, ids.length);
+        return out;
+    }
+
     /** Bytes the model needs in RAM, estimated from the size of the onnx files. */
     public static long memoryNeeded(long onnxBytes) {
         return onnxBytes + onnxBytes / 4 + OVERHEAD_BYTES;

@@ -1,6 +1,8 @@
 package org.edgepack.demo.core;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -32,6 +34,26 @@ class EngineSetupTest {
         JSONObject m = messages.getJSONObject(0);
         assertEquals("user", m.getString("role"));
         assertEquals(text, m.getString("content"));
+    }
+
+    @Test
+    void bosFollowsEdgepacksTokenizerRule() {
+        assertTrue(EngineSetup.addsBos(null, true));
+        assertFalse(EngineSetup.addsBos(null, false));
+        assertTrue(EngineSetup.addsBos("{\"tokenizer_class\": \"LlamaTokenizer\"}", true));
+        assertFalse(EngineSetup.addsBos("{\"add_bos_token\": false}", true));
+        assertTrue(EngineSetup.addsBos("{\"add_bos_token\": true}", false));
+        assertFalse(EngineSetup.addsBos("{\"bos_token\": \"<|im_start|>\"}", false));  // the demo model
+        assertTrue(EngineSetup.addsBos("not json", true));
+    }
+
+    @Test
+    void withBosPrependsOnce() {
+        assertArrayEquals(new int[] {1, 5, 6}, EngineSetup.withBos(new int[] {5, 6}, 1, true));
+        assertArrayEquals(new int[] {1, 5}, EngineSetup.withBos(new int[] {1, 5}, 1, true));
+        assertArrayEquals(new int[] {1}, EngineSetup.withBos(new int[0], 1, true));
+        assertArrayEquals(new int[] {5, 6}, EngineSetup.withBos(new int[] {5, 6}, 1, false));
+        assertArrayEquals(new int[] {5, 6}, EngineSetup.withBos(new int[] {5, 6}, -1, true));
     }
 
     @Test
