@@ -286,6 +286,20 @@ def test_dry_run_prints_the_exact_adb_commands(tmp_path, fake_adb):
     assert fake_adb() == []
 
 
+def test_dry_run_with_the_built_apk_and_start(apk, tmp_path, fake_adb):
+    """What the README tells a phone owner to run, with the APK build_apk.sh made."""
+    art = _artifact(tmp_path)
+    result = CliRunner().invoke(android, ["push", str(art), "--install", str(apk), "--start", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"adb install -r {apk}",
+        "adb shell mkdir -p /sdcard/Android/data/org.edgepack.demo/files",
+        f"adb push {art} /sdcard/Android/data/org.edgepack.demo/files/",
+        "adb shell am start -S -n org.edgepack.demo/.MainActivity",
+    ]
+    assert fake_adb() == []
+
+
 def test_push_runs_adb_with_the_printed_arguments(tmp_path, fake_adb):
     art = _artifact(tmp_path)
     result = CliRunner().invoke(android, ["push", str(art) + "/"])

@@ -10,6 +10,7 @@ import android.os.Handler;
 import android.os.Looper;
 import android.os.SystemClock;
 import android.text.InputType;
+import android.util.Log;
 import android.util.TypedValue;
 import android.view.View;
 import android.widget.Button;
@@ -41,6 +42,8 @@ import org.edgepack.demo.core.StreamStats;
  */
 public class MainActivity extends Activity {
 
+    /** logcat tag: adb logcat -s edgepack (android_demo/README.md). */
+    static final String TAG = "edgepack";
     private static final int ERROR_COLOR = Color.rgb(0xB0, 0x00, 0x20);
     private static final long PROGRESS_EVERY_MS = 250;
 
@@ -188,6 +191,7 @@ public class MainActivity extends Activity {
         String loading = "Loading " + name + " into onnxruntime-genai (" + manifest.totalBytes() / (1024 * 1024)
                 + " MiB, " + threads + " threads)";
         Runnable ticker = startTicker(loading);
+        long loadStart = SystemClock.uptimeMillis();
         try {
             runner = new GenAiRunner(new File(root, manifest.onnxPath), threads, manifest.chatTemplate);
         } catch (OutOfMemoryError e) {
@@ -204,6 +208,8 @@ public class MainActivity extends Activity {
         } finally {
             ui.removeCallbacks(ticker);
         }
+        Log.i(TAG, String.format(Locale.ROOT, "loaded %s in %.2f s (%s, onnxruntime-genai, %d threads)",
+                root, (SystemClock.uptimeMillis() - loadStart) / 1000.0, abi(), threads));
         showReady(name + " from " + root.getName() + others + ": " + manifest.onnxFiles.size()
                 + " files verified, prompt format " + runner.promptFormat + ", " + threads
                 + " threads, edgepack " + manifest.edgepackVersion);
@@ -276,6 +282,7 @@ public class MainActivity extends Activity {
         String rest = assembler.finish();
         stats.onText(rest);
         showPiece(rest, stats.summary() + (stop.get() && !assembler.stopped() ? " \u00b7 stopped" : ""));
+        Log.i(TAG, "answer: " + stats.summary() + (error == null ? "" : " \u00b7 " + error));
         final String failure = error;
         runOnUiThread(new Runnable() {
             @Override
@@ -321,6 +328,7 @@ public class MainActivity extends Activity {
     }
 
     private void showError(final String message) {
+        Log.e(TAG, message);
         runOnUiThread(new Runnable() {
             @Override
             public void run() {
