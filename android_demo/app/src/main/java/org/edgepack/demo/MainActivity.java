@@ -190,23 +190,25 @@ public class MainActivity extends Activity {
         int threads = EngineSetup.threads(Runtime.getRuntime().availableProcessors());
         String loading = "Loading " + name + " into onnxruntime-genai (" + manifest.totalBytes() / (1024 * 1024)
                 + " MiB, " + threads + " threads)";
-        Runnable ticker = startTicker(loading);
+        AtomicBoolean ticking = startTicker(loading);
         long loadStart = SystemClock.uptimeMillis();
+        String failure = null;
         try {
             runner = new GenAiRunner(new File(root, manifest.onnxPath), threads, manifest.chatTemplate);
         } catch (OutOfMemoryError e) {
-            showError(EngineSetup.loadFailure("out of memory (" + e.getMessage() + ")"));
-            return;
+            failure = EngineSetup.loadFailure("out of memory (" + e.getMessage() + ")");
         } catch (UnsatisfiedLinkError e) {
-            showError("onnxruntime-genai's native libraries did not load on this phone (" + abi() + "): "
+            failure = "onnxruntime-genai's native libraries did not load on this phone (" + abi() + "): "
                     + e.getMessage() + "\n\nThis APK carries them for arm64-v8a and x86_64. On a phone "
-                    + "with 16 KB memory pages, libmat.so (4 KB-aligned upstream) may not load.");
-            return;
+                    + "with 16 KB memory pages, libmat.so (4 KB-aligned upstream) may not load.";
         } catch (Exception e) {
-            showError(EngineSetup.loadFailure(e.getMessage()));
-            return;
+            failure = EngineSetup.loadFailure(e.getMessage());
         } finally {
-            ui.removeCallbacks(ticker);
+            ticking.set(false);  // before any message below is posted: no tick can overwrite it
+        }
+        if (failure != null) {
+            showError(failure);
+            return;
         }
         Log.i(TAG, String.format(Locale.ROOT, "loaded %s in %.2f s (%s, onnxruntime-genai, %d threads)",
                 root, (SystemClock.uptimeMillis() - loadStart) / 1000.0, abi(), threads));
@@ -215,19 +217,22 @@ public class MainActivity extends Activity {
                 + " threads, edgepack " + manifest.edgepackVersion);
     }
 
-    /** Shows message with the seconds elapsed, every 250 ms, until the returned Runnable is removed. */
-    private Runnable startTicker(final String message) {
+    /** Shows message with the seconds elapsed, every 250 ms, until the returned flag is cleared. */
+    private AtomicBoolean startTicker(final String message) {
         final long start = SystemClock.uptimeMillis();
-        final Runnable tick = new Runnable() {
+        final AtomicBoolean ticking = new AtomicBoolean(true);
+        ui.post(new Runnable() {
             @Override
             public void run() {
+                if (!ticking.get()) {
+                    return;
+                }
                 double s = (SystemClock.uptimeMillis() - start) / 1000.0;
                 setStatus(String.format(Locale.ROOT, "%s\u2026 %.1f s", message, s), false);
                 ui.postDelayed(this, PROGRESS_EVERY_MS);
             }
-        };
-        ui.post(tick);
-        return tick;
+        });
+        return ticking;
     }
 
     private long availableMemory() {
