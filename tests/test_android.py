@@ -229,6 +229,20 @@ def test_no_engine_binary_is_tracked_by_git(apk):
     assert len(ignored.stdout.splitlines()) == 3, ignored.stdout + ignored.stderr
 
 
+def test_fetch_refuses_a_cached_tarball_with_the_wrong_sha256(tmp_path):
+    """The pins are enforced on every run, before anything in app/ is replaced."""
+    (tmp_path / "android").mkdir()
+    (tmp_path / "android" / "com.github.asus4.onnxruntime-genai-0.4.9.tgz").write_bytes(b"not the engine")
+    libs_before = sorted((DEMO / "app" / "libs").iterdir()) if (DEMO / "app" / "libs").exists() else []
+    result = subprocess.run(["bash", str(DEMO / "fetch_engine.sh")], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, EDGEPACK_CACHE=str(tmp_path)))
+    assert result.returncode != 0
+    assert "com.github.asus4.onnxruntime-genai-0.4.9.tgz has sha256 " in result.stderr
+    assert "expected 80d03d6afe24dbf6bcde5bfcf424b26c9a2a4161a495e2dc71ac2e08288e7af4" in result.stderr
+    after = sorted((DEMO / "app" / "libs").iterdir()) if (DEMO / "app" / "libs").exists() else []
+    assert after == libs_before
+
+
 def test_jvm_unit_tests_pass():
     result = _run(["bash", str(DEMO / "run_jvm_tests.sh")], timeout=1800)
     lines = re.findall(r"^(\d+) passed, (\d+) failed$", result.stdout, re.M)
