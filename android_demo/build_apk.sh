@@ -1,25 +1,35 @@
 #!/usr/bin/env bash
-# Builds app/ into a signed debug APK without Gradle, with Debian's Android packages:
-#   aapt2 (resources, manifest) -> javac (Java 8, against android.jar API 23 and compile-only
-#   stubs of onnxruntime-genai) -> dx (dex) -> zip -> zipalign -> apksigner.
-# The stubs are not packaged, so this APK checks artifacts but cannot run a model: that needs
-# the Android Studio build. Output: build/edgepack-demo-debug.apk. Safe to run again.
+# Builds app/ into a signed debug APK without Gradle, with Debian's Android packages, around the
+# real engine (onnxruntime-genai 0.15.2 + onnxruntime 1.29.0, fetched by fetch_engine.sh):
+#   aapt2 (resources, manifest, license assets) -> javac (Java 8, against android.jar API 23 and
+#   genai's classes.jar) -> dx (app + genai classes into one classes.dex, --min-sdk-version 24)
+#   -> zip (+ lib/<abi>/ with the four native libraries) -> zipalign -> apksigner.
+# Output: build/edgepack-demo-debug.apk. Safe to run again.
+#
+# Native libraries are stored compressed and the manifest says extractNativeLibs="true" (Gradle:
+# useLegacyPackaging true): the installer unpacks them into the app's lib directory. The other
+# choice (stored, 16 KB-aligned, mapped from the APK) doubles the APK to ~150 MB for a sideload and
+# needs `zipalign -P 16`, which Debian's zipalign (10.0.0) lacks; and libmat.so's segments are 4 KB
+# aligned upstream, so 16 KB zip alignment would not make the APK 16 KB-page ready anyway.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/tools.sh"
 ensure_tools
+. "$HERE/fetch_engine.sh"
+fetch_engine
 
 APP="$HERE/app/src/main"
 OUT="$HERE/build"
 APK="$OUT/edgepack-demo-debug.apk"
 KEYSTORE="$OUT/debug.keystore"
 PACKAGE=org.edgepack.demo
-MIN_SDK=23
+MIN_SDK=24      # onnxruntime-genai's and onnxruntime's AARs both say minSdkVersion 24
+TARGET_SDK=34   # as app/build.gradle
 
 # Everything but the debug key is rebuilt from scratch.
 rm -rf "$OUT/apk"
-mkdir -p "$OUT/apk"/{res,gen,stub-classes,classes,dex}
+mkdir -p "$OUT/apk"/{res,gen,classes,dex}
 W="$OUT/apk"
 
 # The pure logic must run on the JVM too: no android.* in core/.
@@ -29,30 +39,29 @@ if grep -rlE '^import android\.' "$APP/java/org/edgepack/demo/core"; then
 fi
 
 echo "== aapt2: resources and manifest"
-# Gradle takes the package from build.gradle; aapt2 wants it in the manifest.
-sed "s|<manifest |<manifest package=\"$PACKAGE\" |" "$APP/AndroidManifest.xml" > "$W/AndroidManifest.xml"
+# Gradle takes the package from build.gradle and extractNativeLibs from useLegacyPackaging;
+# aapt2 wants both in the manifest.
+sed -e "s|<manifest |<manifest package=\"$PACKAGE\" |" \
+    -e "s|<application|<application android:extractNativeLibs=\"true\"|" \
+    "$APP/AndroidManifest.xml" > "$W/AndroidManifest.xml"
 aapt2 compile --dir "$APP/res" -o "$W/res/compiled.zip"
-aapt2 link -I "$ANDROID_JAR" --manifest "$W/AndroidManifest.xml" \
-    --min-sdk-version "$MIN_SDK" --target-sdk-version "$MIN_SDK" \
+aapt2 link -I "$ANDROID_JAR" --manifest "$W/AndroidManifest.xml" -A "$APP/assets" \
+    --min-sdk-version "$MIN_SDK" --target-sdk-version "$TARGET_SDK" \
     --version-code 1 --version-name 1.0 \
     --java "$W/gen" -o "$W/unsigned.apk" "$W/res/compiled.zip"
 
-echo "== javac: Java 8 against android.jar (API $MIN_SDK)"
+echo "== javac: Java 8 against android.jar (API 23) and onnxruntime-genai's classes.jar"
 JAVAC_FLAGS=(-source 8 -target 8 -encoding UTF-8 -Xlint:-options -bootclasspath "$ANDROID_JAR")
-find "$HERE/stubs" -name '*.java' > "$W/stubs.txt"
-javac "${JAVAC_FLAGS[@]}" -d "$W/stub-classes" @"$W/stubs.txt"
 find "$APP/java" "$W/gen" -name '*.java' > "$W/sources.txt"
-javac "${JAVAC_FLAGS[@]}" -classpath "$W/stub-classes" -d "$W/classes" @"$W/sources.txt"
-if [ -e "$W/classes/ai" ]; then
-    echo "edgepack: error: onnxruntime-genai stubs leaked into the app classes" >&2
-    exit 1
-fi
+javac "${JAVAC_FLAGS[@]}" -classpath "$ENGINE_DIR/classes.jar" -d "$W/classes" @"$W/sources.txt"
 
-echo "== dx: classes.dex"
-dalvik-exchange --dex --min-sdk-version="$MIN_SDK" --output="$W/dex/classes.dex" "$W/classes"
+echo "== dx: classes.dex (app + onnxruntime-genai)"
+dalvik-exchange --dex --min-sdk-version="$MIN_SDK" --output="$W/dex/classes.dex" \
+    "$W/classes" "$ENGINE_DIR/classes.jar"
 
 echo "== zip, zipalign, apksigner"
 (cd "$W/dex" && zip -q -j "$W/unsigned.apk" classes.dex)
+(cd "$ENGINE_DIR" && zip -q -r "$W/unsigned.apk" lib)
 zipalign -f -p 4 "$W/unsigned.apk" "$W/aligned.apk"
 if [ ! -f "$KEYSTORE" ]; then
     keytool -genkeypair -keystore "$KEYSTORE" -storepass android -keypass android \

@@ -2,18 +2,19 @@
 # and installs them with apt when any is missing (once: installed packages are the cache).
 #
 #   bullseye: libandroid-23-java (android.jar, API 23), dalvik-exchange (dx)
-#   bookworm: aapt (aapt2 and aapt), zipalign, apksigner, junit5, libandroid-json-java, a JDK
+#   bookworm: aapt (aapt2 and aapt), zipalign, apksigner, dexdump, binutils (readelf), junit5,
+#             libandroid-json-java, a JDK, zip/unzip, and npm when there is none (fetch_engine.sh)
 
 ANDROID_JAR=/usr/lib/android-sdk/platforms/android-23/android.jar
 JUNIT_CONSOLE=/usr/share/java/junit-platform-console-standalone.jar
 JUNIT_API=/usr/share/java/junit-jupiter-api.jar
 ORG_JSON=/usr/share/java/com.android.json.jar
 
-EDGEPACK_APT_PACKAGES="default-jdk-headless zip aapt zipalign apksigner junit5 libandroid-json-java libandroid-23-java dalvik-exchange"
+EDGEPACK_APT_PACKAGES="default-jdk-headless zip unzip aapt zipalign apksigner dexdump binutils junit5 libandroid-json-java libandroid-23-java dalvik-exchange"
 
 tools_present() {
     local cmd
-    for cmd in javac java keytool zip aapt aapt2 zipalign apksigner dalvik-exchange; do
+    for cmd in javac java keytool zip unzip aapt aapt2 zipalign apksigner dalvik-exchange dexdump readelf npm; do
         command -v "$cmd" >/dev/null 2>&1 || return 1
     done
     local f
@@ -51,7 +52,10 @@ PIN
     fi
     # A failing third-party source should not stop us: the install below says if Debian's failed.
     apt-get update -q || echo "edgepack: warning: apt-get update reported errors" >&2
+    # npm only when missing: one installed another way (e.g. with its own nodejs) is left alone.
+    local extra=""
+    command -v npm >/dev/null 2>&1 || extra="npm"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        $EDGEPACK_APT_PACKAGES || return 1
+        $EDGEPACK_APT_PACKAGES $extra || return 1
     tools_present || { echo "edgepack: error: apt finished but tools are still missing" >&2; return 1; }
 }

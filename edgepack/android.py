@@ -16,6 +16,7 @@ from .errors import BadInput
 PACKAGE = "org.edgepack.demo"
 DEVICE_DIR = f"/sdcard/Android/data/{PACKAGE}/files"
 MANIFEST = "edgepack.json"
+ACTIVITY = f"{PACKAGE}/.MainActivity"
 
 
 def device_path(artifact):
@@ -23,8 +24,9 @@ def device_path(artifact):
     return f"{DEVICE_DIR}/{Path(artifact).resolve().name}"
 
 
-def adb_commands(artifact, apk=None, serial=None):
-    """The adb argument lists that install the APK (if given) and push the artifact folder.
+def adb_commands(artifact, apk=None, serial=None, start=False):
+    """The adb argument lists that install the APK (if given), push the artifact folder and, with
+    start, (re)start the app so that it checks and loads what was pushed.
 
     The folder is pushed into DEVICE_DIR, which adb turns into DEVICE_DIR/<folder name>; pushing
     again overwrites in place.
@@ -40,6 +42,8 @@ def adb_commands(artifact, apk=None, serial=None):
         commands.append(adb + ["install", "-r", str(apk.resolve())])
     commands.append(adb + ["shell", "mkdir", "-p", DEVICE_DIR])
     commands.append(adb + ["push", str(root), DEVICE_DIR + "/"])
+    if start:  # -S: stop a running instance first, so the checks run on the new files
+        commands.append(adb + ["shell", "am", "start", "-S", "-n", ACTIVITY])
     return commands
 
 
@@ -85,9 +89,10 @@ def android():
 @click.option("--install", "apk", type=click.Path(dir_okay=False, path_type=Path),
               help="Install (or update) this APK first.")
 @click.option("--serial", "-s", help="Device serial, as adb devices lists it.")
+@click.option("--start", is_flag=True, help="Then (re)start the app on the phone.")
 @click.option("--dry-run", is_flag=True, help="Only print the adb commands.")
-def push(artifact, apk, serial, dry_run):
+def push(artifact, apk, serial, start, dry_run):
     """Push ARTIFACT into the demo app's files directory, printing each adb command."""
-    run_commands(adb_commands(artifact, apk=apk, serial=serial), dry_run=dry_run)
+    run_commands(adb_commands(artifact, apk=apk, serial=serial, start=start), dry_run=dry_run)
     if not dry_run:
         click.echo(f"pushed to {device_path(artifact)}; open 'edgepack demo' on the phone", err=True)

@@ -1,14 +1,20 @@
-"""The Android demo: hand-built APK, JVM tests of its pure logic, and `edgepack android push`.
+"""The Android demo: the hand-built APK with the real engine, JVM tests of its pure logic, and
+`edgepack android push`.
 
-The build and JVM tests install Debian packages with apt on first use (minutes); without apt
-they fail rather than skip.
+The APK is built once per session (build_apk.sh: ~25 s once the tools and the engine are here). On
+a fresh machine it first installs Debian packages with apt and fetches the engine's two npm
+tarballs (250 MB, cached in ~/.cache/edgepack/android); without apt or npm it fails rather than skips.
+The static checks read the APK the way a phone would: the dex (dexdump) and the native libraries
+(readelf) it actually carries.
 """
+import hashlib
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -19,13 +25,18 @@ from edgepack.errors import EdgepackError
 
 DEMO = Path(__file__).resolve().parent.parent / "android_demo"
 APK = DEMO / "build" / "edgepack-demo-debug.apk"
+ABIS = ("arm64-v8a", "x86_64")
+ENGINE_LIBS = {"libonnxruntime-genai-jni.so", "libonnxruntime-genai.so", "libmat.so", "libonnxruntime.so"}
+LICENSES = {"assets/licenses/onnxruntime-genai/LICENSE", "assets/licenses/onnxruntime-genai/ThirdPartyNotices.txt",
+            "assets/licenses/onnxruntime-genai/LICENSE-1DS-ORTGENAI",
+            "assets/licenses/onnxruntime/LICENSE", "assets/licenses/onnxruntime/ThirdPartyNotices.txt"}
 
 
 def _run(cmd, timeout):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=DEMO.parent)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def apk():
     result = _run(["bash", str(DEMO / "build_apk.sh")], timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -42,15 +53,194 @@ def test_build_script_makes_a_signed_launchable_apk(apk):
     assert badging.returncode == 0, badging.stderr
     assert "package: name='org.edgepack.demo'" in badging.stdout
     assert "launchable-activity: name='org.edgepack.demo.MainActivity'" in badging.stdout
-    assert "sdkVersion:'23'" in badging.stdout
+    min_sdk = int(re.search(r"^sdkVersion:'(\d+)'", badging.stdout, re.M).group(1))
+    assert min_sdk >= 24  # what both engine AARs declare
+    assert "native-code: 'arm64-v8a' 'x86_64'" in badging.stdout
 
 
-def test_apk_carries_no_onnxruntime_genai_stubs(apk):
-    classes = DEMO / "build" / "apk" / "classes"
-    names = {p.relative_to(classes).parts[0] for p in classes.iterdir()}
-    assert names == {"org"}
-    listing = _run(["unzip", "-l", str(apk)], timeout=60).stdout
-    assert "classes.dex" in listing and "ai/onnxruntime" not in listing
+def _apk_entries(apk):
+    with zipfile.ZipFile(apk) as z:
+        return {i.filename: i for i in z.infolist()}
+
+
+def _extract(apk, name, dest):
+    with zipfile.ZipFile(apk) as z:
+        path = dest / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(z.read(name))
+    return path
+
+
+@pytest.fixture(scope="session")
+def apk_files(apk, tmp_path_factory):
+    """classes.dex and lib/<abi>/*.so as the APK holds them, extracted once."""
+    dest = tmp_path_factory.mktemp("apk")
+    names = [n for n in _apk_entries(apk) if n == "classes.dex" or n.startswith("lib/")]
+    return {n: _extract(apk, n, dest) for n in names}
+
+
+def test_each_abi_carries_the_four_engine_libraries_compressed(apk):
+    entries = _apk_entries(apk)
+    libs = {n for n in entries if n.startswith("lib/")}
+    assert libs == {f"lib/{abi}/{lib}" for abi in ABIS for lib in ENGINE_LIBS}
+    # Stored compressed and unpacked at install: the manifest must say so, or the phone will not.
+    assert all(entries[n].compress_type == zipfile.ZIP_DEFLATED for n in libs)
+    tree = _run(["aapt", "dump", "xmltree", str(apk), "AndroidManifest.xml"], timeout=60).stdout
+    assert re.search(r"android:extractNativeLibs\(0x010104ea\)=\(type 0x12\)0xffffffff", tree), tree
+
+
+def test_engine_versions_are_the_ones_tested_on_the_desktop(apk_files):
+    """onnxruntime-genai 0.15.2 and onnxruntime 1.29.0: the pair tests/test_genai_phone_engine.py runs."""
+    for abi in ABIS:
+        genai = apk_files[f"lib/{abi}/libonnxruntime-genai.so"].read_bytes()
+        ort = apk_files[f"lib/{abi}/libonnxruntime.so"].read_bytes()
+        assert b"\x000.15.2\x00" in genai
+        assert b"1.29.0" in ort and b"OrtGetApiBase" in ort
+        assert b"libonnxruntime.so" in genai  # genai dlopens it by this name, from the app's lib dir
+
+
+def _dex_natives(dex):
+    """(class, method, signature) of every native method in the dex, from dexdump's listing."""
+    out = _run(["dexdump", str(dex)], timeout=120)
+    assert out.returncode == 0, out.stderr
+    natives, cls, name, sig = [], None, None, None
+    for line in out.stdout.splitlines():
+        if m := re.match(r"\s*Class descriptor\s*:\s*'L(.+);'", line):
+            cls = m.group(1)
+        elif m := re.match(r"\s*name\s*:\s*'(.+)'", line):
+            name = m.group(1)
+        elif m := re.match(r"\s*type\s*:\s*'(.+)'", line):
+            sig = m.group(1)
+        elif re.match(r"\s*access\s*:.*\bNATIVE\b", line):
+            natives.append((cls, name, sig))
+    return natives
+
+
+def _jni_escape(text):
+    """The JNI spec's name mangling: '/' -> '_', '_' -> '_1', ';' -> '_2', '[' -> '_3', else _0xxxx."""
+    out = []
+    for ch in text:
+        if ch == "/":
+            out.append("_")
+        elif ch in "_;[":
+            out.append({"_": "_1", ";": "_2", "[": "_3"}[ch])
+        elif ch.isascii() and ch.isalnum():
+            out.append(ch)
+        else:
+            out.append(f"_0{ord(ch):04x}")
+    return "".join(out)
+
+
+def test_jni_mangling_follows_the_spec():
+    assert _jni_escape("ai/onnxruntime/genai/Model") == "ai_onnxruntime_genai_Model"
+    assert _jni_escape("my_method") == "my_1method"
+    assert _jni_escape("Ljava/lang/String;[I") == "Ljava_lang_String_2_3I"
+    assert _jni_escape("Outer$Inner") == "Outer_00024Inner"
+
+
+def _dynamic_symbols(lib):
+    out = _run(["readelf", "--dyn-syms", "-W", str(lib)], timeout=60)
+    assert out.returncode == 0, out.stderr
+    # Defined (not UND) symbols only: a library that merely imports a name does not provide it.
+    return {f[7].split("@")[0] for f in (line.split() for line in out.stdout.splitlines())
+            if len(f) >= 8 and f[6] != "UND"}
+
+
+def test_every_native_method_in_the_dex_has_its_jni_symbol(apk_files):
+    natives = _dex_natives(apk_files["classes.dex"])
+    genai = [n for n in natives if n[0].startswith("ai/onnxruntime/genai/")]
+    assert len(genai) >= 70, natives
+    used = {"Config.createConfig", "Config.overlay", "Model.createModelFromConfig", "Tokenizer.createTokenizer",
+            "Tokenizer.tokenizerApplyChatTemplate", "Tokenizer.tokenizerEncode", "Generator.createGenerator",
+            "Generator.generateNextTokenNative", "Generator.getSequenceLastToken",
+            "TokenizerStream.tokenizerStreamDecode", "GenAI.setTelemetryNative", "Generator.appendTokens",
+            "Tokenizer.tokenizerGetBosTokenId"}
+    assert used <= {f"{c.rsplit('/', 1)[1]}.{m}" for c, m, _ in genai}  # what GenAiRunner calls
+    assert not [n for n in natives if n[0].startswith("org/edgepack/")]
+    for abi in ABIS:
+        provided = set()
+        for lib in ENGINE_LIBS:
+            provided |= _dynamic_symbols(apk_files[f"lib/{abi}/{lib}"])
+        jni_lib = _dynamic_symbols(apk_files[f"lib/{abi}/libonnxruntime-genai-jni.so"])
+        missing = []
+        for cls, name, sig in natives:
+            short = f"Java_{_jni_escape(cls)}_{_jni_escape(name)}"
+            long = f"{short}__{_jni_escape(sig[1:sig.index(')')])}"
+            where = jni_lib if cls.startswith("ai/onnxruntime/genai/") else provided
+            if short not in where and long not in where:
+                missing.append((cls, name, sig))
+        assert not missing, (abi, missing)
+
+
+def test_dex_holds_the_app_and_the_real_genai_classes(apk_files):
+    out = _run(["dexdump", "-h", str(apk_files["classes.dex"])], timeout=120).stdout
+    classes = set(re.findall(r"Class descriptor\s*:\s*'L(.+);'", out))
+    assert {"org/edgepack/demo/MainActivity", "org/edgepack/demo/GenAiRunner",
+            "org/edgepack/demo/core/EngineSetup"} <= classes
+    assert {"ai/onnxruntime/genai/Model", "ai/onnxruntime/genai/Config", "ai/onnxruntime/genai/Generator",
+            "ai/onnxruntime/genai/Tokenizer", "ai/onnxruntime/genai/TokenizerStream",
+            "ai/onnxruntime/genai/GenAI"} <= classes
+    # libmat.so calls back into its Java HTTP client by name: those classes must be there too.
+    assert "com/microsoft/applications/events/HttpClient" in classes
+    assert not (DEMO / "stubs").exists()
+
+
+def test_licenses_of_both_engine_packages_are_inside(apk):
+    entries = _apk_entries(apk)
+    assert LICENSES <= set(entries)
+    with zipfile.ZipFile(apk) as z:
+        assert b"Copyright (c) Microsoft Corporation" in z.read("assets/licenses/onnxruntime-genai/LICENSE")
+        assert b"MIT License" in z.read("assets/licenses/onnxruntime/LICENSE")
+        assert b"Apache License" in z.read("assets/licenses/onnxruntime-genai/LICENSE-1DS-ORTGENAI")
+
+
+def _load_alignments(lib):
+    out = _run(["readelf", "-l", "-W", str(lib)], timeout=60).stdout
+    return {int(line.split()[-1], 16) for line in out.splitlines() if line.split()[:1] == ["LOAD"]}
+
+
+def test_which_arm64_libraries_have_4k_load_segments(apk_files):
+    """A phone with 16 KB pages cannot map a 4 KB-aligned segment (Android 15+ devices may run such
+    an app in a page-size compatibility mode, or not at all); README.md says what that means."""
+    four_k = {lib for lib in ENGINE_LIBS if min(_load_alignments(apk_files[f"lib/arm64-v8a/{lib}"])) < 0x4000}
+    assert four_k == {"libmat.so"}  # upstream's build; the other three are 16 KB-aligned
+
+
+def test_gradle_uses_the_same_aars_the_fetch_script_unpacked(apk):
+    gradle = (DEMO / "app" / "build.gradle").read_text()
+    aars = re.findall(r"'libs/([\w.-]+\.aar)'", gradle)
+    assert sorted(aars) == ["onnxruntime-genai.aar", "onnxruntime.aar"]
+    assert "implementation files(engineAars)" in gradle and "com.microsoft.onnxruntime:" not in gradle
+    assert re.search(r"^\s*minSdk 24\b", gradle, re.M) and "useLegacyPackaging true" in gradle
+    # The APK's libraries are the AARs' own bytes.
+    with zipfile.ZipFile(apk) as z_apk:
+        for aar, lib in (("onnxruntime-genai.aar", "libmat.so"), ("onnxruntime.aar", "libonnxruntime.so")):
+            with zipfile.ZipFile(DEMO / "app" / "libs" / aar) as z_aar:
+                for abi in ABIS:
+                    assert (hashlib.sha256(z_aar.read(f"jni/{abi}/{lib}")).digest()
+                            == hashlib.sha256(z_apk.read(f"lib/{abi}/{lib}")).digest())
+
+
+def test_no_engine_binary_is_tracked_by_git(apk):
+    tracked = _run(["git", "ls-files", "android_demo"], timeout=60).stdout.splitlines()
+    assert tracked and not [t for t in tracked if re.search(r"\.(so|aar|jar|apk|dex|tgz)$", t)]
+    ignored = _run(["git", "check-ignore", "android_demo/app/libs/onnxruntime.aar",
+                    "android_demo/app/src/main/assets/licenses/onnxruntime/LICENSE", str(apk)], timeout=60)
+    assert len(ignored.stdout.splitlines()) == 3, ignored.stdout + ignored.stderr
+
+
+def test_fetch_refuses_a_cached_tarball_with_the_wrong_sha256(tmp_path):
+    """The pins are enforced on every run, before anything in app/ is replaced."""
+    (tmp_path / "android").mkdir()
+    (tmp_path / "android" / "com.github.asus4.onnxruntime-genai-0.4.9.tgz").write_bytes(b"not the engine")
+    libs_before = sorted((DEMO / "app" / "libs").iterdir()) if (DEMO / "app" / "libs").exists() else []
+    result = subprocess.run(["bash", str(DEMO / "fetch_engine.sh")], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, EDGEPACK_CACHE=str(tmp_path)))
+    assert result.returncode != 0
+    assert "com.github.asus4.onnxruntime-genai-0.4.9.tgz has sha256 " in result.stderr
+    assert "expected 80d03d6afe24dbf6bcde5bfcf424b26c9a2a4161a495e2dc71ac2e08288e7af4" in result.stderr
+    after = sorted((DEMO / "app" / "libs").iterdir()) if (DEMO / "app" / "libs").exists() else []
+    assert after == libs_before
 
 
 def test_jvm_unit_tests_pass():
@@ -106,6 +296,20 @@ def test_dry_run_prints_the_exact_adb_commands(tmp_path, fake_adb):
         f"adb -s emulator-5554 install -r '{apk_file}'",
         "adb -s emulator-5554 shell mkdir -p /sdcard/Android/data/org.edgepack.demo/files",
         f"adb -s emulator-5554 push {art} /sdcard/Android/data/org.edgepack.demo/files/",
+    ]
+    assert fake_adb() == []
+
+
+def test_dry_run_with_the_built_apk_and_start(apk, tmp_path, fake_adb):
+    """What the README tells a phone owner to run, with the APK build_apk.sh made."""
+    art = _artifact(tmp_path)
+    result = CliRunner().invoke(android, ["push", str(art), "--install", str(apk), "--start", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"adb install -r {apk}",
+        "adb shell mkdir -p /sdcard/Android/data/org.edgepack.demo/files",
+        f"adb push {art} /sdcard/Android/data/org.edgepack.demo/files/",
+        "adb shell am start -S -n org.edgepack.demo/.MainActivity",
     ]
     assert fake_adb() == []
 

@@ -3,6 +3,8 @@ package org.edgepack.demo;
 import java.io.File;
 import java.util.concurrent.atomic.AtomicBoolean;
 
+import ai.onnxruntime.genai.Config;
+import ai.onnxruntime.genai.GenAI;
 import ai.onnxruntime.genai.GenAIException;
 import ai.onnxruntime.genai.Generator;
 import ai.onnxruntime.genai.GeneratorParams;
@@ -11,7 +13,16 @@ import ai.onnxruntime.genai.Sequences;
 import ai.onnxruntime.genai.Tokenizer;
 import ai.onnxruntime.genai.TokenizerStream;
 
-/** The onnxruntime-genai loop: one model and tokenizer, one answer at a time, on a worker thread. */
+import org.edgepack.demo.core.ArtifactVerifier;
+import org.edgepack.demo.core.EngineSetup;
+import org.edgepack.demo.core.PromptFormat;
+
+/**
+ * The onnxruntime-genai loop (0.15.2, packaged in the APK): one model and tokenizer, one answer at
+ * a time, on a worker thread. The same calls as tests/test_genai_phone_engine.py makes on the
+ * desktop with the same engine version: Config + overlay, Model, Tokenizer, applyChatTemplate with
+ * the manifest's template, encode (+ BOS by edgepack's rule), Generator, TokenizerStream.
+ */
 final class GenAiRunner implements AutoCloseable {
 
     /** Receives each decoded piece as it is generated (on the worker thread). */
@@ -23,28 +34,85 @@ final class GenAiRunner implements AutoCloseable {
 
     private final Model model;
     private final Tokenizer tokenizer;
+    private final String chatTemplate;
+    private final PromptFormat fallback;
+    private final boolean addBos;
+    private final int bosId;
+    /** "chat template" when genai renders the manifest's template, else the fallback's name. */
+    final String promptFormat;
 
-    /** Loads the onnx folder (model.onnx, genai_config.json, tokenizer files). */
-    GenAiRunner(File onnxFolder) throws GenAIException {
-        model = new Model(onnxFolder.getAbsolutePath());
-        Tokenizer t;
+    /**
+     * Loads the onnx folder (model.onnx, genai_config.json, tokenizer files) with threads intra-op
+     * threads. Throws UnsatisfiedLinkError when the native libraries cannot load on this phone.
+     */
+    GenAiRunner(File onnxFolder, int threads, String chatTemplate) throws GenAIException {
+        GenAI.setTelemetry(false);  // loads the native libraries first; the app sends nothing anywhere
+        Config config = new Config(onnxFolder.getAbsolutePath());
         try {
-            t = new Tokenizer(model);
+            config.overlay(EngineSetup.configOverlay(threads));
+            model = new Model(config);
+        } finally {
+            config.close();
+        }
+        try {
+            tokenizer = new Tokenizer(model);
         } catch (GenAIException e) {
             model.close();
             throw e;
         }
-        tokenizer = t;
+        this.chatTemplate = chatTemplate;
+        addBos = EngineSetup.addsBos(readOrNull(new File(onnxFolder, "tokenizer_config.json")),
+                new File(onnxFolder, "tokenizer.model").isFile());
+        bosId = tokenizer.getBosTokenId();
+        fallback = PromptFormat.fromChatTemplate(chatTemplate);
+        promptFormat = renders(chatTemplate) ? "chat template" : fallback.name;
     }
 
-    /** Streams the answer to prompt until the model stops, MAX_NEW_TOKENS, or stop is set. */
-    void generate(String prompt, AtomicBoolean stop, Listener listener) throws GenAIException {
-        try (Sequences input = tokenizer.encode(prompt);
-             GeneratorParams params = new GeneratorParams(model)) {
-            params.setSearchOption("max_length", input.getSequence(0).length + MAX_NEW_TOKENS);
+    private static String readOrNull(File file) {
+        try {
+            return ArtifactVerifier.readUtf8(file);
+        } catch (java.io.IOException e) {
+            return null;
+        }
+    }
+
+    /** Whether genai's template engine renders this template (probed once at load). */
+    private boolean renders(String template) {
+        if (template.isEmpty()) {
+            return false;
+        }
+        try {
+            return !tokenizer.applyChatTemplate(template, EngineSetup.userMessages("Hi"), null, true).isEmpty();
+        } catch (GenAIException e) {
+            return false;
+        }
+    }
+
+    /** The prompt as the model was trained to see it; the template string must not be null (JNI). */
+    String chatPrompt(String userText) throws GenAIException {
+        if (promptFormat.equals("chat template")) {
+            return tokenizer.applyChatTemplate(chatTemplate, EngineSetup.userMessages(userText), null, true);
+        }
+        return fallback.apply(userText);
+    }
+
+    /** Stop strings of the recognised chat format (genai already stops at the eos tokens). */
+    java.util.List<String> stopStrings() {
+        return fallback.stopStrings;
+    }
+
+    /** Streams the answer to userText until the model stops, MAX_NEW_TOKENS, or stop is set. */
+    void generate(String userText, AtomicBoolean stop, Listener listener) throws GenAIException {
+        int[] ids;
+        try (Sequences input = tokenizer.encode(chatPrompt(userText))) {
+            ids = EngineSetup.withBos(input.getSequence(0), bosId, addBos);
+        }
+        try (GeneratorParams params = new GeneratorParams(model)) {
+            params.setSearchOption("max_length", ids.length + MAX_NEW_TOKENS);
+            params.setSearchOption("do_sample", false);
             try (Generator generator = new Generator(model, params);
                  TokenizerStream stream = tokenizer.createStream()) {
-                generator.appendTokenSequences(input);
+                generator.appendTokens(ids);
                 while (!generator.isDone() && !stop.get()) {
                     generator.generateNextToken();
                     listener.onPiece(stream.decode(generator.getLastTokenInSequence(0)));

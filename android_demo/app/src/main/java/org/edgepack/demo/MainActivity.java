@@ -1,10 +1,16 @@
 package org.edgepack.demo;
 
 import android.app.Activity;
+import android.app.ActivityManager;
+import android.content.Context;
 import android.graphics.Color;
+import android.os.Build;
 import android.os.Bundle;
+import android.os.Handler;
+import android.os.Looper;
 import android.os.SystemClock;
 import android.text.InputType;
+import android.util.Log;
 import android.util.TypedValue;
 import android.view.View;
 import android.widget.Button;
@@ -23,22 +29,27 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import org.edgepack.demo.core.ArtifactException;
 import org.edgepack.demo.core.ArtifactManifest;
 import org.edgepack.demo.core.ArtifactVerifier;
-import org.edgepack.demo.core.PromptFormat;
+import org.edgepack.demo.core.EngineSetup;
 import org.edgepack.demo.core.StreamAssembler;
 import org.edgepack.demo.core.StreamStats;
 
 /**
  * One screen: find the artifact pushed into the app's external files directory, check every file
  * against edgepack.json, load it with onnxruntime-genai, then stream answers with live tokens/s
- * and the ratio to human speech. All model work runs on one worker thread.
+ * and the ratio to human speech. All model work runs on one worker thread. Every failure ends as
+ * one message: no artifact pushed, a missing/partial/corrupt file, not enough memory, the engine's
+ * libraries not loading, or genai's own load error text.
  */
 public class MainActivity extends Activity {
 
+    /** logcat tag: adb logcat -s edgepack (android_demo/README.md). */
+    static final String TAG = "edgepack";
     private static final int ERROR_COLOR = Color.rgb(0xB0, 0x00, 0x20);
     private static final long PROGRESS_EVERY_MS = 250;
 
     private final ExecutorService worker = Executors.newSingleThreadExecutor();
     private final AtomicBoolean stop = new AtomicBoolean();
+    private final Handler ui = new Handler(Looper.getMainLooper());
 
     private TextView statusView;
     private EditText promptView;
@@ -50,7 +61,6 @@ public class MainActivity extends Activity {
 
     // Owned by the worker thread.
     private GenAiRunner runner;
-    private PromptFormat format = PromptFormat.RAW;
 
     @Override
     protected void onCreate(Bundle savedInstanceState) {
@@ -133,8 +143,13 @@ public class MainActivity extends Activity {
         return root;
     }
 
-    /** Worker thread: locate, verify, load. Every failure ends as one message on screen. */
+    /** Worker thread: locate, verify, check memory, load. Every failure ends as one message on screen. */
     private void load(File dir) {
+        if (dir == null) {
+            showError("The app's storage (Android/data/" + getPackageName() + "/files) is not available. "
+                    + "Check that the phone's shared storage is mounted, then reopen the app.");
+            return;
+        }
         List<File> found = ArtifactVerifier.findArtifacts(dir);
         if (found.isEmpty()) {
             showError("No artifact found in " + dir + ".\n\nPush one from your computer:\n"
@@ -143,9 +158,10 @@ public class MainActivity extends Activity {
         }
         final File root = found.get(0);
         String others = found.size() > 1 ? " (newest of " + found.size() + ")" : "";
+        ArtifactManifest manifest;
         try {
             showStatus("Checking " + root.getName() + others + " against edgepack.json\u2026");
-            ArtifactManifest manifest = ArtifactVerifier.verify(root, new ArtifactVerifier.Progress() {
+            manifest = ArtifactVerifier.verify(root, new ArtifactVerifier.Progress() {
                 private long lastShown;
 
                 @Override
@@ -158,23 +174,76 @@ public class MainActivity extends Activity {
                     }
                 }
             });
-            format = PromptFormat.fromChatTemplate(manifest.chatTemplate);
-            String name = manifest.modelName.isEmpty() ? root.getName() : manifest.modelName;
-            showStatus("Loading " + name + " (" + manifest.onnxFiles.size() + " files verified, "
-                    + manifest.totalBytes() / (1024 * 1024) + " MiB)\u2026");
-            runner = new GenAiRunner(new File(root, manifest.onnxPath));
-            showReady(name + " from " + root.getName() + others + ": " + manifest.onnxFiles.size()
-                    + " files verified, prompt format " + format.name + ", edgepack "
-                    + manifest.edgepackVersion);
         } catch (ArtifactException e) {
             showError(e.getMessage());
-        } catch (LinkageError e) {
-            // The hand-built APK (build_apk.sh) carries no onnxruntime-genai: only the check above runs.
-            showError("The artifact checks out, but onnxruntime-genai is not in this APK ("
-                    + e.getClass().getSimpleName() + "). Build the app with Android Studio to run it.");
+            return;
         } catch (Exception e) {
-            showError("Could not load the artifact: " + e);
+            showError("Could not read the artifact: " + e);
+            return;
         }
+        String name = manifest.modelName.isEmpty() ? root.getName() : manifest.modelName;
+        String memory = EngineSetup.notEnoughMemory(EngineSetup.memoryNeeded(manifest.totalBytes()), availableMemory());
+        if (memory != null) {
+            showError(memory);
+            return;
+        }
+        int threads = EngineSetup.threads(Runtime.getRuntime().availableProcessors());
+        String loading = "Loading " + name + " into onnxruntime-genai (" + manifest.totalBytes() / (1024 * 1024)
+                + " MiB, " + threads + " threads)";
+        AtomicBoolean ticking = startTicker(loading);
+        long loadStart = SystemClock.uptimeMillis();
+        String failure = null;
+        try {
+            runner = new GenAiRunner(new File(root, manifest.onnxPath), threads, manifest.chatTemplate);
+        } catch (OutOfMemoryError e) {
+            failure = EngineSetup.loadFailure("out of memory (" + e.getMessage() + ")");
+        } catch (UnsatisfiedLinkError e) {
+            failure = "onnxruntime-genai's native libraries did not load on this phone (" + abi() + "): "
+                    + e.getMessage() + "\n\nThis APK carries them for arm64-v8a and x86_64. On a phone "
+                    + "with 16 KB memory pages, libmat.so (4 KB-aligned upstream) may not load.";
+        } catch (Exception e) {
+            failure = EngineSetup.loadFailure(e.getMessage());
+        } finally {
+            ticking.set(false);  // before any message below is posted: no tick can overwrite it
+        }
+        if (failure != null) {
+            showError(failure);
+            return;
+        }
+        Log.i(TAG, String.format(Locale.ROOT, "loaded %s in %.2f s (%s, onnxruntime-genai, %d threads)",
+                root, (SystemClock.uptimeMillis() - loadStart) / 1000.0, abi(), threads));
+        showReady(name + " from " + root.getName() + others + ": " + manifest.onnxFiles.size()
+                + " files verified, prompt format " + runner.promptFormat + ", " + threads
+                + " threads, edgepack " + manifest.edgepackVersion);
+    }
+
+    /** Shows message with the seconds elapsed, every 250 ms, until the returned flag is cleared. */
+    private AtomicBoolean startTicker(final String message) {
+        final long start = SystemClock.uptimeMillis();
+        final AtomicBoolean ticking = new AtomicBoolean(true);
+        ui.post(new Runnable() {
+            @Override
+            public void run() {
+                if (!ticking.get()) {
+                    return;
+                }
+                double s = (SystemClock.uptimeMillis() - start) / 1000.0;
+                setStatus(String.format(Locale.ROOT, "%s\u2026 %.1f s", message, s), false);
+                ui.postDelayed(this, PROGRESS_EVERY_MS);
+            }
+        });
+        return ticking;
+    }
+
+    private long availableMemory() {
+        ActivityManager am = (ActivityManager) getSystemService(Context.ACTIVITY_SERVICE);
+        ActivityManager.MemoryInfo info = new ActivityManager.MemoryInfo();
+        am.getMemoryInfo(info);
+        return info.availMem;
+    }
+
+    private static String abi() {
+        return Build.SUPPORTED_ABIS.length > 0 ? Build.SUPPORTED_ABIS[0] : "unknown ABI";
     }
 
     private void startAnswer(final String prompt) {
@@ -195,11 +264,11 @@ public class MainActivity extends Activity {
 
     /** Worker thread: one answer, streamed piece by piece to the screen. */
     private void answer(String prompt) {
-        final StreamAssembler assembler = new StreamAssembler(format.stopStrings);
+        final StreamAssembler assembler = new StreamAssembler(runner.stopStrings());
         final StreamStats stats = new StreamStats(System.nanoTime());
         String error = null;
         try {
-            runner.generate(format.apply(prompt), stop, new GenAiRunner.Listener() {
+            runner.generate(prompt, stop, new GenAiRunner.Listener() {
                 @Override
                 public void onPiece(String piece) {
                     String visible = assembler.add(piece);
@@ -211,11 +280,14 @@ public class MainActivity extends Activity {
                 }
             });
         } catch (Exception e) {
-            error = "Generation failed: " + e;
+            error = "Generation failed: " + e.getMessage();
+        } catch (OutOfMemoryError e) {
+            error = "Generation ran out of memory: close other apps, or ask for a shorter answer.";
         }
         String rest = assembler.finish();
         stats.onText(rest);
         showPiece(rest, stats.summary() + (stop.get() && !assembler.stopped() ? " \u00b7 stopped" : ""));
+        Log.i(TAG, "answer: " + stats.summary() + (error == null ? "" : " \u00b7 " + error));
         final String failure = error;
         runOnUiThread(new Runnable() {
             @Override
@@ -261,6 +333,7 @@ public class MainActivity extends Activity {
     }
 
     private void showError(final String message) {
+        Log.e(TAG, message);
         runOnUiThread(new Runnable() {
             @Override
             public void run() {

@@ -170,7 +170,7 @@ public final class ArtifactVerifier {
         return new String(out);
     }
 
-    private static String readUtf8(File file) throws IOException {
+    public static String readUtf8(File file) throws IOException {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         byte[] buffer = new byte[8192];
         InputStream in = new FileInputStream(file);

@@ -1,9 +1,0 @@
-// Compile-only stub for build_apk.sh: never packaged, never run. The real class comes from
-// com.microsoft.onnxruntime:onnxruntime-genai-android (see app/build.gradle).
-package ai.onnxruntime.genai;
-
-public class GenAIException extends Exception {
-    public GenAIException(String message) {
-        super(message);
-    }
-}
