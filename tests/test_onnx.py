@@ -162,6 +162,8 @@ def chat_ids(demo_int4):
 
 
 def test_genai_loads_int4_folder_and_greedy_matches_onnx_backend(demo_int4, chat_ids):
+    """Whole greedy sequences may be compared here: genai and OnnxBackend run the same onnxruntime on
+    the same graph, so every CPU gives both the same kernels (and roundings)."""
     import onnxruntime_genai as og
 
     out, _ = demo_int4
