@@ -169,7 +169,8 @@ def format_artifact(info):
         fid = a.get("fidelity")
         if fid:
             lines.append(f"      fidelity: ppl {fid['ppl']:.2f} vs float {fid['float_ppl']:.2f} "
-                         f"({fid['ppl_increase_pct']:+.1f}%), top-1 {100 * fid['top1_agreement']:.1f}%, KL {fid['mean_kl']:.4f}")
+                         f"({fid['ppl_increase_pct']:+.1f}%), top-1 {100 * fid['top1_agreement']:.1f}%, KL {fid['mean_kl']:.4f}"
+                         f" on {fid['tokens']} tokens" + (f" (windows of {fid['window']})" if fid.get("window") else ""))
     for r in info["memory_by_context"]:
         fits = ", ".join(f"{g} GB" for g in r["fits_phone_ram_gb"]) or "none"
         over = (f" + runtime {human_bytes(r['runtime_overhead_bytes'])} measured" if r.get("overhead_measured")
