@@ -244,7 +244,8 @@ def test_stats_summary_has_exactly_the_interface_keys(sp_tok):
     m = Model(FakeBackend(script=sp_tok.encode("one two three four", add_bos=False) + [2]), sp_tok)
     s = m.complete(ids=[1], max_new_tokens=20).summary()
     assert list(s) == ["text", "tokens", "ttft_s", "prefill_tok_s", "decode_tok_s", "words_per_s",
-                       "cjk_chars_per_s", "speech_ratio", "backend"]
+                       "cjk_chars_per_s", "speech_ratio", "backend", "drafted_tokens", "accepted_tokens",
+                       "verify_steps"]
     assert s["text"] == "one two three four" and s["backend"] == "fake" and s["decode_tok_s"] > 0
     assert s["words_per_s"] > 0 and s["cjk_chars_per_s"] == 0
     json.dumps(s)

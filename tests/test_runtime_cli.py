@@ -13,7 +13,7 @@ from edgepack.runtime import Backend, Model
 from edgepack.tokenizer import load_tokenizer
 
 JSON_KEYS = ["text", "tokens", "ttft_s", "prefill_tok_s", "decode_tok_s", "words_per_s", "cjk_chars_per_s",
-             "speech_ratio", "backend"]
+             "speech_ratio", "backend", "drafted_tokens", "accepted_tokens", "verify_steps"]
 
 
 def cli(*args, stdin=None):
