@@ -70,7 +70,8 @@ def summarise(report):
         s[kind] = {"prompts": len(entries), "speedup_geomean": round(geomean(sp), 3), "speedup_min": min(sp),
                    "speedup_max": max(sp), "acceptance_rate_mean": round(sum(x["acceptance_rate"] for x in entries) / len(entries), 3)}
         if label == "edgepack+lookup/gguf":
-            s[kind]["vs_llama_cpp_lookup_geomean"] = round(geomean([x.get("vs_llama_cpp_lookup") for x in entries]), 3)
+            g = geomean([x.get("vs_llama_cpp_lookup") for x in entries])
+            s[kind]["vs_llama_cpp_lookup_geomean"] = round(g, 3) if g else None
     return {"by_engine": summary, "per_prompt": per_prompt}
 
 
@@ -92,6 +93,7 @@ def main():
                          prompts=a.prompts.split(",") if a.prompts else None, reference=False,
                          progress=lambda e, p, k, n: print(f"{e} · {p} · run {k} of {n}", file=sys.stderr, flush=True),
                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    Path(a.out).write_text(json.dumps({"report": report}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     out = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
            "note": "shared machine: other engineers ran tests at the same time (load averages recorded); compare the "
                    "ratios within this run, never absolute tok/s across runs",

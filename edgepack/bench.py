@@ -505,8 +505,11 @@ class LlamaCppEngine(_Engine):
 
             draft = _CountingDraft(LlamaPromptLookupDecoding())  # its defaults: max_ngram_size 2, 10 tokens
         self.draft = draft
+        # logits_all=True with a draft model: llama-cpp-python 0.3.36 sizes its scores buffer from the argument
+        # (n_batch rows without it) though a draft model turns logits_all on, and crashes past n_batch tokens
         self.llm = self.llama_cpp.Llama(model_path=self.spec["path"], n_ctx=self.spec["n_ctx"], n_threads=th,
-                                        n_threads_batch=th, n_batch=512, verbose=False, draft_model=draft)
+                                        n_threads_batch=th, n_batch=512, verbose=False, draft_model=draft,
+                                        logits_all=draft is not None)
         self.detail = {"n_threads": th, "n_batch": 512, "use_extra_bufts": extra}
         if draft is not None:
             self.detail["draft_model"] = {"class": "LlamaPromptLookupDecoding", "max_ngram_size": draft.inner.max_ngram_size,

@@ -295,6 +295,27 @@ def test_fp32_identical_across_rollback_and_a_chat_turn(tiny32, backend, monkeyp
         assert 0 < s2.accepted_tokens < s2.drafted_tokens
 
 
+@pytest.mark.parametrize("backend", ["onnx", "gguf"])
+def test_cli_run_json_counts_drafts_and_no_speculate_is_the_same_text(tiny32, backend):
+    import json
+    import subprocess
+
+    def run(*extra):
+        r = subprocess.run([sys.executable, "-m", "edgepack", "run", str(tiny32), "-p", "hello world, hello world",
+                            "--max-tokens", "40", "--threads", "1", "--backend", backend, "--json", *extra],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    on, off = run(), run("--no-speculate")
+    assert on["text"] == off["text"] and on["tokens"] == off["tokens"] == 40  # fp32: the same text
+    assert off["drafted_tokens"] == off["accepted_tokens"] == off["verify_steps"] == 0
+    assert on["drafted_tokens"] >= on["accepted_tokens"] > 0  # the tiny model repeats itself: drafts pay
+    r = subprocess.run([sys.executable, "-m", "edgepack", "chat", str(tiny32), "--max-tokens", "4", "--threads", "1",
+                        "--backend", backend, "--no-speculate"], input="hi\n", capture_output=True, text=True)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 1, r.stderr
+
+
 def chi2_homogeneity(a, b, min_count=5):
     """Pearson's two-sample chi-square statistic and degrees of freedom over categories (rare ones pooled)."""
     from collections import Counter
