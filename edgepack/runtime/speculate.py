@@ -35,11 +35,11 @@ import time
 
 MAX_K = 8  # longest draft verified in one forward
 MAX_NGRAM = 3  # longest n-gram looked up
-MIN_GAIN = 1.05  # draft only when the expected tokens/s beat plain decoding by 5%
+MIN_GAIN = 1.1  # draft only when the expected tokens/s beat plain decoding by 10%
 DECAY = 0.95  # weight of older draft outcomes (half-life ~14 drafted tokens)
 COST_DECAY = 0.8  # weight of older timings of a forward
 PRIOR_SLOPE = 0.15  # assumed extra cost per drafted token until one k > 0 has been timed
-PRIOR = {3: 0.5, 2: 0.35, 1: 0.15}  # acceptance assumed per n-gram length before any draft was scored
+PRIOR = {3: 0.4, 2: 0.25, 1: 0.1}  # acceptance assumed per n-gram length before any draft was scored
 PRIOR_TRIALS = 2.0  # ... held with the weight of this many scored tokens
 
 
