@@ -1,6 +1,7 @@
 """Prompt-lookup speculation on the demo model: decode tok/s with and without, grounded and open-ended prompts.
 
-    python benchmarks/bench_speculate.py ARTIFACT [--threads 2] [--runs 4] [--tokens 64]
+    python -m edgepack export --int4 --fidelity-tokens 0 --threads 2 --out /tmp/w17/demo   # the demo artifact
+    python benchmarks/bench_speculate.py /tmp/w17/demo [--threads 2] [--runs 4] [--tokens 64]
 
 A driver over `edgepack bench` (edgepack/bench.py: one fresh subprocess per engine, an unrecorded warm-up,
 then the engines take turns on each prompt, in reverse order every other round, so the drift of a shared

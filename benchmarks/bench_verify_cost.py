@@ -90,9 +90,9 @@ def project(table, demo):
                             "demo_mean_accepted_length": round(r["mean_accepted_length"], 2),
                             "mean_draft_length": round(k_mean, 2), "verifies_per_token": round(verifies / decode_tokens, 3),
                             "demo_measured_speedup": round(r["speedup_vs_plain"], 3),
-                            "projected_2b_speedup": round(decode_tokens / time_units, 3)}
-    sp = [v["projected_2b_speedup"] for v in out.values()]
-    return {"per_prompt": out, "projected_2b_speedup_geomean": round(math.exp(sum(map(math.log, sp)) / len(sp)), 3) if sp else None}
+                            "projected_speedup": round(decode_tokens / time_units, 3)}
+    sp = [v["projected_speedup"] for v in out.values()]
+    return {"per_prompt": out, "projected_speedup_geomean": round(math.exp(sum(map(math.log, sp)) / len(sp)), 3) if sp else None}
 
 
 def main():

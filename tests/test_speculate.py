@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgepack.runtime import Backend, Model, Stats, generate
+from edgepack.runtime import Backend, Stats, generate
 from edgepack.runtime import speculate
 from edgepack.runtime.sampler import Sampler, SamplingParams
 from edgepack.runtime.speculate import Controller, Drafter
@@ -20,8 +20,8 @@ from edgepack.testmodels import train_sentencepiece
 from edgepack.tokenizer import load_tokenizer
 
 # The int4 guarantee: a (1 + k)-token verify runs batched kernels whose rounding differs from the one-token
-# kernel's (measured on the demo model: up to ~0.8 logits for onnxruntime's MatMulNBits, 0 for llama.cpp's
-# Q4_0 here). So: every token the speculative loop emits is the one-token-kernel argmax of its context
+# kernel's (on the demo model up to 0.8 logits for onnxruntime's MatMulNBits: benchmarks/results/
+# verify_cost_demo.json). So: every token the speculative loop emits is the one-token-kernel argmax of its context
 # wherever that argmax leads the runner-up by more than INT4_MARGIN logits. (Hence the whole reply equals
 # plain greedy up to the first step with a smaller lead.)
 INT4_MARGIN = 2.0
