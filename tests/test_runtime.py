@@ -266,14 +266,6 @@ def tiny_art(tiny_dir, tmp_path_factory):
                   fidelity_tokens=0, threads=2)
 
 
-@pytest.fixture(scope="module")
-def demo_art(tmp_path_factory):
-    from edgepack.export import export
-
-    return export("demo", out=tmp_path_factory.mktemp("art") / "demo", formats=("onnx", "gguf"),
-                  fidelity_tokens=0, threads=2)
-
-
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "List three prime numbers."]
 
 

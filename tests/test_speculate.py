@@ -361,14 +361,6 @@ def test_sampling_with_speculation_keeps_the_distribution(tiny32, backend):
 
 # --- int4: the stated guarantee on the demo model ----------------------------------------------
 
-@pytest.fixture(scope="module")
-def demo_art(tmp_path_factory):
-    from edgepack.export import export
-
-    return export("demo", out=tmp_path_factory.mktemp("spec") / "demo", formats=("onnx", "gguf"),
-                  fidelity_tokens=0, threads=2, method="rtn")
-
-
 GROUNDED = ["Repeat this sentence exactly: The lighthouse stood on a rock at the mouth of the harbour.",
             "Fix the typo and return the code: def add(a, b):\n    retrun a + b\n"]
 
