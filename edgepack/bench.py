@@ -12,6 +12,16 @@ template, applied once, outside any timer):
     onnxruntime-genai   onnx   its native Generator loop (greedy) on the same ONNX folder
     llama.cpp           gguf   llama_cpp.Llama.generate (its own eval + greedy sampler) on the same GGUF
     torch-reference     fp32   edgepack's float reference on the source checkpoint (manifest source_path)
+    edgepack+lookup     onnx   edgepack's loop with prompt-lookup speculation (runtime/speculate.py, adaptive k)
+    edgepack+lookup     gguf   the same over the GGUF file
+    llama.cpp+lookup    gguf   llama-cpp-python's own prompt lookup (Llama(draft_model=LlamaPromptLookupDecoding()),
+                               its defaults: 2-gram, 10 tokens per draft, always on), the peer
+
+Prompts are grounded (the answer copies spans of the prompt: summarise, rewrite, extract, code edit, English
+and Chinese, built from the lighthouse story below and a code sample of CPython's pydoc_data.topics) or
+open-ended (the short questions). Speculation rows report drafted and accepted tokens, the acceptance
+rate (accepted / drafted), the mean accepted length (accepted per verify) and speedup_vs_plain (decode
+tok/s ÷ the same engine without speculation, same prompt, same run). `--no-speculate` leaves them out.
 
 Every engine runs in its own fresh subprocess (`python -m edgepack.bench --worker`, driven over a pipe),
 so its peak RSS (ru_maxrss) is its own: interpreter, libraries, weights, KV cache, buffers. The engines
@@ -51,7 +61,9 @@ N_CTX = 1024  # every engine gets the same context size
 
 # (engine, backend, artifact format it reads or None for the source checkpoint)
 ENGINES = (("edgepack", "onnx", "onnx"), ("onnxruntime-genai", "onnx", "onnx"),
-           ("edgepack", "gguf", "gguf"), ("llama.cpp", "gguf", "gguf"), ("torch-reference", "fp32", None))
+           ("edgepack", "gguf", "gguf"), ("llama.cpp", "gguf", "gguf"), ("torch-reference", "fp32", None),
+           ("edgepack+lookup", "onnx", "onnx"), ("edgepack+lookup", "gguf", "gguf"), ("llama.cpp+lookup", "gguf", "gguf"))
+LOOKUP = "+lookup"  # the suffix of an engine that drafts from the prompt; the engine without it is its plain self
 
 _EN_LONG = (
     "The lighthouse stood on a rock at the mouth of the harbour for more than two hundred years. Its keepers "
@@ -70,18 +82,46 @@ _ZH_LONG = (
     "从西边驶来的船只，远在看见海岸之前就开始寻找它的光束，渔民们也靠它来安排返航的时间。暴风雨的夜里，守塔人轮流值班，"
     "把风向、浪高和每一艘经过的船都记在一本厚厚的日志里。灯塔最终实现自动化之后，最后一位守塔人锁上门，把钥匙交给港务长，"
     "搬到了镇上的一间小屋，每天晚上他仍然能看见光束扫过海面。\n\n请用几句话概括这个故事，然后解释灯塔为什么会实现自动化。")
+_EN_STORY, _ZH_STORY = _EN_LONG.split("\n\n")[0], _ZH_LONG.split("\n\n")[0]
+
+
+def _code_sample():
+    """A short function from CPython's own reference text (pydoc_data.topics, as edgepack.texts)."""
+    import textwrap
+
+    from pydoc_data.topics import topics
+
+    text = topics.get("function", "")
+    start = text.find("   def whats_on_the_telly")
+    if start < 0:  # another CPython's topics: the first indented block with a def and a return
+        import re
+
+        m = next((m for t in topics.values() for m in re.finditer(r"\n((?:   [^\n]*\n){3,12})", t)
+                  if "def " in m.group(1) and "return" in m.group(1)), None)
+        return textwrap.dedent(m.group(1)) if m else "def add(a, b):\n    return a + b\n"
+    end = text.find("\n\n", start)
+    return textwrap.dedent(text[start:end]) + "\n"
+
+
 PROMPTS = {  # name -> user message (the chat template is applied)
     "en-short": "Explain why the sky is blue.",
     "en-long": _EN_LONG,
     "zh-short": "请解释天空为什么是蓝色的。",
     "zh-long": _ZH_LONG,
+    "en-rewrite": _EN_STORY + "\n\nRewrite the text above, word for word, but replace every \"keepers\" with \"guards\".",
+    "en-extract": _EN_STORY + "\n\nQuote, word for word, the three sentences of the text above that say what the lamp burned.",
+    "en-code": "Rename the parameter penguin to bird everywhere in this function and return the whole function:\n\n"
+               + _code_sample(),
+    "zh-rewrite": _ZH_STORY + "\n\n请逐字复述上面的文字，只把其中的“守塔人”都换成“看守”。",
+    "zh-extract": _ZH_STORY + "\n\n请逐字引用上文中说明灯里烧什么的句子。",
 }
+OPEN_ENDED = ("en-short", "zh-short")  # every other prompt is grounded: its answer copies from the prompt
 
 
 # -- the library entry point ---------------------------------------------------------------------
 
 def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_tokens=64, prompts=None,
-          engines=None, reference=True, n_ctx=N_CTX, progress=None, log=None):
+          engines=None, reference=True, n_ctx=N_CTX, progress=None, log=None, speculate=True):
     """Benchmark an artifact folder (None: the demo model's default artifact, exported if missing).
 
     Returns the report: {"machine", "settings", "results": [one record per engine and prompt], "skipped"}.
@@ -119,7 +159,7 @@ def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_to
         log(f"warning: load average {machine['load_average_at_start'][0]:.1f} on {machine['cores_logical']} cores: other "
             "processes compete with the bench; llama.cpp's spinning thread pool slows down most when they do")
     settings = {"device": device, "threads": threads, "runs": runs, "warmup_runs": warmup, "new_tokens": new_tokens,
-                "n_ctx": n_ctx, "sampling": "greedy; end-of-sequence ignored (fixed tg length)",
+                "n_ctx": n_ctx, "sampling": "greedy; end-of-sequence ignored (fixed tg length)", "speculate": speculate,
                 "artifact": str(root), "model": m["model"]["name"],
                 "prompts": {p: {"text": texts[p], "prompt_tokens": len(prompt_ids[p]), "truncated": texts[p] != PROMPTS[p]}
                             for p in names},
@@ -133,6 +173,8 @@ def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_to
     for engine, backend, fmt in ENGINES:
         label = f"{engine}/{backend}"
         if wanted is not None and engine not in wanted and label not in wanted:
+            continue
+        if engine.endswith(LOOKUP) and not speculate:
             continue
         if fmt is not None and fmt not in formats:
             skipped.append({"engine": engine, "backend": backend, "reason": f"the artifact has no {fmt} format"})
@@ -379,10 +421,13 @@ class EdgepackEngine(_Engine):
         from .runtime import Stats, generate
 
         s = Stats()
-        for _ in generate(self.model.backend, self.tok, ids, max_new_tokens=n, stats=s):
+        lookup = self.spec["engine"].endswith(LOOKUP)
+        for _ in generate(self.model.backend, self.tok, ids, max_new_tokens=n, stats=s, speculate=lookup,
+                          controller=self.model._controller):  # its measured costs carry over, as in a chat
             pass
         return {"ttft_s": s.ttft_s, "prefill_s": s.prefill_s, "decode_s": s.decode_s, "decode_steps": s.decode_steps,
-                "ids": s.ids}
+                "ids": s.ids, "drafted_tokens": s.drafted_tokens, "accepted_tokens": s.accepted_tokens,
+                "verify_steps": s.verify_steps}
 
     def close(self):
         self.model.close()
@@ -454,12 +499,34 @@ class LlamaCppEngine(_Engine):
 
             high.llama_cpp.llama_model_default_params = params
         th = self.spec["threads"]
+        draft = None
+        if self.spec["engine"].endswith(LOOKUP):
+            from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+            draft = _CountingDraft(LlamaPromptLookupDecoding())  # its defaults: max_ngram_size 2, 10 tokens
+        self.draft = draft
+        # logits_all=True with a draft model: llama-cpp-python 0.3.36 sizes its scores buffer from the argument
+        # (n_batch rows without it) though a draft model turns logits_all on, and crashes past n_batch tokens
         self.llm = self.llama_cpp.Llama(model_path=self.spec["path"], n_ctx=self.spec["n_ctx"], n_threads=th,
-                                        n_threads_batch=th, n_batch=512, verbose=False)
+                                        n_threads_batch=th, n_batch=512, verbose=False, draft_model=draft,
+                                        logits_all=draft is not None)
         self.detail = {"n_threads": th, "n_batch": 512, "use_extra_bufts": extra}
+        if draft is not None:
+            self.detail["draft_model"] = {"class": "LlamaPromptLookupDecoding", "max_ngram_size": draft.inner.max_ngram_size,
+                                          "num_pred_tokens": draft.inner.num_pred_tokens}
+            evals, orig = self, self.llm.eval
+
+            def eval_counted(tokens):  # every eval after the prefill verifies one token + its draft
+                evals.evals += 1
+                return orig(tokens)
+
+            self.llm.eval = eval_counted
 
     def run(self, ids, n):
         self.llm.reset()  # else generate() reuses the cached prefix and skips the prefill
+        self.evals = 0
+        if self.draft is not None:
+            self.draft.drafted = 0
         t0 = time.perf_counter()
         out, t_first = [], None
         for tok in self.llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
@@ -469,11 +536,28 @@ class LlamaCppEngine(_Engine):
             if len(out) == n:
                 break
         end = time.perf_counter()
-        return {"ttft_s": t_first - t0, "prefill_s": t_first - t0, "decode_s": end - t_first,
-                "decode_steps": len(out) - 1, "ids": out}
+        r = {"ttft_s": t_first - t0, "prefill_s": t_first - t0, "decode_s": end - t_first,
+             "decode_steps": len(out) - 1, "ids": out}
+        if self.draft is not None:
+            # tokens that came without an eval of their own were drafted and kept (the prefill's eval gave the first)
+            r.update(drafted_tokens=self.draft.drafted, accepted_tokens=max(0, len(out) - self.evals),
+                     verify_steps=max(0, self.evals - 1))
+        return r
 
     def close(self):
         self.llm.close()
+
+
+class _CountingDraft:
+    """A llama-cpp-python draft model that counts the tokens it proposes (what its eval then verifies)."""
+
+    def __init__(self, inner):
+        self.inner, self.drafted = inner, 0
+
+    def __call__(self, input_ids, **kw):
+        out = self.inner(input_ids, **kw)
+        self.drafted += len(out)
+        return out
 
 
 class TorchEngine(_Engine):
@@ -516,7 +600,7 @@ class TorchEngine(_Engine):
 
 
 ENGINE_CLASSES = {"edgepack": EdgepackEngine, "onnxruntime-genai": OrtGenaiEngine, "llama.cpp": LlamaCppEngine,
-                  "torch-reference": TorchEngine}
+                  "torch-reference": TorchEngine, "edgepack+lookup": EdgepackEngine, "llama.cpp+lookup": LlamaCppEngine}
 
 
 # -- from raw samples to records ------------------------------------------------------------------
@@ -550,13 +634,29 @@ def _record(engine, backend, p, out, art_bytes, tok, new_tokens, threads):
         "tokens_per_word": len(ids) / meter.words if meter.words else None,
         "tokens_per_cjk_char": len(ids) / meter.cjk_chars if meter.cjk_chars else None,
         "text_head": text[:160], "threads": threads, "engine_detail": out.get("detail"),
+        "prompt_kind": "open-ended" if p["name"] in OPEN_ENDED else "grounded", **_lookup_figures(runs, engine.endswith(LOOKUP)),
     }
 
 
+def _lookup_figures(runs, lookup):
+    """Speculation counts summed over the timed runs (None for an engine that does not draft)."""
+    if not lookup:
+        return {"drafted_tokens": None, "accepted_tokens": None, "acceptance_rate": None, "mean_accepted_length": None}
+    drafted, accepted = sum(r["drafted_tokens"] for r in runs), sum(r["accepted_tokens"] for r in runs)
+    verifies = sum(r["verify_steps"] for r in runs)
+    return {"drafted_tokens": drafted, "accepted_tokens": accepted, "verify_steps": verifies,
+            "acceptance_rate": accepted / drafted if drafted else 0.0,
+            "mean_accepted_length": accepted / verifies if verifies else 0.0}
+
+
 def _add_ratios(results, default_backend):
-    """Each record's figures ÷ edgepack's runtime on the same prompt (same format; the default for torch)."""
+    """Each record's figures ÷ edgepack's runtime on the same prompt (same format; the default for torch), and
+    a drafting engine's decode tok/s ÷ its plain self's (speedup_vs_plain)."""
     ours = {(r["backend"], r["prompt"]): r for r in results if r["engine"] == "edgepack"}
+    by_engine = {(r["engine"], r["backend"], r["prompt"]): r for r in results}
     for r in results:
+        plain = by_engine.get((r["engine"][:-len(LOOKUP)], r["backend"], r["prompt"])) if r["engine"].endswith(LOOKUP) else None
+        r["speedup_vs_plain"] = r["decode_tok_s"]["median"] / plain["decode_tok_s"]["median"] if plain else None
         base = ours.get((r["backend"], r["prompt"])) or ours.get((default_backend, r["prompt"]))
         if base is None:
             r["vs_edgepack"] = None
@@ -679,7 +779,7 @@ def print_table(report, console=None):
     t = Table(title=f"edgepack bench · {s['model']} · {s['threads']} threads · {s['runs']} runs "
                     f"(+{s['warmup_runs']} warm-up) · median [min–max] · ×ep = ratio to edgepack's runtime")
     for col in ("engine", "prompt", "test", "load s", "TTFT s", "prefill tok/s", "decode tok/s", "min–max", "×ep",
-                "speech", "peak RSS", "artifact"):
+                "lookup", "speech", "peak RSS", "artifact"):
         t.add_column(col, justify="left" if col in ("engine", "prompt", "test") else "right", no_wrap=True)
     for r in report["results"]:
         d, v = r["decode_tok_s"], r.get("vs_edgepack") or {}
@@ -690,19 +790,30 @@ def print_table(report, console=None):
         rate = f"{_num(r['cjk_chars_per_s'])} ch/s" if r["speech_unit"] == "cjk_chars" else f"{_num(r['words_per_s'])} w/s"
         t.add_row(f"{r['engine']} {r['backend']}", r["prompt"], r["label"], f"{r['load_s']:.2f}", f"{r['ttft_s']:.3f}",
                   f"{_num(r['prefill_tok_s'])}{x('prefill_tok_s')}", _num(d["median"]), f"{_num(d['min'])}–{_num(d['max'])}",
-                  x("decode_tok_s").strip(), f"{rate} = {_num(r['speech_ratio'])}×",
+                  x("decode_tok_s").strip(), _lookup_cell(r), f"{rate} = {_num(r['speech_ratio'])}×",
                   f"{_bytes(r['peak_rss_bytes'])}{x('peak_rss_bytes')}", _bytes(r["artifact_bytes"]))
     console.print(t)
     mc = report["machine"]
     console.print(f"machine: {mc['cpu']}, {mc['cores_logical']} cores, {_bytes(mc['ram_bytes'])} RAM, "
                   f"Python {mc['python']}, load average {mc['load_average_at_start'][0]:.2f} at start, "
                   f"{mc.get('load_average_at_end', [0])[0]:.2f} at end (other processes compete for the cores)")
+    console.print("lookup: accepted/drafted tokens · accepted tokens per verify · decode tok/s ÷ the same engine "
+                  "without prompt lookup.")
     console.print("×ep: ratio to edgepack's runtime on the same format and prompt (torch: the artifact's first format). "
                   "speech: words/s (ch/s when the text is mostly CJK) of the generated text, × human speech "
                   "(2.5 words/s, 5.2 ch/s).")
     console.print(f"timed: {s['timed']}", style="dim")
     for sk in report["skipped"]:
         console.print(f"skipped {sk['engine']}/{sk['backend']}: {sk['reason']}", style="yellow")
+
+
+def _lookup_cell(r):
+    """acceptance rate · mean accepted length · ×plain, for an engine that drafts."""
+    if r.get("drafted_tokens") is None:
+        return ""
+    sp = r.get("speedup_vs_plain")
+    return (f"{100 * r['acceptance_rate']:.0f}% · {r['mean_accepted_length']:.1f}"
+            + (f" · {sp:.2f}×" if sp else ""))
 
 
 def write_json(report, path):

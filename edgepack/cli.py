@@ -49,6 +49,8 @@ def _fail(message, code, debug):
 # Shared options, declared once.
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 threads_option = click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads (default: all cores).")
+no_speculate_flag = click.option("--no-speculate", is_flag=True,
+                                 help="Decode one token per forward (no prompt-lookup drafts; the text is the same).")
 
 
 @click.group(cls=EdgepackGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,6 +161,7 @@ def _generation_options(f):
         click.option("--stop", multiple=True, help="Stop before this text (repeatable)."),
         click.option("--backend", type=click.Choice(["onnx", "gguf"]), default=None, help="Default: the manifest's first artifact."),
         threads_option,
+        no_speculate_flag,
     ]):
         f = opt(f)
     return f
@@ -166,7 +169,8 @@ def _generation_options(f):
 
 def _sampling(kw):
     return dict(max_new_tokens=kw["max_tokens"], temperature=kw["temperature"], top_k=kw["top_k"], top_p=kw["top_p"],
-                repetition_penalty=kw["repetition_penalty"], seed=kw["seed"], stop=list(kw["stop"]))
+                repetition_penalty=kw["repetition_penalty"], seed=kw["seed"], stop=list(kw["stop"]),
+                speculate=not kw["no_speculate"])
 
 
 def _stream(model, out, err, **gen):
@@ -264,7 +268,9 @@ def chat(artifact, system, **kw):
 @click.option("--no-reference", is_flag=True, help="Skip the fp32 torch reference (it needs ~4 bytes per parameter).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None, help="Write every figure and the machine to FILE.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Write a PNG of decode speed per engine.")
-def bench(artifact, device, threads, runs, new_tokens, n_ctx, prompts, engines, no_reference, json_file, plot_file):
+@no_speculate_flag
+def bench(artifact, device, threads, runs, new_tokens, n_ctx, prompts, engines, no_reference, json_file, plot_file,
+          no_speculate):
     """Benchmark an artifact (default: the demo model's, exported if missing) against peer engines."""
     from rich.console import Console
 
@@ -280,6 +286,7 @@ def bench(artifact, device, threads, runs, new_tokens, n_ctx, prompts, engines, 
 
         report = lib.bench(artifact, device=device, threads=threads, runs=runs, new_tokens=new_tokens, n_ctx=n_ctx,
                            prompts=split(prompts), engines=split(engines), reference=not no_reference,
+                           speculate=not no_speculate,
                            progress=progress, log=lambda msg: err.print(msg, style="dim", highlight=False))
     lib.print_table(report)
     if json_file:

@@ -37,3 +37,13 @@ def demo_dir():
     from edgepack.demo import demo_checkpoint_dir
 
     return demo_checkpoint_dir()
+
+
+@pytest.fixture(scope="session")
+def demo_art(tmp_path_factory):
+    """The demo model as an int4 artifact (ONNX + GGUF, default method, no fidelity report), exported once
+    for test_runtime.py and test_speculate.py."""
+    from edgepack.export import export
+
+    return export("demo", out=tmp_path_factory.mktemp("art") / "demo", formats=("onnx", "gguf"),
+                  fidelity_tokens=0, threads=2)

@@ -9,8 +9,8 @@ import pytest
 from edgepack.testmodels import make_tiny
 
 ENGINES = {("edgepack", "onnx"), ("edgepack", "gguf"), ("onnxruntime-genai", "onnx"), ("llama.cpp", "gguf"),
-           ("torch-reference", "fp32")}
-PROMPTS = {"en-short", "en-long", "zh-short", "zh-long"}
+           ("torch-reference", "fp32"), ("edgepack+lookup", "onnx"), ("edgepack+lookup", "gguf"), ("llama.cpp+lookup", "gguf")}
+PROMPTS = {"en-short", "en-long", "zh-short", "zh-long", "en-rewrite", "en-extract", "en-code", "zh-rewrite", "zh-extract"}
 POSITIVE = ("prompt_tokens", "load_s", "ttft_s", "prefill_tok_s", "peak_rss_bytes", "artifact_bytes", "speech_ratio")
 
 
@@ -115,3 +115,25 @@ def test_worker_peak_rss_is_its_own_not_its_parents():
                          capture_output=True, text=True, check=True)
     del big
     assert 0 < int(out.stdout) < 200 * 2**20
+
+
+def test_lookup_rows_report_acceptance_and_speedup(run):
+    _, report, _ = run
+    rows = {(r["engine"], r["backend"], r["prompt"]): r for r in report["results"]}
+    for (e, b, p), r in rows.items():
+        assert r["prompt_kind"] == ("open-ended" if p in ("en-short", "zh-short") else "grounded")
+        if e.endswith("+lookup"):
+            assert r["drafted_tokens"] >= r["accepted_tokens"] >= 0 and 0 <= r["acceptance_rate"] <= 1
+            plain = rows[(e[: -len("+lookup")], b, p)]
+            assert r["speedup_vs_plain"] == r["decode_tok_s"]["median"] / plain["decode_tok_s"]["median"]
+        else:
+            assert r["drafted_tokens"] is None and r["speedup_vs_plain"] is None
+
+
+def test_no_speculate_leaves_the_lookup_engines_out(artifact, tmp_path):
+    r = cli("bench", str(artifact), "--runs", "1", "--tokens", "4", "--prompts", "en-rewrite", "--engines",
+            "edgepack/onnx,edgepack+lookup/onnx", "--no-speculate", "--no-reference", "--json", str(tmp_path / "o.json"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert [(x["engine"], x["backend"]) for x in report["results"]] == [("edgepack", "onnx")]
+    assert report["settings"]["speculate"] is False

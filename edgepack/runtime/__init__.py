@@ -15,6 +15,7 @@ from ..errors import BadInput
 from .backend import Backend
 from .generate import SUMMARY_KEYS, CacheState, Stats, check_prompt, generate
 from .sampler import SamplingParams
+from .speculate import Controller
 
 __all__ = ["load", "Model", "Backend", "Stats", "SamplingParams", "generate", "SUMMARY_KEYS"]
 
@@ -36,6 +37,7 @@ class Model:
         self.path = Path(path) if path else None
         self.stats = None  # Stats of the latest generate()
         self._cache = CacheState()
+        self._controller = Controller()  # speculation's measured costs, kept across generations
 
     @property
     def name(self):
@@ -59,8 +61,11 @@ class Model:
         return self.tokenizer.encode(prompt)
 
     def generate(self, prompt=None, *, messages=None, ids=None, template=True, max_new_tokens=256,
-                 temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=None, stop=()):
+                 temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=None, stop=(), speculate=True):
         """Yield text pieces as they come; afterwards self.stats holds text, ids and timings.
+
+        speculate: draft tokens from the prompt and verify several per forward when that measures faster
+        (runtime/speculate.py); the text is the one the plain loop would produce.
 
         Arguments are checked here, so a bad value fails at the call rather than at the first piece."""
         sampling = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed)
@@ -70,7 +75,8 @@ class Model:
         check_prompt(self.backend, prompt_ids, max_new_tokens)
         self.stats = Stats(backend=self.backend.name)
         return generate(self.backend, self.tokenizer, prompt_ids, max_new_tokens=max_new_tokens,
-                       sampling=sampling, stop=list(stop or ()), stats=self.stats, cache=self._cache)
+                       sampling=sampling, stop=list(stop or ()), stats=self.stats, cache=self._cache,
+                       speculate=bool(speculate), controller=self._controller)
 
     def complete(self, *args, **kw):
         """generate() run to the end; returns the Stats (text in .text)."""

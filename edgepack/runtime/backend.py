@@ -20,6 +20,11 @@ class Backend:
     def reserve(self, n):
         """Hint: the cache is about to hold n tokens (a backend that sizes its cache lazily allocates now)."""
 
+    def truncate(self, n):
+        """Drop the cached tokens from position n on (0 <= n <= n_past): a rejected draft's keys and
+        values. A backend without it gets no speculation (the loop falls back to one token per forward)."""
+        raise NotImplementedError
+
     def reset(self):
         """Empty the cache (keep the weights)."""
         raise NotImplementedError

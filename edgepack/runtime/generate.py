@@ -6,6 +6,9 @@ Timing as run.c: TTFT runs from the start of prefill to the first sampled token;
 counts the steps after the first token (the clock starts once it exists). The per-token path is one
 backend.forward, one sampler call, a dict lookup for the token's bytes and an incremental UTF-8
 decode: nothing grows with the length of the text.
+
+With speculation (speculate.py, on by default) the one-token forward becomes `spec.logits_after(tok)`,
+which returns the same logits, sometimes from a verify it already ran: the loop itself does not change.
 """
 import time
 from dataclasses import dataclass, field
@@ -14,10 +17,11 @@ from ..errors import BadInput
 from .detok import Detokenizer, StopStrings
 from .meter import SpeechMeter
 from .sampler import Sampler, SamplingParams
+from .speculate import Speculator
 
 # the keys of `edgepack run --json` (shared/DESIGN.md "Interfaces"); add fields, rename none
 SUMMARY_KEYS = ("text", "tokens", "ttft_s", "prefill_tok_s", "decode_tok_s", "words_per_s",
-                "cjk_chars_per_s", "speech_ratio", "backend")
+                "cjk_chars_per_s", "speech_ratio", "backend", "drafted_tokens", "accepted_tokens", "verify_steps")
 
 
 @dataclass
@@ -35,6 +39,9 @@ class Stats:
     decode_s: float = 0.0  # from the first sampled token to the last
     decode_steps: int = 0  # forward+sample steps inside decode_s
     finish_reason: str = ""  # eos | stop | length | context | interrupted
+    drafted_tokens: int = 0  # speculation: draft tokens verified
+    accepted_tokens: int = 0  # ... of which the sampler drew the drafted token (each saved one forward)
+    verify_steps: int = 0  # forwards that verified a draft
     meter: SpeechMeter = field(default_factory=SpeechMeter)
 
     @property
@@ -56,7 +63,8 @@ class Stats:
         return {"text": self.text, "tokens": self.tokens, "ttft_s": round(self.ttft_s, 4),
                 "prefill_tok_s": round(self.prefill_tok_s, 2), "decode_tok_s": round(self.decode_tok_s, 2),
                 "words_per_s": round(words, 3), "cjk_chars_per_s": round(cjk, 3),
-                "speech_ratio": round(ratio, 3), "backend": self.backend}
+                "speech_ratio": round(ratio, 3), "backend": self.backend, "drafted_tokens": self.drafted_tokens,
+                "accepted_tokens": self.accepted_tokens, "verify_steps": self.verify_steps}
 
     def format(self):
         """One human line: TTFT, prefill and decode tok/s, words/s (or chars/s), ×speech."""
@@ -86,12 +94,18 @@ class CacheState:
         self.ids = []
         return 0
 
-    def forward(self, backend, tokens):
+    def forward(self, backend, tokens, all_logits=False):
         ids, self.ids = self.ids, None
-        logits = backend.forward(tokens)
+        logits = backend.forward(tokens, all_logits=all_logits)
         ids.extend(tokens)
         self.ids = ids
         return logits
+
+    def truncate(self, backend, n):
+        """Keep the first n cached tokens (a rejected draft's positions go)."""
+        ids, self.ids = self.ids, None
+        backend.truncate(n)
+        self.ids = ids[:n]
 
 
 def check_prompt(backend, prompt, max_new_tokens):
@@ -109,11 +123,13 @@ def check_prompt(backend, prompt, max_new_tokens):
 
 
 def generate(backend, tokenizer, prompt_ids, *, max_new_tokens=256, sampling=None, stop=(), stats=None,
-             cache=None):
+             cache=None, speculate=True, controller=None):
     """Yield text pieces generated after prompt_ids (a list of token ids, chat template applied).
 
     `stats` (a Stats) is filled in as the loop runs; `cache` (a CacheState) lets consecutive calls
-    reuse the backend's cache when the new prompt extends what it holds.
+    reuse the backend's cache when the new prompt extends what it holds. `speculate` drafts from the
+    prompt (speculate.py; the text is the same either way); `controller` (a speculate.Controller) carries
+    its measured costs from one call to the next.
     """
     sampling = sampling or SamplingParams()
     stats = stats if stats is not None else Stats()
@@ -124,7 +140,7 @@ def generate(backend, tokenizer, prompt_ids, *, max_new_tokens=256, sampling=Non
     detok, stops, meter = Detokenizer(tokenizer), StopStrings(stop), stats.meter
     stats.backend, stats.prompt_tokens = backend.name, len(prompt)
     stats.finish_reason = "interrupted"  # until the loop says otherwise
-    pieces = []
+    pieces, spec = [], None
 
     def emit(piece):
         pieces.append(piece)
@@ -139,6 +155,7 @@ def generate(backend, tokenizer, prompt_ids, *, max_new_tokens=256, sampling=Non
         logits = cache.forward(backend, prompt[cached:])
         stats.prefill_s = time.perf_counter() - t0
         sampler = Sampler(sampling, backend.vocab_size, history=prompt)
+        spec = Speculator(backend, cache, prompt, len(prompt) + max_new_tokens - 1, stats, speculate, controller)
         t_first = None
         for step in range(max_new_tokens):
             tok = sampler(logits)
@@ -162,12 +179,14 @@ def generate(backend, tokenizer, prompt_ids, *, max_new_tokens=256, sampling=Non
             if step + 1 == max_new_tokens:
                 stats.finish_reason = "length"
                 break
-            if backend.n_past >= backend.n_ctx:
+            if len(prompt) + stats.tokens > backend.n_ctx:  # no room to run tok
                 stats.finish_reason = "context"
                 break
-            logits = cache.forward(backend, [tok])
+            logits = spec.logits_after(tok)
         tail = stops.add(detok.finish()) + stops.finish()
         if tail:
             yield emit(tail)
     finally:
         stats.text = "".join(pieces)
+        if spec is not None:
+            spec.close()  # drafted positions no token reached leave the cache

@@ -121,6 +121,18 @@ class GGUFBackend(Backend):
                 return self._logits(1)[0]
         return out
 
+    def truncate(self, n):
+        """llama.cpp's memory API: remove sequence 0's cells at positions [n, end)."""
+        if not 0 <= n <= self.n_past:
+            raise BadInput(f"truncate({n}): the cache holds {self.n_past} tokens")
+        if self._ctx is None:
+            raise InternalError("GGUFBackend used after close()")
+        if n < self.n_past:
+            llama = self._llama
+            if not llama.llama_memory_seq_rm(llama.llama_get_memory(self._ctx), 0, int(n), -1):
+                raise InternalError(f"{self.path}: llama.cpp could not remove cache positions {n}..{self.n_past}")
+        self.n_past = int(n)
+
     def reset(self):
         if self._ctx is not None:
             self._llama.llama_memory_clear(self._llama.llama_get_memory(self._ctx), True)

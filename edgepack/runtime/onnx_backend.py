@@ -166,6 +166,14 @@ class OnnxBackend(Backend):
             return np.concatenate(outs) if len(outs) > 1 else outs[0]
         return np.array(lg[-1], np.float32)
 
+    def truncate(self, n):
+        """The shared past/present buffer keeps its rows; the attention mask (GQA's seqlens_k and total
+        length) is what says how many are valid, so a shorter n_past hides the rest and the next forward
+        writes over them."""
+        if not 0 <= n <= self.n_past:
+            raise BadInput(f"truncate({n}): the cache holds {self.n_past} tokens")
+        self.n_past = int(n)
+
     def reset(self):
         self.n_past = 0  # seqlens_k hides the stale cache rows; no need to clear them (capacity is kept)
 
