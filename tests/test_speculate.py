@@ -372,11 +372,14 @@ def test_int4_greedy_guarantee_on_the_demo(demo_art, backend):
 
     with load(demo_art, backend=backend, threads=2) as m:
         m._controller = Always()
-        checked = steps = 0
+        checked = steps = accepted = 0
         for p in GROUNDED:
             ids = m.prompt_ids(p)
             s = m.complete(ids=ids, max_new_tokens=40)
-            assert s.accepted_tokens >= 5  # the drafts were used
+            # batched rows were used: each verify's first row, and every accepted draft token's (whether
+            # the code fix is answered with code, and so copies, depends on the int4 weights)
+            assert s.verify_steps >= 1
+            accepted += s.accepted_tokens
             out = s.ids + (list(m.tokenizer.eos_ids)[:1] if s.finish_reason == "eos" else [])
             be = m.backend
             be.reset()
@@ -390,4 +393,5 @@ def test_int4_greedy_guarantee_on_the_demo(demo_art, backend):
                     assert int(np.argmax(row)) == t, (p, i)
                 if i + 1 < len(out):
                     row = be.forward([t])  # the one-token kernel
+        assert accepted >= 5  # the repeated sentence is copied from its drafts
         assert checked >= max(10, steps // 3)  # the bound leaves many steps checked
