@@ -21,21 +21,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 CHILD = """
-import hashlib, sys, time, torch
+import sys, time, torch
 from edgepack import quant
 from edgepack.checkpoint import load
 ck = load(sys.argv[1])
 t, cpu = time.time(), time.process_time()
 q = quant.quantize_model(ck, sys.argv[2])
 wall, cpu = time.time() - t, time.process_time() - cpu
-h = hashlib.sha256()
-for n in ck.names:
-    if len(ck.shape(n)) == 2:
-        x = q.qtensor(n)
-        h.update(x.data.tobytes() + x.scales.tobytes() + x.zeros.tobytes())
-    else:
-        h.update(q.weight(n).numpy().tobytes())
-print(h.hexdigest(), round(wall, 1), round(cpu, 1), torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())
+print(quant.digest(q), round(wall, 1), round(cpu, 1), torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())
 """
 RUNS = [{}, {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"},
         {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1"}]

@@ -624,6 +624,21 @@ def _awq_layer(W, norms, X, m, c, tie):
     X[d] = X[d] / s
 
 
+def digest(q):
+    """sha256 (hex) of every code, scale and zero point and every float tensor of a Quantized model, in
+    checkpoint order: equal digests mean bit-identical weights (calibration reproducibility checks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in q.ckpt.names:
+        if len(q.ckpt.shape(name)) == 2:
+            t = q.qtensor(name)
+            h.update(t.data.tobytes() + t.scales.tobytes() + t.zeros.tobytes())
+        else:
+            h.update(q.weight(name).numpy().tobytes())
+    return h.hexdigest()
+
+
 def size_bytes(q):
     """Bytes of all quantized weights (codes + scales + zero points), norms as float32."""
     total = 0
