@@ -26,9 +26,7 @@ def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
     tok = load_tokenizer(root / "tokenizer", bos_id=m["tokenizer"]["bos_id"], eos_ids=m["tokenizer"]["eos_ids"])
     recorded = [e.get("fidelity") or {} for e in entries]
     n = tokens or max(f.get("tokens", 0) for f in recorded) or 2048
-    ctx = m["model"]["config"]["max_position_embeddings"]
-    window = max(f.get("window") or f.get("tokens") or 0 for f in recorded) or ctx  # schema 1 had one window
-    ids = eval_windows(tok, n, min(window, ctx))
+    ids = eval_windows(tok, n, m["model"]["config"]["max_position_embeddings"])  # the export's windows
     ref = reference_logits(ckpt, ids)
     out = []
     for e in entries:
