@@ -117,8 +117,10 @@ CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(13))  # shrink the range by u
 # GPTQ rounding) do not depend on the CPU: float32 sums and matmuls round differently with the SIMD
 # width and BLAS kernel a CPU gets (AVX2 vs AVX-512 vs AMX), which moved the demo's ONNX Δppl from
 # +4.0% to +6.5% between an Intel and an AMD machine. tests/test_quant.py checks the codes are
-# bit-identical across torch's and MKL's kernel choices and thread counts; the cost is measured there
-# and in benchmarks/bench_calibration_2b.py.
+# bit-identical across torch's and MKL's kernel choices and thread counts (and
+# benchmarks/calibration_reproducibility.py on the demo). Cost, against float32: demo 1.47x time
+# (benchmarks/profile_calibration.py demo --layers 30, one thread); 2B shape ~1.04x CPU time per layer
+# (--layers 2) and benchmarks/bench_calibration_2b.py for all 40 layers.
 CALIBRATION_DTYPE = torch.float64
 
 
@@ -573,9 +575,23 @@ def _calibrate(q, ids, progress=None, float_only=False):
             _attach(block, n + ".weight", t)
         del X, W
         release()
+        _trim_heap()
         h = block(h, pos, None)  # the quantized layer feeds the next one
         if progress:
             progress("calibrate", i + 1, L)
+
+
+def _trim_heap():
+    """Give the layer's freed float64 temporaries back to the OS (glibc keeps them in its heap
+    otherwise, and RSS climbed by ~20 MB per demo layer more than the codes kept)."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
 
 
 # linears that read the same activations: one Hessian, one GPTQ pass over their stacked rows (2B shape:
