@@ -119,8 +119,8 @@ CLIP_RATIOS = tuple(1.0 - 0.025 * i for i in range(13))  # shrink the range by u
 # +4.0% to +6.5% between an Intel and an AMD machine. tests/test_quant.py checks the codes are
 # bit-identical across torch's and MKL's kernel choices and thread counts (and
 # benchmarks/calibration_reproducibility.py on the demo). Cost, against float32: demo 1.47x time
-# (benchmarks/profile_calibration.py demo --layers 30, one thread); 2B shape ~40 s per layer against
-# 26-29 s (benchmarks/bench_calibration_2b.py, quiet machine), about 27 min for 40 layers.
+# (benchmarks/profile_calibration.py demo --layers 30, one thread); 2B shape, 40 layers: 28.2 min,
+# 4.3 GB peak RSS vs 19.5 min, 5.3 GB (benchmarks/bench_calibration_2b.py, quiet machine).
 CALIBRATION_DTYPE = torch.float64
 
 
