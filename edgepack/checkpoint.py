@@ -221,4 +221,8 @@ def load(path):
         from .demo import demo_checkpoint_dir
 
         path = demo_checkpoint_dir()
+    elif str(path) == "demo-llama":  # the demo in its original Llama layout (the MiniCPM5 family's path)
+        from .demo import demo_llama_checkpoint_dir
+
+        path = demo_llama_checkpoint_dir()
     return Checkpoint(path)

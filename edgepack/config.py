@@ -1,18 +1,40 @@
-"""MiniCPM config.json -> a validated, typed config.
+"""The canonical decoder description: what every stage after loading reads, whatever the family.
 
-Only the fields the math needs are kept. MiniCPM-2B (MHA, tied), MiniCPM-1B (GQA) and
-MiniCPM-2B-128k (untied head) all fit this one shape.
+A model family (edgepack.families) recognises a Hugging Face config.json and maps it to one
+DecoderConfig: a pre-norm Llama-style decoder (RMSNorm, SwiGLU, RoPE attention with GQA) with
+
+- explicit head_dim (MiniCPM4's kv_channels, MiniCPM5's head_dim; else hidden/heads),
+- MiniCPM's three μP scalars as *effective* factors (1.0 for a family without μP):
+  embedding_scale, residual_scale, logit_scale,
+- the RoPE description (edgepack.rope: plain, or LongRoPE's per-frequency factors),
+- bos/eos ids (eos may be several), a tied or untied head,
+- gguf_arch: the llama.cpp architecture the family's GGUF uses.
+
+The reference forward, the quantizer and both writers consume this and nothing family-specific.
+Only the fields the math needs are kept; the tensors are the Hugging Face names of
+edgepack.checkpoint.expected_shapes.
 """
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .errors import BadInput, ConfigError, NotSupported
+from .errors import BadInput, ConfigError
 
 
 @dataclass(frozen=True)
-class MiniCPMConfig:
+class Rope:
+    """RoPE: theta, and LongRoPE's factors when kind == "longrope" (edgepack.rope computes the tables)."""
+
+    theta: float = 10000.0
+    kind: str = "default"            # "default" | "longrope"
+    short_factor: tuple = ()          # head_dim/2 divisors of the inverse frequencies (context <= original)
+    long_factor: tuple = ()           # ... (context > original)
+    original_max_position_embeddings: int = 0
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
     hidden_size: int
     num_hidden_layers: int
     num_attention_heads: int
@@ -28,31 +50,58 @@ class MiniCPMConfig:
     tie_word_embeddings: bool = True
     bos_token_id: int = 1
     eos_token_ids: tuple = (2,)
+    head_dim: int = 0  # 0: hidden_size // num_attention_heads
+    use_mup: bool = True  # False: the three μP scalars are identity (a Llama)
+    rope: Rope = None  # None: Rope(rope_theta)
+    context_length: int = 0  # the exported context (ONNX caches, LongRoPE factor choice); 0: max_position_embeddings
+    family: str = "minicpm"
+    gguf_arch: str = "minicpm"
+
+    def __post_init__(self):
+        if not self.head_dim:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        if self.rope is None:
+            object.__setattr__(self, "rope", Rope(self.rope_theta))
+        elif isinstance(self.rope, dict):  # from to_dict()
+            r = dict(self.rope)
+            r["short_factor"], r["long_factor"] = tuple(r.get("short_factor", ())), tuple(r.get("long_factor", ()))
+            object.__setattr__(self, "rope", Rope(**r))
+        if not self.context_length:
+            object.__setattr__(self, "context_length", self.max_position_embeddings)
+        object.__setattr__(self, "eos_token_ids", tuple(self.eos_token_ids))
 
     @property
-    def head_dim(self):
-        return self.hidden_size // self.num_attention_heads
+    def embedding_scale(self):
+        return self.scale_emb if self.use_mup else 1.0
 
     @property
     def residual_scale(self):
-        return self.scale_depth / math.sqrt(self.num_hidden_layers)
+        return self.scale_depth / math.sqrt(self.num_hidden_layers) if self.use_mup else 1.0
 
     @property
     def logit_scale(self):
-        return self.hidden_size / self.dim_model_base
+        return self.hidden_size / self.dim_model_base if self.use_mup else 1.0
 
     @property
     def eos_token_id(self):
         return self.eos_token_ids[0]
 
+    def with_context(self, n):
+        """The same model exported for a context of n tokens (LongRoPE picks its factors by it)."""
+        return replace(self, context_length=int(n))
+
     def to_dict(self):
         d = asdict(self)
         d["eos_token_ids"] = list(self.eos_token_ids)
+        d["rope"] = {**d["rope"], "short_factor": list(self.rope.short_factor), "long_factor": list(self.rope.long_factor)}
         return d
 
     @classmethod
     def from_dict(cls, raw, path="config.json"):
-        return _parse(raw, path)
+        """A Hugging Face config dict, through the family that recognises it."""
+        from .families import parse
+
+        return parse(raw, path)
 
     @classmethod
     def from_file(cls, path):
@@ -65,13 +114,21 @@ class MiniCPMConfig:
             raise BadInput(f"{path}: not valid JSON ({e})") from None
         if not isinstance(raw, dict):
             raise BadInput(f"{path}: expected a JSON object at the top level")
-        return _parse(raw, path)
+        return cls.from_dict(raw, path)
+
+    @classmethod
+    def from_manifest(cls, d):
+        """Inverse of to_dict (a manifest's model.config); older manifests lack the newer fields."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
-_REQUIRED_INT = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+MiniCPMConfig = DecoderConfig  # the name edgepack grew up with
 
 
-def _get(raw, path, key, kind, default=None, required=False):
+# -- field readers the families share ------------------------------------------------------------
+def get(raw, path, key, kind, default=None, required=False):
+    """raw[key] checked as a positive int / positive finite float / bool; one ConfigError otherwise."""
     if key not in raw or raw[key] is None:
         if required:
             raise ConfigError(path, key, "is missing")
@@ -93,45 +150,46 @@ def _get(raw, path, key, kind, default=None, required=False):
     return v
 
 
-def _parse(raw, path):
-    model_type = raw.get("model_type")
-    if model_type not in ("minicpm", None):
-        raise NotSupported(f"{path}: model_type '{model_type}' is not MiniCPM (expected 'minicpm')")
-    f = {k: _get(raw, path, k, int, required=True) for k in _REQUIRED_INT}
-    f["num_key_value_heads"] = _get(raw, path, "num_key_value_heads", int, f["num_attention_heads"])
-    f["max_position_embeddings"] = _get(raw, path, "max_position_embeddings", int, 4096)
-    f["rms_norm_eps"] = _get(raw, path, "rms_norm_eps", float, 1e-5)
-    f["rope_theta"] = _get(raw, path, "rope_theta", float, 10000.0)
-    f["scale_emb"] = _get(raw, path, "scale_emb", float, 1.0)
-    f["dim_model_base"] = _get(raw, path, "dim_model_base", int, 256)
-    f["scale_depth"] = _get(raw, path, "scale_depth", float, 1.0)
-    f["tie_word_embeddings"] = _get(raw, path, "tie_word_embeddings", bool, True)
-    bos = raw.get("bos_token_id", 1)
+REQUIRED_INT = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+
+
+def common_fields(raw, path, default_bos=1, default_eos=2):
+    """The fields every family reads the same way (shapes, norm eps, special ids)."""
+    f = {k: get(raw, path, k, int, required=True) for k in REQUIRED_INT}
+    f["num_key_value_heads"] = get(raw, path, "num_key_value_heads", int, f["num_attention_heads"])
+    f["max_position_embeddings"] = get(raw, path, "max_position_embeddings", int, 4096)
+    f["rms_norm_eps"] = get(raw, path, "rms_norm_eps", float, 1e-5)
+    f["rope_theta"] = get(raw, path, "rope_theta", float, 10000.0)
+    bos = raw.get("bos_token_id", default_bos)
     if isinstance(bos, bool) or not isinstance(bos, int) or bos < 0:
         raise ConfigError(path, "bos_token_id", f"must be a non-negative integer, got {bos!r}")
-    eos = raw.get("eos_token_id", 2)
+    eos = raw.get("eos_token_id", default_eos)
     eos = eos if isinstance(eos, list) else [eos]
     if not eos or any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in eos):
         raise ConfigError(path, "eos_token_id", f"must be a non-negative integer or a list of them, got {raw.get('eos_token_id')!r}")
-    f["bos_token_id"], f["eos_token_ids"] = bos, tuple(eos)
-
-    scaling = raw.get("rope_scaling")
-    if scaling is not None:
-        kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else scaling
-        if kind != "default":
-            raise NotSupported(f"{path}: rope_scaling type {kind!r} is not supported (only plain RoPE is implemented)")
+    f["bos_token_id"], f["eos_token_ids"] = bos, tuple(dict.fromkeys(eos))
     if raw.get("hidden_act", "silu") != "silu":
-        raise NotSupported(f"{path}: hidden_act {raw['hidden_act']!r} is not supported (MiniCPM uses silu)")
+        from .errors import NotSupported
 
-    if f["hidden_size"] % f["num_attention_heads"]:
-        raise ConfigError(path, "num_attention_heads", f"({f['num_attention_heads']}) must divide hidden_size ({f['hidden_size']})")
-    if f["num_attention_heads"] % f["num_key_value_heads"]:
-        raise ConfigError(path, "num_key_value_heads", f"({f['num_key_value_heads']}) must divide num_attention_heads ({f['num_attention_heads']})")
-    if (f["hidden_size"] // f["num_attention_heads"]) % 2:
+        raise NotSupported(f"{path}: hidden_act {raw['hidden_act']!r} is not supported (these models use silu)")
+    return f
+
+
+def validate(f, path):
+    """Consistency checks on a family's fields (before DecoderConfig is built)."""
+    heads, kv = f["num_attention_heads"], f["num_key_value_heads"]
+    if not f.get("head_dim") and f["hidden_size"] % heads:
+        raise ConfigError(path, "num_attention_heads", f"({heads}) must divide hidden_size ({f['hidden_size']})")
+    if heads % kv:
+        raise ConfigError(path, "num_key_value_heads", f"({kv}) must divide num_attention_heads ({heads})")
+    hd = f.get("head_dim") or f["hidden_size"] // heads
+    if hd % 2:
         raise ConfigError(path, "num_attention_heads", "gives an odd head size, which RoPE cannot rotate")
-    for k in ("bos_token_id",):
-        if f[k] >= f["vocab_size"]:
-            raise ConfigError(path, k, f"({f[k]}) is outside the vocabulary (vocab_size {f['vocab_size']})")
+    if f["bos_token_id"] >= f["vocab_size"]:
+        raise ConfigError(path, "bos_token_id", f"({f['bos_token_id']}) is outside the vocabulary (vocab_size {f['vocab_size']})")
     if any(e >= f["vocab_size"] for e in f["eos_token_ids"]):
         raise ConfigError(path, "eos_token_id", f"{list(f['eos_token_ids'])} is outside the vocabulary (vocab_size {f['vocab_size']})")
-    return MiniCPMConfig(**f)
+    return DecoderConfig(**f)
+
+
+__all__ = ["DecoderConfig", "MiniCPMConfig", "Rope"]

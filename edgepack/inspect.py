@@ -26,10 +26,17 @@ def inspect_checkpoint(ckpt, block_size=32):
         by_dtype[dt] = by_dtype.get(dt, 0) + n * BYTES.get(dt, 4)
         int4 += int4_bytes(shape, block_size) if len(shape) == 2 else n * 4
     return {
-        "kind": "checkpoint", "path": str(ckpt.path), "architecture": "minicpm", "config": cfg.to_dict(),
+        "kind": "checkpoint", "path": str(ckpt.path), "architecture": cfg.family, "family": _family(cfg), "config": cfg.to_dict(),
         "parameters": params, "embedding_parameters": emb, "non_embedding_parameters": params - emb,
         "bytes_by_dtype": by_dtype, "int4_bytes_estimate": int4, "int4_block_size": block_size,
     }
+
+
+def _family(cfg):
+    from .families import by_name
+
+    f = by_name(cfg.family)
+    return {"name": f.NAME, "config": f.CONFIG, "models": f.MODELS, "gguf_arch": cfg.gguf_arch}
 
 
 def inspect_path(path):
@@ -53,12 +60,19 @@ def human_bytes(n):
 def format_checkpoint(info):
     c = info["config"]
     gqa = "MHA" if c["num_key_value_heads"] == c["num_attention_heads"] else f"GQA ({c['num_key_value_heads']} KV heads)"
+    fam = info.get("family") or {"name": info.get("architecture", "minicpm"), "config": "", "models": ""}
+    rope = c.get("rope") or {"kind": "default", "theta": c.get("rope_theta")}
+    mup = (f"scale_emb {c['scale_emb']}, dim_model_base {c['dim_model_base']}, scale_depth {c['scale_depth']}"
+           if c.get("use_mup", True) else "none (a plain Llama)")
     lines = [
         f"checkpoint        {info['path']}",
-        f"architecture      MiniCPM: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
-        f"{c['num_attention_heads']} heads ({gqa}), head dim {c['hidden_size'] // c['num_attention_heads']}, FFN {c['intermediate_size']}",
+        f"family            {fam['name']} ({fam['config']}: {fam['models']}); GGUF arch {fam.get('gguf_arch', 'minicpm')}",
+        f"architecture      {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
+        f"{c['num_attention_heads']} heads ({gqa}), head dim {c.get('head_dim') or c['hidden_size'] // c['num_attention_heads']}, FFN {c['intermediate_size']}",
         f"vocabulary        {c['vocab_size']} ({'tied' if c['tie_word_embeddings'] else 'untied'} head), context {c['max_position_embeddings']}",
-        f"μP scales         scale_emb {c['scale_emb']}, dim_model_base {c['dim_model_base']}, scale_depth {c['scale_depth']}",
+        f"RoPE              theta {rope['theta']:g}" + (f", LongRoPE (original context {rope['original_max_position_embeddings']})"
+                                                        if rope["kind"] == "longrope" else ""),
+        f"μP scales         {mup}",
         f"parameters        {info['parameters'] / 1e6:.1f}M ({info['embedding_parameters'] / 1e6:.1f}M embedding, "
         f"{info['non_embedding_parameters'] / 1e6:.1f}M non-embedding)",
     ]

@@ -112,7 +112,7 @@ def new_manifest(ckpt, name, tokenizer, tokenizer_files):
     return {
         "schema": SCHEMA,
         "edgepack_version": __version__,
-        "model": {"name": name, "architecture": "minicpm", "config": ckpt.config.to_dict(),
+        "model": {"name": name, "architecture": ckpt.config.family, "config": ckpt.config.to_dict(),
                   "source_path": str(Path(ckpt.path).resolve()), "source_sha256": ckpt.weights_sha256()},
         "tokenizer": {"kind": tokenizer.kind, "path": "tokenizer", "files": tokenizer_files,
                       "bos_id": tokenizer.bos_id, "eos_ids": list(tokenizer.eos_ids),
@@ -123,7 +123,8 @@ def new_manifest(ckpt, name, tokenizer, tokenizer_files):
 
 def kv_cache_bytes(cfg, n_ctx, bytes_per=4):
     """K and V for every layer at context n_ctx (onnxruntime keeps them in fp32, llama.cpp in f16)."""
-    return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * (cfg["hidden_size"] // cfg["num_attention_heads"]) * n_ctx * bytes_per
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * n_ctx * bytes_per
 
 
 def inspect_artifact(root):
@@ -136,7 +137,7 @@ def inspect_artifact(root):
         kv_bytes = 4 if a["format"] == "onnx" else 2
         over = a.get("runtime_overhead_bytes", measured.get(a["format"], {}).get("runtime_overhead_bytes"))
         for ctx in (512, 2048, 4096):
-            if ctx > cfg["max_position_embeddings"]:
+            if ctx > (cfg.get("context_length") or cfg["max_position_embeddings"]):
                 continue
             total = weights + kv_cache_bytes(cfg, ctx, kv_bytes) + (over or 0)
             mem.append({"format": a["format"], "context": ctx, "weights_bytes": weights,
@@ -159,7 +160,7 @@ def format_artifact(info):
 
     c = info["model"]["config"]
     lines = [f"artifact          {info['path']}",
-             f"model             {info['model']['name']} (MiniCPM, {c['num_hidden_layers']} layers, hidden {c['hidden_size']})",
+             f"model             {info['model']['name']} ({info['model'].get('architecture', 'minicpm')}, {c['num_hidden_layers']} layers, hidden {c['hidden_size']})",
              f"edgepack          {info['edgepack_version']} (schema {info['schema']})"]
     for a in info["artifacts"]:
         q = a.get("quantization", {})

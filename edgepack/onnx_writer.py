@@ -18,7 +18,8 @@ base.py, 0.18), so that og.Model loads the folder with no edits and so that its 
   (int32), which is what GroupQueryAttention needs and what genai feeds.
 - q, k, v fused into one MatMulNBits feeding GQA's packed-QKV input; rotary inside GQA (do_rotary=1,
   rotary_interleaved=0 because Hugging Face Llama rotates halves) from cos/sin caches of shape
-  (context, head_dim/2).
+  (context, head_dim/2), built by edgepack.rope for the exported context (LongRoPE's factors and
+  attention factor are in the tables, so the graph is the same for every family).
 - the tied int4 embedding as the builder's `Reshape(lm_head.MatMul.weight_Q4) -> GatherBlockQuantized`
   (bits 4, quantize_axis 1), so the table is stored once; accuracy_level 4 (int8 activations) on
   every MatMulNBits; symmetric RTN (no zero points, the builder's default int4 method).
@@ -164,14 +165,13 @@ class _Writer:
         t = g.node("Shape", ["attention_mask"], "/model/attn_mask_reformat/Shape")
         t = g.node("Gather", [t, g.const(1)], "/model/attn_mask_reformat/Gather", axis=0)  # a scalar, as GQA wants
         self.total_len = g.node("Cast", [t], "/model/attn_mask_reformat/Gather/Cast", to=TensorProto.INT32)
-        c = self.c
-        # float32 arithmetic, exactly as the reference (and Hugging Face) compute the angles
-        import torch
+        # GQA rotates with these caches, one row per position of the exported context: the reference's
+        # float64 tables (LongRoPE's factors for that context and its attention factor included)
+        from .rope import tables
 
-        inv = 1.0 / c.rope_theta ** (torch.arange(0, c.head_dim, 2, dtype=torch.float32) / c.head_dim)
-        ang = torch.arange(c.max_position_embeddings, dtype=torch.float32)[:, None] * inv[None]  # (ctx, hd/2)
-        g.init("cos_cache", ang.cos().numpy())
-        g.init("sin_cache", ang.sin().numpy())
+        cos, sin = tables(self.c)  # (context, hd/2)
+        g.init("cos_cache", cos.astype(np.float32))
+        g.init("sin_cache", sin.astype(np.float32))
 
     # one tensor in, in checkpoint order
     def add(self, name, t):
@@ -314,7 +314,7 @@ def genai_config(cfg, threads, eos_ids, bos_id):
     return {
         "model": {
             "bos_token_id": bos_id,
-            "context_length": cfg.max_position_embeddings,
+            "context_length": cfg.context_length,
             "decoder": {
                 "session_options": {"log_id": "onnxruntime-genai", "intra_op_num_threads": threads, "provider_options": []},
                 "filename": MODEL_FILE,
@@ -334,7 +334,7 @@ def genai_config(cfg, threads, eos_ids, bos_id):
         },
         "search": {
             "diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
-            "max_length": cfg.max_position_embeddings, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
+            "max_length": cfg.context_length, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
             "num_return_sequences": 1, "past_present_share_buffer": True, "repetition_penalty": 1.0,
             "temperature": 1.0, "top_k": 50, "top_p": 1.0,
         },
@@ -438,7 +438,7 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
     finally:
         data.close()
     onnx.save_model(w.model(), str(out_dir / MODEL_FILE))
-    tok, tok_files = copy_tokenizer(ckpt.path, out_dir, c.max_position_embeddings)
+    tok, tok_files = copy_tokenizer(ckpt.path, out_dir, c.context_length)
     eos = list(c.eos_token_ids)
     (out_dir / "genai_config.json").write_text(json.dumps(genai_config(c, threads, eos, c.bos_token_id), indent=4))
 

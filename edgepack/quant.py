@@ -535,7 +535,7 @@ def _calibrate(q, ids, progress=None, float_only=False):
         q.floats[emb_name] = ckpt.torch(emb_name)
     # (B, T, H) from the float table, so the layers' results do not depend on the embedding's bits.
     # All of the calibration runs in float64 (CALIBRATION_DTYPE's note says why)
-    h = ckpt.torch(emb_name)[ids].to(CALIBRATION_DTYPE) * c.scale_emb
+    h = ckpt.torch(emb_name)[ids].to(CALIBRATION_DTYPE) * c.embedding_scale
     tie = _gqa_tie(c)
     L = c.num_hidden_layers
     # mmapped safetensors pages count in RSS while the file is open: let go of them after each layer

@@ -1,7 +1,9 @@
 """The MiniCPM float reference forward, in one file: the ground truth every export is measured against.
 
 MiniCPM is a Llama with three μP scalars (DESIGN.md): embeddings × scale_emb, each residual branch
-× scale_depth/sqrt(L), final hidden ÷ (hidden_size/dim_model_base) before the (tied) head.
+× scale_depth/sqrt(L), final hidden ÷ (hidden_size/dim_model_base) before the (tied) head. It reads
+only the canonical DecoderConfig (edgepack.config), so every family runs through this one forward:
+a family without μP has the three factors at 1.0, LongRoPE comes in through edgepack.rope.
 Module and tensor names follow the Hugging Face checkpoint, so loading is a name-for-name copy.
 """
 
@@ -21,13 +23,17 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
-def rope(x, pos, theta):
-    """Rotate-half RoPE (the Hugging Face convention). x: (B, heads, T, hd), pos: (T,)."""
+def rope(x, pos, c):
+    """Rotate-half RoPE (the Hugging Face convention). x: (B, heads, T, hd), pos: (T,).
+
+    Frequencies and LongRoPE's factors come from edgepack.rope (the tables every writer uses)."""
+    from . import rope as tables
+
     hd = x.shape[-1]
     # angles in float64, then x's dtype: the same tables on every CPU (float32 SIMD cos/sin are not)
-    inv = 1.0 / theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-    ang = pos[:, None].double() * inv[None]  # (T, hd/2)
-    cos, sin = (torch.cat([f(ang)] * 2, -1).to(x.dtype) for f in (torch.cos, torch.sin))
+    ang = pos[:, None].double() * torch.from_numpy(tables.inv_freq(c))[None]  # (T, hd/2)
+    a = tables.attention_factor(c)
+    cos, sin = (torch.cat([f(ang) * a] * 2, -1).to(x.dtype) for f in (torch.cos, torch.sin))
     x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
@@ -47,7 +53,7 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, c.num_attention_heads, hd).transpose(1, 2)  # (B, nh, T, hd)
         k = self.k_proj(x).view(B, T, c.num_key_value_heads, hd).transpose(1, 2)  # (B, nkv, T, hd)
         v = self.v_proj(x).view(B, T, c.num_key_value_heads, hd).transpose(1, 2)
-        q, k = rope(q, pos, c.rope_theta), rope(k, pos, c.rope_theta)
+        q, k = rope(q, pos, c), rope(k, pos, c)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, nkv, past+T, hd)
         S = k.shape[2]
@@ -117,7 +123,7 @@ class MiniCPM(nn.Module):
         c, m = self.config, self.model
         past = cache.length if cache is not None else 0
         pos = torch.arange(past, past + ids.shape[1])
-        x = m.embed_tokens(ids) * c.scale_emb
+        x = m.embed_tokens(ids) * c.embedding_scale
         for i, block in enumerate(m.layers):
             x = block(x, pos, cache.for_layer(i) if cache is not None else None)
         x = m.norm(x) / c.logit_scale

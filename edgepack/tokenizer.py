@@ -1,8 +1,8 @@
 """Tokenizers and chat templates, without torch (the runtime imports this on the phone side).
 
 Two kinds: a sentencepiece `tokenizer.model` (Llama-style, byte fallback, bos added; real
-MiniCPM and the tiny test model) and a Hugging Face `tokenizer.json` (the demo model's byte-level
-BPE). `token_bytes` gives each token's raw UTF-8 bytes so a stream can be decoded incrementally
+MiniCPM-2B/MiniCPM4 and the tiny test model) and a Hugging Face `tokenizer.json` (byte-level BPE:
+the demo model's and MiniCPM5's, whose chat template lives in chat_template.jinja). `token_bytes` gives each token's raw UTF-8 bytes so a stream can be decoded incrementally
 without ever cutting a character in half.
 """
 import json
@@ -128,7 +128,11 @@ class HFTokenizer(Tokenizer):
         # asked of the loaded tokenizer, not by parsing the 3.5 MB JSON again into Python objects: that
         # fragmented the heap so each load/close cycle kept ~0.5 MB (runtime RSS test)
         self._byte_level = type(self.tk.decoder).__name__ == "ByteLevel"
-        self._special = {i for i, t in self.tk.get_added_tokens_decoder().items() if t.special}
+        added = self.tk.get_added_tokens_decoder()
+        self._special = {i for i, t in added.items() if t.special}
+        # non-special added tokens (MiniCPM5's <think>, </think>) are stored as plain text, not in the
+        # byte-level alphabet: their bytes are the UTF-8 of the content, and they stream as text
+        self._added_text = {i: t.content.encode("utf-8") for i, t in added.items() if not t.special}
         self._byte_decoder = {c: b for b, c in _bytes_to_unicode().items()}
 
     @property
@@ -147,6 +151,8 @@ class HFTokenizer(Tokenizer):
     def _token_bytes(self, token_id):
         if token_id in self._special:
             return b""
+        if token_id in self._added_text:
+            return self._added_text[token_id]
         p = self.tk.id_to_token(token_id) or ""
         if self._byte_level:
             return bytes(self._byte_decoder.get(c, 0) for c in p)

@@ -26,7 +26,9 @@ def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
     tok = load_tokenizer(root / "tokenizer", bos_id=m["tokenizer"]["bos_id"], eos_ids=m["tokenizer"]["eos_ids"])
     recorded = [e.get("fidelity") or {} for e in entries]
     n = tokens or max(f.get("tokens", 0) for f in recorded) or 2048
-    ids = eval_windows(tok, n, m["model"]["config"]["max_position_embeddings"])  # the export's windows
+    cfg = m["model"]["config"]
+    ckpt.config = ckpt.config.with_context(cfg.get("context_length") or cfg["max_position_embeddings"])  # as exported
+    ids = eval_windows(tok, n, ckpt.config.context_length)  # the export's windows
     ref = reference_logits(ckpt, ids)
     out = []
     for e in entries:

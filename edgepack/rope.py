@@ -1,0 +1,50 @@
+"""RoPE tables from the canonical description: plain RoPE and MiniCPM4's LongRoPE, in one place.
+
+    inv_freq_i = theta^(-2i/head_dim)                        i = 0 .. head_dim/2 - 1
+    LongRoPE:   inv_freq_i / f_i,  f = long_factor if context > original_max_position_embeddings
+                                        else short_factor
+                cos, sin × sqrt(1 + ln(max_position_embeddings / original) / ln(original))
+
+as MiniCPM4's modeling code computes them (MiniCPMLongRoPE: the factor set is chosen by the length
+the cos/sin cache is built for, and the attention factor scales both tables). llama.cpp reads the
+same thing from the GGUF: the factors as tensors rope_factors_long/short (picked by n_ctx against
+rope.scaling.original_context_length) and the attention factor as rope.scaling.attn_factor.
+Angles are computed in float64 so every CPU builds the same tables.
+"""
+import math
+
+import numpy as np
+
+
+def factors(cfg, context=None):
+    """The per-frequency divisors used at `context` tokens (None for plain RoPE)."""
+    r = cfg.rope
+    if r.kind != "longrope":
+        return None
+    n = cfg.context_length if context is None else context
+    return np.asarray(r.long_factor if n > r.original_max_position_embeddings else r.short_factor, np.float64)
+
+
+def attention_factor(cfg):
+    """LongRoPE's scale of cos and sin (1.0 for plain RoPE)."""
+    r = cfg.rope
+    if r.kind != "longrope":
+        return 1.0
+    orig = r.original_max_position_embeddings
+    return math.sqrt(1 + math.log(cfg.max_position_embeddings / orig) / math.log(orig))
+
+
+def inv_freq(cfg, context=None):
+    """float64 (head_dim/2,) inverse frequencies, LongRoPE factors applied."""
+    hd = cfg.head_dim
+    inv = 1.0 / cfg.rope.theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    f = factors(cfg, context)
+    return inv if f is None else inv / f
+
+
+def tables(cfg, n=None, context=None):
+    """cos, sin: float64 (n, head_dim/2) for positions 0..n-1 (n defaults to the context)."""
+    n = cfg.context_length if n is None else n
+    ang = np.arange(n, dtype=np.float64)[:, None] * inv_freq(cfg, context)[None]
+    a = attention_factor(cfg)
+    return np.cos(ang) * a, np.sin(ang) * a
