@@ -176,29 +176,43 @@ def _sampling(kw):
                 speculate=not kw["no_speculate"])
 
 
-def _stream(model, out, err, **gen):
-    """Print each piece as it comes (flushed), a live meter on stderr; return the Stats."""
+def _stream(model, out, err, thinking="show", **gen):
+    """Print each piece as it comes (flushed), a live meter on stderr; return the Stats.
+    thinking: how a <think>…</think> block is shown (edgepack.runtime.thinking)."""
     from .runtime.meter import LiveMeter
+    from .runtime.thinking import ThinkingView
 
-    live = LiveMeter(err)
+    live, view = LiveMeter(err), ThinkingView(thinking)
     pieces = model.generate(**gen)
     try:
         for piece in pieces:
-            out.write(piece)
+            out.write(view.feed(piece))
             out.flush()
             live.update(model.stats)
     finally:
         pieces.close()  # a Ctrl-C between pieces still leaves model.stats complete
+        out.write(view.flush())
         live.clear()
     return model.stats
+
+
+def _thinking_mode(mode, out):
+    """auto: a thinking block dimmed on a terminal, plain text when piped."""
+    return ("dim" if out.isatty() else "show") if mode == "auto" else mode
+
+
+thinking_option = click.option(
+    "--thinking", type=click.Choice(["auto", "dim", "show", "hide"]), default="auto", show_default=True,
+    help="How a thinking model's <think>…</think> block is shown (auto: dimmed on a terminal).")
 
 
 @main.command()
 @click.argument("artifact", type=click.Path())
 @click.option("--prompt", "-p", required=True, help="The user's message (the chat template is applied).")
 @_generation_options
+@thinking_option
 @json_flag
-def run(artifact, prompt, as_json, **kw):
+def run(artifact, prompt, as_json, thinking, **kw):
     """Stream text from an artifact."""
     from .runtime import load
 
@@ -208,7 +222,7 @@ def run(artifact, prompt, as_json, **kw):
             stats = model.complete(prompt, **_sampling(kw))
             click.echo(json.dumps(stats.summary(), ensure_ascii=False))
             return
-        stats = _stream(model, out, err, prompt=prompt, **_sampling(kw))
+        stats = _stream(model, out, err, thinking=_thinking_mode(thinking, out), prompt=prompt, **_sampling(kw))
     out.write("\n")
     click.echo(stats.format(), err=True)
 
@@ -217,7 +231,8 @@ def run(artifact, prompt, as_json, **kw):
 @click.argument("artifact", type=click.Path())
 @click.option("--system", default=None, help="A system message to start the conversation with.")
 @_generation_options
-def chat(artifact, system, **kw):
+@thinking_option
+def chat(artifact, system, thinking, **kw):
     """Chat interactively with an artifact (/exit or end of input quits; Ctrl-C stops a reply)."""
     from .runtime import load
 
@@ -244,7 +259,7 @@ def chat(artifact, system, **kw):
             while len(model.prompt_ids(messages=history)) >= model.backend.n_ctx and len(history) > 2:
                 del history[1 if system else 0: 3 if system else 2]  # forget the oldest exchange
             try:
-                stats = _stream(model, out, err, messages=history, **_sampling(kw))
+                stats = _stream(model, out, err, thinking=_thinking_mode(thinking, out), messages=history, **_sampling(kw))
             except KeyboardInterrupt:
                 stats = model.stats
                 err.write("\n[reply stopped]")

@@ -268,3 +268,22 @@ def test_edgepack_run_streams_from_both_backends(family_int4, backend):
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["tokens"] >= 1 and out["backend"] == backend and r.stdout.strip()
+
+
+@pytest.mark.parametrize("mode,want", [
+    ("show", "<think>plan it</think>The answer."),
+    ("hide", "The answer."),
+    ("dim", "\033[2m<think>plan it</think>\033[0mThe answer."),
+])
+def test_thinking_block_is_shown_dimmed_or_hidden_across_piece_boundaries(mode, want):
+    from edgepack.runtime.thinking import ThinkingView
+
+    text = "<think>plan it</think>The answer."
+    for cut in range(1, len(text)):  # every split of the stream into two pieces, markers cut anywhere
+        v = ThinkingView(mode)
+        assert v.feed(text[:cut]) + v.feed(text[cut:]) + v.flush() == want, cut
+    v = ThinkingView(mode)  # one character at a time
+    assert "".join(v.feed(ch) for ch in text) + v.flush() == want
+    v = ThinkingView(mode)  # a reply cut off while thinking still closes the dimming
+    assert v.feed("<think>unfinished <") + v.flush() == {"show": "<think>unfinished <", "hide": "",
+                                                         "dim": "\033[2m<think>unfinished <\033[0m"}[mode]
