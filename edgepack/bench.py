@@ -147,7 +147,8 @@ def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_to
     unknown = [p for p in names if p not in PROMPTS]
     if unknown:
         raise BadInput(f"unknown prompt {unknown[0]}; choose from {', '.join(PROMPTS)}")
-    n_ctx = min(n_ctx, m["model"]["config"]["max_position_embeddings"])
+    cfg = m["model"]["config"]
+    n_ctx = min(n_ctx, cfg.get("context_length") or cfg["max_position_embeddings"])
     if new_tokens + 16 > n_ctx:
         raise BadInput(f"--tokens {new_tokens} leaves no room for a prompt in the context of {n_ctx} tokens")
     texts = {p: _fit(tok, PROMPTS[p], n_ctx - new_tokens) for p in names}

@@ -95,7 +95,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
                         ref = reference_logits(ckpt, ids)
                         progress("float reference", 1, 1)
                     progress(f"fidelity {fmt}", 0, 1)
-                    entry["fidelity"] = artifact_fidelity(fmt, tmp / entry["path"], ids, ref, threads)
+                    entry["fidelity"] = artifact_fidelity(fmt, tmp / entry["path"], ids, ref, threads, ckpt.config)
                     progress(f"fidelity {fmt}", 1, 1)
                 manifest["artifacts"].append(entry)
             ckpt.close()
@@ -137,16 +137,20 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
     return entry
 
 
-def artifact_fidelity(fmt, path, ids, ref, threads):
+def artifact_fidelity(fmt, path, ids, ref, threads, cfg=None):
     """Fidelity of one written format against precomputed reference logits (export and verify);
-    ids and ref are lists of windows (fidelity.eval_windows)."""
+    ids and ref are lists of windows (fidelity.eval_windows); cfg: the exported model's description."""
     from .fidelity import backend_logits, compare
 
+    n_ctx = max(16, *map(len, ids))
     if fmt == "onnx":
         from .runtime.onnx_backend import OnnxBackend as B
     else:
+        from .rope import llama_cpp_n_ctx
         from .runtime.gguf_backend import GGUFBackend as B
-    with B(path, threads=threads, n_ctx=max(16, *map(len, ids))) as b:
+
+        n_ctx = llama_cpp_n_ctx(cfg, n_ctx) if cfg is not None else n_ctx  # LongRoPE: the export's factor set
+    with B(path, threads=threads, n_ctx=n_ctx) as b:
         return compare(ref, backend_logits(b, ids), ids)
 
 

@@ -42,6 +42,15 @@ def inv_freq(cfg, context=None):
     return inv if f is None else inv / f
 
 
+def llama_cpp_n_ctx(cfg, n):
+    """An n_ctx of at least n at which llama.cpp uses the factor set of the exported context: it picks
+    long factors when n_ctx exceeds the original context, the export by its own context_length."""
+    r = cfg.rope
+    if r.kind == "longrope" and cfg.context_length > r.original_max_position_embeddings >= n:
+        return r.original_max_position_embeddings + 1
+    return n
+
+
 def tables(cfg, n=None, context=None):
     """cos, sin: float64 (n, head_dim/2) for positions 0..n-1 (n defaults to the context)."""
     n = cfg.context_length if n is None else n

@@ -32,6 +32,6 @@ def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
     ref = reference_logits(ckpt, ids)
     out = []
     for e in entries:
-        fid = artifact_fidelity(e["format"], root / e["path"], ids, ref, threads)
+        fid = artifact_fidelity(e["format"], root / e["path"], ids, ref, threads, ckpt.config)
         out.append({"format": e["format"], "path": e["path"], "fidelity": fid, "recorded": e.get("fidelity")})
     return {"artifact": str(root), "artifacts": out}

@@ -255,6 +255,10 @@ def test_int4_loads_unmodified_in_onnxruntime_genai_and_llama_cpp(family_int4):
     assert logits.shape == (m["model"]["config"]["vocab_size"],) and np.isfinite(logits).all()
     for a in m["artifacts"]:  # fidelity measured at export, against the family's float reference
         assert a["fidelity"]["tokens"] == 512 and np.isfinite(a["fidelity"]["ppl"])
+    if family == "minicpm5":  # the thinking template travels with the artifact, as the model ships it
+        assert (art / "tokenizer" / "chat_template.jinja").is_file() and "<think>" in m["tokenizer"]["chat_template"]
+        genai_tcfg = json.loads((art / "onnx" / "tokenizer_config.json").read_text())
+        assert "<think>" in genai_tcfg["chat_template"]
     if family == "demo-llama":  # a real trained model: int4 RTN stays close to its float self
         assert all(a["fidelity"]["top1_agreement"] > 0.6 for a in m["artifacts"])
 
@@ -287,3 +291,14 @@ def test_thinking_block_is_shown_dimmed_or_hidden_across_piece_boundaries(mode, 
     v = ThinkingView(mode)  # a reply cut off while thinking still closes the dimming
     assert v.feed("<think>unfinished <") + v.flush() == {"show": "<think>unfinished <", "hide": "",
                                                          "dim": "\033[2m<think>unfinished <\033[0m"}[mode]
+
+
+def test_fidelity_of_a_longrope_gguf_uses_the_exported_factor_set():
+    """Windows shorter than the original context would make llama.cpp take the short factors while the
+    export (context above the original) uses the long ones: fidelity asks for an n_ctx past the original."""
+    from edgepack.rope import llama_cpp_n_ctx
+
+    c = DecoderConfig.from_dict(tiny_config(family="minicpm4"))  # context 1024, original 256
+    assert llama_cpp_n_ctx(c, 128) == 257 and llama_cpp_n_ctx(c, 1024) == 1024
+    assert llama_cpp_n_ctx(c.with_context(256), 128) == 128
+    assert llama_cpp_n_ctx(DecoderConfig.from_dict(tiny_config()), 128) == 128

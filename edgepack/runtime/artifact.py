@@ -28,6 +28,10 @@ def open_artifact(path, backend=None, threads=None, n_ctx=None):
         from .onnx_backend import OnnxBackend as B
     else:
         from .gguf_backend import GGUFBackend as B
+
+        cfg = m["model"].get("config") or {}
+        if n_ctx is None and cfg.get("context_length"):  # the exported context (export --context), as ONNX has it
+            n_ctx = min(cfg["context_length"], 4096)
     return B(target, threads=threads, n_ctx=n_ctx), tokenizer, m
 
 
