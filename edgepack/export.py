@@ -24,7 +24,7 @@ def default_out(name, dtype):
 
 def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32, gguf_type=None, threads=None,
            force=False, fidelity_tokens=2048, progress=None, log=None, method=None):
-    """Export `model` (a checkpoint dir or "demo"); returns the artifact folder.
+    """Export `model` (a checkpoint dir, a Hugging Face id org/name, or "demo"); returns the artifact folder.
 
     method: the int4 method of edgepack.quant (default: quant.DEFAULT_METHOD for ONNX and
     quant.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget)."""
@@ -51,7 +51,10 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     progress = progress or (lambda stage, done, total: None)
 
     ckpt = load(model)
-    name = "smollm2-135m-instruct-minicpm" if str(model) == "demo" else Path(model).resolve().name
+    if str(model) == "demo":
+        name = "smollm2-135m-instruct-minicpm"
+    else:  # a hub id's name part (openbmb/MiniCPM5-2B -> MiniCPM5-2B), or the directory's name
+        name = ckpt.hub.repo_id.split("/")[1] if getattr(ckpt, "hub", None) else Path(model).resolve().name
     out = Path(out) if out else default_out(name, dtype)
     if out.exists() and not force:
         raise BadInput(f"{out}: output already exists (use --force to replace it)")

@@ -29,6 +29,7 @@ def inspect_checkpoint(ckpt, block_size=32):
         "kind": "checkpoint", "path": str(ckpt.path), "architecture": "minicpm", "config": cfg.to_dict(),
         "parameters": params, "embedding_parameters": emb, "non_embedding_parameters": params - emb,
         "bytes_by_dtype": by_dtype, "int4_bytes_estimate": int4, "int4_block_size": block_size,
+        "hub": {"id": ckpt.hub.repo_id, "revision": ckpt.hub.revision} if getattr(ckpt, "hub", None) else None,
     }
 
 
@@ -53,8 +54,9 @@ def human_bytes(n):
 def format_checkpoint(info):
     c = info["config"]
     gqa = "MHA" if c["num_key_value_heads"] == c["num_attention_heads"] else f"GQA ({c['num_key_value_heads']} KV heads)"
+    hub = info.get("hub")
     lines = [
-        f"checkpoint        {info['path']}",
+        f"checkpoint        {info['path']}" + (f" ({hub['id']} at {hub['revision'][:12]})" if hub else ""),
         f"architecture      MiniCPM: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
         f"{c['num_attention_heads']} heads ({gqa}), head dim {c['hidden_size'] // c['num_attention_heads']}, FFN {c['intermediate_size']}",
         f"vocabulary        {c['vocab_size']} ({'tied' if c['tie_word_embeddings'] else 'untied'} head), context {c['max_position_embeddings']}",
