@@ -62,22 +62,22 @@ def resolve(repo_id, revision=None):
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     at = f"@{revision}" if revision else ""
+    fix = f"run once with network access, or fetch it with `hf download {repo_id}`"
     if constants.HF_HUB_OFFLINE:
         why = "HF_HUB_OFFLINE is set"
     else:
         try:
             info = hf.HfApi().repo_info(repo_id, revision=revision, timeout=_timeout())
         except GatedRepoError:
-            why = "it is gated on the hub (accept its terms on huggingface.co, then `hf auth login`)"
-        except RevisionNotFoundError:
-            raise BadInput(f"{repo_id}: revision {revision} not found on the Hugging Face hub") from None
+            why, fix = "the model is gated on the hub", "accept its terms on huggingface.co, then `hf auth login`"
         except RepositoryNotFoundError:
-            why = "no such model on the Hugging Face hub (a private one needs `hf auth login`)"
+            why, fix = "the Hugging Face hub has no such model", "check the id (a private model needs `hf auth login`)"
+        except RevisionNotFoundError:
+            why, fix = f"the Hugging Face hub has no revision {revision}", "pass --model with the checkpoint's directory"
         except Exception as e:  # no network, DNS, timeout, proxy, 5xx: the cache decides
             why = f"the Hugging Face hub is unreachable ({type(e).__name__})"
         else:
-            names = [s.rfilename for s in (info.siblings or [])]
-            files = wanted_files(names)
+            files = wanted_files([s.rfilename for s in (info.siblings or [])])
             if files is None:
                 raise BadInput(f"{repo_id}{at}: no weights edgepack reads on the hub "
                                "(model.safetensors, a safetensors index or pytorch_model.bin)")
@@ -91,8 +91,8 @@ def resolve(repo_id, revision=None):
         path = hf.snapshot_download(repo_id, revision=revision, local_files_only=True,
                                     allow_patterns=["config.json"], ignore_patterns=NEVER)
     except Exception:
-        raise BadInput(f"{repo_id}{at}: no such directory, and not in the Hugging Face cache ({constants.HF_HUB_CACHE}): "
-                       f"{why}; run once with network access, or fetch it with `hf download {repo_id}`") from None
+        raise BadInput(f"{repo_id}{at}: no such directory, and not in the Hugging Face cache "
+                       f"({constants.HF_HUB_CACHE}); {why}: {fix}") from None
     return Snapshot(repo_id, Path(path).name, Path(path))
 
 

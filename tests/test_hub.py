@@ -105,7 +105,8 @@ class FakeHub:
                     body = files[path[len(resolve):]]
                     headers = [("X-Repo-Commit", commit), ("ETag", f'"{hashlib.sha1(body).hexdigest()}"')]
                 else:
-                    code, body, headers = 404, "{}", [("X-Error-Code", "EntryNotFound")]
+                    kind = "RepoNotFound" if path.startswith("/api/models/") else "EntryNotFound"
+                    code, body, headers = 404, "{}", [("X-Error-Code", kind)]
                 body = body.encode() if isinstance(body, str) else body
                 self.send_response(code)
                 for k, v in headers + [("Content-Length", str(len(body)))]:
@@ -282,9 +283,12 @@ def test_online_download_fetches_no_python_and_the_cache_then_works_offline(hub,
     cache = tmp_path / "cache"
     try:
         r = edgepack(hub, "inspect", repo, "--json", endpoint=server.url, cache=cache)
+        missing = edgepack(hub, "inspect", "openbmb/no-such-model", endpoint=server.url, cache=cache)
     finally:
         server.close()
     assert r.returncode == 0, r.stderr
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert missing.stderr.startswith("edgepack: error: openbmb/no-such-model: ") and "hub has no such model" in missing.stderr
     fetched = sorted({p.rsplit("/", 1)[1] for m, p in server.requests if "/resolve/" in p})
     assert fetched == ["config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"]
     snap = cache / "models--openbmb--MiniCPM-online" / "snapshots" / COMMIT
