@@ -37,12 +37,13 @@ def hf_cache(cache, repo_id, files, commit, tree_extra=()):
     tree = {}
     for name, data in files.items():
         lfs = name.endswith(LFS)
-        etag = hashlib.sha256(data).hexdigest() if lfs else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        git_oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        etag = hashlib.sha256(data).hexdigest() if lfs else git_oid
         (blobs / etag).write_bytes(data)
         link = snap / name
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blobs / etag, link.parent))
-        tree[name] = {"size": len(data), "blob_id": hashlib.sha1(data).hexdigest()}
+        tree[name] = {"size": len(data), "blob_id": git_oid}
         if lfs:
             tree[name].update(lfs_sha256=etag, lfs_size=len(data))
     for name in tree_extra:
