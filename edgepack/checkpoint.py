@@ -215,8 +215,12 @@ def _short(e):
     return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
 
 
-def load(path):
-    """Open a MiniCPM checkpoint directory ("demo" names the embedded demo model)."""
+def load(path, revision=None):
+    """Open a MiniCPM checkpoint directory ("demo" names the embedded demo model; `org/name`, when no
+    such directory exists, a Hugging Face hub id resolved through its cache by edgepack.hub)."""
+    from . import hub
+
+    snapshot = None
     if str(path) == "demo":
         from .demo import demo_checkpoint_dir
 
@@ -225,4 +229,9 @@ def load(path):
         from .demo import demo_llama_checkpoint_dir
 
         path = demo_llama_checkpoint_dir()
-    return Checkpoint(path)
+    elif hub.is_hub_id(path):
+        snapshot = hub.resolve(str(path), revision)
+        path = snapshot.path
+    ckpt = Checkpoint(path)
+    ckpt.hub = snapshot  # where it came from, for the manifest (None for a directory)
+    return ckpt

@@ -64,7 +64,7 @@ def main(debug):
 @click.argument("path")
 @json_flag
 def inspect(path, as_json):
-    """Describe a checkpoint directory ("demo" for the demo model) or an artifact folder."""
+    """Describe a checkpoint (a directory, a Hugging Face id org/name, or "demo") or an artifact folder."""
     from .inspect import format_checkpoint, inspect_path
 
     info = inspect_path(path)
@@ -89,7 +89,7 @@ def _not_yet(name, issue):
 @click.option("--int4", "int4", is_flag=True, help="Quantize weights to 4 bits (the default).")
 @click.option("--dtype", type=click.Choice(["int4", "fp32", "f16"]), default=None,
               help="Weight type; fp32 (and f16 for GGUF) are conformance anchors.")
-@click.option("--model", default="demo", show_default=True, help='Checkpoint directory, or "demo".')
+@click.option("--model", default="demo", show_default=True, help='Checkpoint directory, Hugging Face id org/name, or "demo".')
 @click.option("--format", "formats", default="onnx,gguf", show_default=True, help="Comma-separated: onnx, gguf.")
 @click.option("--out", type=click.Path(), default=None, help="Artifact folder (default: ./NAME-DTYPE).")
 @click.option("--block-size", type=int, default=32, show_default=True, help="int4 block size (ONNX).")
@@ -317,7 +317,7 @@ def bench(artifact, device, threads, runs, new_tokens, n_ctx, prompts, engines, 
 
 @main.command()
 @click.argument("artifact", type=click.Path())
-@click.option("--model", default=None, help="Source checkpoint (default: the one recorded in the manifest).")
+@click.option("--model", default=None, help="Source checkpoint, directory or Hugging Face id (default: the one recorded in the manifest).")
 @click.option("--backend", type=click.Choice(["onnx", "gguf"]), default=None, help="Verify one format only.")
 @click.option("--max-ppl-increase", type=float, default=None, help="Fail if perplexity rises more than PCT %.")
 @click.option("--tokens", type=click.IntRange(2), default=None, help="Evaluation tokens (default: as at export).")

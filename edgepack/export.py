@@ -24,7 +24,7 @@ def default_out(name, dtype):
 
 def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32, gguf_type=None, threads=None,
            force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None):
-    """Export `model` (a checkpoint dir or "demo"); returns the artifact folder.
+    """Export `model` (a checkpoint dir, a Hugging Face id org/name, "demo" or "demo-llama"); returns the artifact folder.
 
     context: the tokens the artifact serves (default: the model's max_position_embeddings); the ONNX
     RoPE caches, genai's context_length and, for LongRoPE, the factor set follow it.
@@ -60,7 +60,10 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
         ckpt.config = ckpt.config.with_context(context)
     from . import demo
 
-    name = {"demo": demo.NAME, "demo-llama": demo.LLAMA_NAME}.get(str(model)) or Path(ckpt.path).resolve().name
+    if str(model) in ("demo", "demo-llama"):
+        name = {"demo": demo.NAME, "demo-llama": demo.LLAMA_NAME}[str(model)]
+    else:  # a hub id's name part (openbmb/MiniCPM5-2B -> MiniCPM5-2B), or the directory's name
+        name = ckpt.hub.repo_id.split("/")[1] if getattr(ckpt, "hub", None) else Path(model).resolve().name
     out = Path(out) if out else default_out(name, dtype)
     if out.exists() and not force:
         raise BadInput(f"{out}: output already exists (use --force to replace it)")

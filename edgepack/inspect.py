@@ -29,6 +29,7 @@ def inspect_checkpoint(ckpt, block_size=32):
         "kind": "checkpoint", "path": str(ckpt.path), "architecture": cfg.family, "family": _family(cfg), "config": cfg.to_dict(),
         "parameters": params, "embedding_parameters": emb, "non_embedding_parameters": params - emb,
         "bytes_by_dtype": by_dtype, "int4_bytes_estimate": int4, "int4_block_size": block_size,
+        "hub": {"id": ckpt.hub.repo_id, "revision": ckpt.hub.revision} if getattr(ckpt, "hub", None) else None,
     }
 
 
@@ -64,8 +65,9 @@ def format_checkpoint(info):
     rope = c.get("rope") or {"kind": "default", "theta": c.get("rope_theta")}
     mup = (f"scale_emb {c['scale_emb']}, dim_model_base {c['dim_model_base']}, scale_depth {c['scale_depth']}"
            if c.get("use_mup", True) else "none (a plain Llama)")
+    hub = info.get("hub")
     lines = [
-        f"checkpoint        {info['path']}",
+        f"checkpoint        {info['path']}" + (f" ({hub['id']} at {hub['revision'][:12]})" if hub else ""),
         f"family            {fam['name']} ({fam['config']}: {fam['models']}); GGUF arch {fam.get('gguf_arch', 'minicpm')}",
         f"architecture      {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
         f"{c['num_attention_heads']} heads ({gqa}), head dim {c.get('head_dim') or c['hidden_size'] // c['num_attention_heads']}, FFN {c['intermediate_size']}",

@@ -109,11 +109,15 @@ def find_artifact(manifest, fmt=None):
 
 
 def new_manifest(ckpt, name, tokenizer, tokenizer_files):
+    model = {"name": name, "architecture": ckpt.config.family, "config": ckpt.config.to_dict(),
+             "source_path": str(Path(ckpt.path).resolve()), "source_sha256": ckpt.weights_sha256()}
+    hub = getattr(ckpt, "hub", None)
+    if hub:  # a Hugging Face id: the snapshot's commit pins the exact files
+        model["source_hub"] = {"id": hub.repo_id, "revision": hub.revision}
     return {
         "schema": SCHEMA,
         "edgepack_version": __version__,
-        "model": {"name": name, "architecture": ckpt.config.family, "config": ckpt.config.to_dict(),
-                  "source_path": str(Path(ckpt.path).resolve()), "source_sha256": ckpt.weights_sha256()},
+        "model": model,
         "tokenizer": {"kind": tokenizer.kind, "path": "tokenizer", "files": tokenizer_files,
                       "bos_id": tokenizer.bos_id, "eos_ids": list(tokenizer.eos_ids),
                       "chat_template": tokenizer.chat_template},

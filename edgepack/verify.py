@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from .errors import BadInput
+from .hub import is_hub_id
 from .manifest import find_artifact, read_manifest, verify_files
 
 
@@ -18,9 +19,13 @@ def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
     for e in entries:
         verify_files(root, e["files"])
     src = model or m["model"].get("source_path")
-    if not src or (src != "demo" and not Path(src).is_dir()):
+    hub = m["model"].get("source_hub") or {}
+    if not model and hub and not (src and Path(src).is_dir()):  # the cache moved: find the same snapshot by id
+        src = hub["id"]
+    revision = hub.get("revision") if src == hub.get("id") else None  # the exported commit, not today's main
+    if not src or (src not in ("demo", "demo-llama") and not Path(src).is_dir() and not is_hub_id(src)):
         raise BadInput(f"{root}: the source checkpoint {src} is not available; pass --model DIR")
-    ckpt = load(src)
+    ckpt = load(src, revision=revision)
     if ckpt.weights_sha256() != m["model"].get("source_sha256"):
         raise BadInput(f"{ckpt.path}: weights differ from the ones this artifact was exported from")
     tok = load_tokenizer(root / "tokenizer", bos_id=m["tokenizer"]["bos_id"], eos_ids=m["tokenizer"]["eos_ids"])

@@ -189,7 +189,9 @@ def test_genai_loads_int4_folder_and_greedy_matches_onnx_backend(demo_int4, chat
                 if t in tok.eos_ids:
                     break
                 logits = b.forward([t])
-            assert genai_out == ours
+            # genai may end the sequence with the eos it stopped at or without it: compare what precedes it
+            strip = lambda seq: seq[:-1] if seq and seq[-1] in tok.eos_ids else seq  # noqa: E731
+            assert strip(genai_out) == strip(ours)
             assert len(ours) >= 5 and tok.decode(ours).strip()
 
 
