@@ -111,16 +111,35 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     return out
 
 
-def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None):
+def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None):
+    """The quantization stage for one format: edgepack.quant's Quantized model, or None when the format
+    encodes float weights or plain RTN itself (onnxruntime's packer, gguf.quants' Q4_0, llama.cpp's
+    Q4_K_M). Inside quant.shared_calibration() both formats share one calibration."""
     from . import quant
 
+    if dtype != "int4":
+        return None
+    if fmt == "onnx":
+        spec, block8 = method or quant.DEFAULT_METHOD, quant.KEEP8_BLOCK
+    elif (gguf_type or "q4_0") == "q4_0":
+        spec, block8 = method or quant.DEFAULT_GGUF_METHOD, 32  # GGUF's Q8_0 blocks are 32 weights
+    else:
+        if method and method != "rtn":
+            raise BadInput(f"--method {method} applies to ONNX int4 and GGUF q4_0, not GGUF {gguf_type}")
+        return None
+    if spec == "rtn":
+        return None
+    return quant.quantize_model(ckpt, spec, progress=progress, block8=block8)
+
+
+def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None):
+    q = quantize_for(fmt, ckpt, dtype, gguf_type, method, progress)  # load -> quantize -> encode
     if fmt == "onnx":
         from .onnx_writer import write_onnx
 
         d = tmp / "onnx"
         d.mkdir()
-        kw = {"method": method or quant.DEFAULT_METHOD} if dtype == "int4" else {}
-        entry = write_onnx(ckpt, d, dtype=dtype, block_size=block_size, threads=threads, progress=progress, **kw)
+        entry = write_onnx(ckpt, d, dtype=dtype, block_size=block_size, threads=threads, progress=progress, quantized=q)
         entry["path"] = "onnx"
     else:
         from .gguf_writer import write_gguf
@@ -129,12 +148,9 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
         d.mkdir()
         kind = gguf_type or {"fp32": "f32", "f16": "f16"}.get(dtype)
         kw = {"gguf_type": kind} if kind else {}
-        if dtype == "int4" and kind in (None, "q4_0"):
-            kw["method"] = method or quant.DEFAULT_GGUF_METHOD
-        elif method and method != "rtn":
-            raise BadInput(f"--method {method} applies to ONNX int4 and GGUF q4_0, not GGUF {kind}")
-        entry = write_gguf(ckpt, d, threads=threads, progress=progress, **kw)
+        entry = write_gguf(ckpt, d, threads=threads, progress=progress, quantized=q, **kw)
         entry["path"] = f"gguf/{entry.pop('file')}"
+    del q  # its codes go as soon as this format is written (the shared calibration stays for the next)
     entry["format"] = fmt
     entry["files"] = file_entries(tmp, files_under(tmp, entry["path"]))
     return entry

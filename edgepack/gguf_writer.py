@@ -66,24 +66,25 @@ def gguf_filename(gguf_type):
     return f"model-{_ggml(gguf_type)[2]}.gguf"
 
 
-def write_gguf(ckpt, out_dir: Path, *, gguf_type=DEFAULT_GGUF_TYPE, threads=None, progress=None, method="rtn") -> dict:
+def write_gguf(ckpt, out_dir: Path, *, gguf_type=DEFAULT_GGUF_TYPE, threads=None, progress=None, quantized=None) -> dict:
     """Write out_dir/model-<TYPE>.gguf for a Checkpoint. Returns the manifest's artifact fields.
 
-    method: "rtn" quantizes here as described above; any other edgepack.quant method writes its own
-    blocks exactly (symmetric -> Q4_0, asymmetric -> Q4_1, embedding Q5_0/Q8_0) and AWQ-rescaled norms."""
+    quantized: edgepack.quant's Quantized model, encoded exactly as GGUF blocks (symmetric -> Q4_0,
+    asymmetric -> Q4_1, an 8- or 5-bit embedding -> Q8_0 / Q5_0) with its AWQ-rescaled norms; None
+    quantizes Q4_0 here with gguf.quants (llama-quantize's rule) or goes through llama.cpp (Q4_K_M)."""
     if gguf_type not in TYPES:
         raise BadInput(f"unknown GGUF type {gguf_type!r} (choose from {', '.join(TYPES)})")
     out_dir = Path(out_dir)
     out = out_dir / gguf_filename(gguf_type)
-    if method != "rtn":
-        from . import quant
-
+    if quantized is not None:
+        q = quantized
         if gguf_type != "q4_0":
-            raise BadInput(f"int4 method {method} writes Q4_0/Q4_1 blocks itself; use GGUF type q4_0, not {gguf_type}")
-        q = quant.quantize_model(ckpt, method, progress=progress, block8=32)  # Q8_0 blocks are 32 weights
+            raise BadInput(f"int4 method {q.method.name} writes Q4_0/Q4_1 blocks itself; use GGUF type q4_0, not {gguf_type}")
+        if q.block8 != 32 and q.method.embed_bits == 8:
+            raise BadInput("GGUF's Q8_0 holds 8-bit blocks of 32: quantize with block8=32")
         out = out_dir / f"model-{'Q4_0' if q.method.sym else 'Q4_1'}.gguf"
         _write(ckpt, out, gguf_type, progress, q, threads)
-        return {"format": "gguf", "file": out.name, "quantization": {**describe(out, gguf_type), **quant.describe(q),
+        return {"format": "gguf", "file": out.name, "quantization": {**describe(out, gguf_type), **q.describe(),
                                                                         "bits_per_weight": describe(out, gguf_type)["bits_per_weight"]}}
     if gguf_type == "q4_k_m":
         tmp = out_dir / ".tmp-f16-for-q4_k_m.gguf"
@@ -130,9 +131,7 @@ def _plan(ckpt, gguf_type, q=None):
             if shape[-1] % block:  # rows must be whole blocks; same fallback as convert_hf_to_gguf
                 qtype = gguf.GGMLQuantizationType.F16
             elif q is not None:
-                from .quant import gguf_type as quant_type
-
-                qtype = quant_type(q, hf)
+                qtype = _block_type(q.planned_bits(hf), q.method.sym)
         plan.append((name, hf, shape, qtype))
     if cfg.rope.kind == "longrope":  # not checkpoint tensors: the description's RoPE factors
         for which in ("long", "short"):
@@ -162,20 +161,59 @@ def _tensor(ckpt, hf, qtype, q=None, pool=None):
     cfg = ckpt.config
     if hf.startswith("rope."):  # LongRoPE factors (edgepack.rope's divisors of the inverse frequencies)
         return np.asarray(getattr(cfg.rope, hf[len("rope."):]), np.float32)
-    if q is not None and qtype != quants.GGMLQuantizationType.F32:  # edgepack.quant's blocks, rows permuted
-        from .quant import gguf_blocks
-
+    if q is not None and qtype != quants.GGMLQuantizationType.F32:  # the quant stage's blocks, rows permuted
         qt, rows = q.qtensor(hf), np.arange(ckpt.shape(hf)[0])
         if hf.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight")):
             heads = cfg.num_attention_heads if "q_proj" in hf else cfg.num_key_value_heads
             qt = qt.rows(permute_qk(rows, heads))
-        return gguf_blocks(qt)[0]
+        return blocks(qt)[0]
     w = ckpt.numpy(hf) if q is None else q.weight(hf).numpy()  # norms: AWQ-rescaled
     if hf.endswith("self_attn.q_proj.weight"):
         w = permute_qk(w, cfg.num_attention_heads)
     elif hf.endswith("self_attn.k_proj.weight"):
         w = permute_qk(w, cfg.num_key_value_heads)
     return _quantize(np.ascontiguousarray(w, dtype=np.float32), qtype, pool)
+
+
+def _block_type(bits, sym):
+    """The GGML type that holds a QTensor of these bits (known before the tensor exists)."""
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    return {8: T.Q8_0, 5: T.Q5_0, 4: T.Q4_0 if sym else T.Q4_1}[bits]
+
+
+def blocks(qt):
+    """A QTensor as GGUF block bytes: (uint8 (N, nb·block_bytes), GGMLQuantizationType), exactly.
+
+    4-bit symmetric -> Q4_0 {f16 d; 16 B of codes, low nibbles = first 16}; 4-bit asymmetric -> Q4_1
+    {f16 d; f16 m = −d·zero; codes}; 8-bit symmetric (block 32) -> Q8_0 {f16 d; int8 code−128}."""
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    n, nb = qt.scales.shape
+    codes = qt.codes
+    d = qt.scales.astype(np.float16).view(np.uint8).reshape(n, nb, 2)
+    if qt.bits == 5:  # Q5_0: re-quantizing the dequantized grid with gguf's own Q5_0 gives the same codes
+        from gguf import quants
+
+        if not qt.sym or qt.block_size != 32:
+            raise BadInput("GGUF's Q5_0 holds symmetric 5-bit blocks of 32 only")
+        return quants.quantize(qt.dequantize(), T.Q5_0), T.Q5_0
+    if qt.bits == 8:
+        if not qt.sym or qt.block_size != 32:
+            raise BadInput("GGUF's Q8_0 holds symmetric 8-bit blocks of 32 only")
+        out, t = np.concatenate([d, (codes.astype(np.int16) - 128).astype(np.int8).view(np.uint8)], -1), T.Q8_0
+    elif qt.block_size != 32:
+        raise BadInput("GGUF's Q4_0/Q4_1 hold blocks of 32 only")
+    else:
+        qs = codes[..., :16] | (codes[..., 16:] << 4)
+        if qt.sym:
+            out, t = np.concatenate([d, qs], -1), T.Q4_0
+        else:
+            m = (-qt.scales * qt.zeros).astype(np.float16).view(np.uint8).reshape(n, nb, 2)
+            out, t = np.concatenate([d, m, qs], -1), T.Q4_1
+    return np.ascontiguousarray(out.reshape(n, -1)), t
 
 
 def _quantize(w, qtype, pool):

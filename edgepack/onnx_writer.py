@@ -26,7 +26,13 @@ base.py, 0.18), so that og.Model loads the folder with no edits and so that its 
 - genai_config.json with the builder's fields, plus session_options.intra_op_num_threads (the builder
   leaves it unset, which costs ~1.7x decode speed here).
 
-Quantization uses onnxruntime's own per-tensor int4 packer, `quantize_matmul_4bits` (the C++ kernel
+Quantization is its own stage (edgepack.export: load -> canonical model -> edgepack.quant ->
+writers): a calibrated method arrives here as edgepack.quant's QTensors (codes, scales, zero points)
+and rescaled norms, and this writer only folds (the fold constant goes into the scales) and encodes
+them as MatMulNBits / GatherBlockQuantized initializers. Without one (`--method rtn`), the writer
+encodes with the format's own RTN:
+
+Plain RTN uses onnxruntime's own per-tensor int4 packer, `quantize_matmul_4bits` (the C++ kernel
 behind onnxruntime.quantization.MatMulNBitsQuantizer and the builder's default int4 path), called on
 one weight at a time (the embedding in row chunks), so our int4 bytes equal the builder's (checked:
 model.onnx.data initializers bit-identical on the demo model, hence the same perplexity). A numpy RTN
@@ -388,11 +394,11 @@ def _write_tokenizer_json(src, out):
         tok.backend_tokenizer.save(str(out))
 
 
-def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None, method="rtn") -> dict:
+def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None, quantized=None) -> dict:
     """Write the onnxruntime-genai folder for `ckpt` into the existing empty `out_dir`.
 
-    method: "rtn" is onnxruntime's own packer (above); any other edgepack.quant method (calibrated
-    int4, zero points, 8-bit embedding) supplies the codes, scales and rescaled norms instead."""
+    quantized: edgepack.quant's Quantized model (its codes, scales and rescaled norms are encoded as
+    they are); None with dtype int4 encodes plain RTN with onnxruntime's own packer (above)."""
     from .fold import fold_scale
 
     if dtype not in ("int4", "fp32"):
@@ -404,13 +410,13 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
         for dim in (c.hidden_size, c.intermediate_size):
             if dim % block_size:
                 raise NotSupported(f"{ckpt.path}: dimension {dim} is not a multiple of the int4 block size {block_size}")
-    q_model = None
-    if dtype == "int4" and method != "rtn":
-        from . import quant
-
-        if block_size != quant.BLOCK or quant.method(method).embed_bits not in (4, 8):
-            raise NotSupported(f"int4 method {method} needs block size {quant.BLOCK} and a 4- or 8-bit embedding in ONNX")
-        q_model = quant.quantize_model(ckpt, method, progress=progress)
+    q_model = quantized
+    if q_model is not None:
+        if dtype != "int4":
+            raise BadInput(f"quantized weights go into an int4 artifact, not {dtype}")
+        if block_size != q_model.block or q_model.method.embed_bits not in (4, 8):
+            raise NotSupported(f"int4 method {q_model.method.name} needs block size {q_model.block} and a 4- or 8-bit "
+                               "embedding in ONNX (MatMulNBits/GatherBlockQuantized take 4 or 8 bits)")
     threads = int(threads or os.cpu_count() or 1)
     out_dir = Path(out_dir)
     names = ckpt.names
@@ -421,8 +427,9 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
     try:
         w = _Writer(c, data, dtype, block_size)
         for k, name in enumerate(names):
-            if q_model is not None:  # calibrated: QTensors (fold constant in the scales) and norms
-                w.add(name, quant.folded_tensor(q_model, name))
+            if q_model is not None:  # the quant stage's QTensors (fold constant into the scales) and norms
+                s = fold_scale(c, name)
+                w.add(name, q_model.qtensor(name).scaled(s) if len(ckpt.shape(name)) == 2 else (q_model.weight(name) * s).numpy())
                 if progress:
                     progress("onnx", k + 1, len(names))
                 continue
@@ -447,6 +454,6 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
           "bits_per_weight": 4 + 32 / block_size} if dtype == "int4" else
          {"scheme": "fp32", "bits": 32, "block_size": None, "method": "none", "bits_per_weight": 32.0})
     if q_model is not None:
-        q = quant.describe(q_model)
+        q = q_model.describe()
     return {"format": "onnx", "quantization": q, "dtype": dtype, "threads": threads,
             "files": [MODEL_FILE, DATA_FILE, "genai_config.json", *tok_files], "quantized_weights": n_weights}

@@ -24,6 +24,14 @@ Methods (Method, METHODS), all deterministic (fixed calibration tokens and order
   onnxruntime 1.32 runs MatMulNBits and GatherBlockQuantized with bits=8 (checked), so they stay
   quantized in the ONNX graph.
 
+This is export's quantization stage (load -> canonical model -> quantize -> encode): export calls
+quantize_model once per format (inside shared_calibration(), so ONNX and GGUF share one calibration)
+and hands the Quantized model to the writers, which only fold and encode its codes and scales
+(edgepack.onnx_writer: MatMulNBits; edgepack.gguf_writer.blocks: Q4_0/Q4_1/Q5_0/Q8_0). Plain RTN
+(`--method rtn`) is encoded by each format's own quantizer instead: onnxruntime's packer and
+gguf.quants' Q4_0 are what the builder and llama-quantize write, and they differ from this module's
+rtn (fp16 scales, other rounding of ties) in a few hundred codes per tensor, so both stay bit-exact.
+
 Calibration streams layer by layer (calibrate()): the calibration tokens' hidden states go through
 one float layer, the inputs of its seven linears are captured, scales/Hessians computed, the layer
 quantized, and the *quantized* layer produces the next layer's input. Only one layer's weights and
@@ -432,6 +440,17 @@ class Quantized:
     def bits(self, name):
         return self.qtensor(name).bits
 
+    def planned_bits(self, name):
+        """The bits qtensor(name) has or will have, without computing it (writers plan their layout)."""
+        return self.method.embed_bits if _is_embed(name, self.ckpt.config) else 4
+
+    @property
+    def block(self):
+        return BLOCK
+
+    def describe(self):
+        return describe(self)
+
     def _plain(self, name):
         m, w = self.method, self.ckpt.torch(name)
         bits = m.embed_bits if _is_embed(name, self.ckpt.config) else 4
@@ -664,60 +683,6 @@ def size_bytes(q):
         else:
             total += q.qtensor(name).nbytes
     return total
-
-
-# -- what the format writers ask for ------------------------------------------------------------------
-def folded_tensor(q, name):
-    """One tensor of the folded Llama (edgepack.fold) for the ONNX writer: a QTensor for a 2-D weight
-    (the fold constant goes into its scales) or float32 numpy for a norm (AWQ-rescaled ones included)."""
-    from .fold import fold_scale
-
-    c = fold_scale(q.ckpt.config, name)
-    if len(q.ckpt.shape(name)) == 2:
-        return q.qtensor(name).scaled(c)
-    return (q.weight(name) * c).numpy()
-
-
-def gguf_type(q, name):
-    """The GGML type gguf_blocks will give a 2-D weight of this Quantized model (known before it exists)."""
-    import gguf
-
-    T = gguf.GGMLQuantizationType
-    bits = q.method.embed_bits if _is_embed(name, q.ckpt.config) else 4
-    return {8: T.Q8_0, 5: T.Q5_0, 4: T.Q4_0 if q.method.sym else T.Q4_1}[bits]
-
-
-def gguf_blocks(qt):
-    """A QTensor as GGUF block bytes: (uint8 (N, nb·block_bytes), GGMLQuantizationType), exactly.
-
-    4-bit symmetric -> Q4_0 {f16 d; 16 B of codes, low nibbles = first 16}; 4-bit asymmetric -> Q4_1
-    {f16 d; f16 m = −d·zero; codes}; 8-bit symmetric (block 32) -> Q8_0 {f16 d; int8 code−128}."""
-    import gguf
-
-    T = gguf.GGMLQuantizationType
-    n, nb = qt.scales.shape
-    codes = qt.codes
-    d = qt.scales.astype(np.float16).view(np.uint8).reshape(n, nb, 2)
-    if qt.bits == 5:  # Q5_0: re-quantizing the dequantized grid with gguf's own Q5_0 gives the same codes
-        from gguf import quants
-
-        if not qt.sym or qt.block_size != 32:
-            raise BadInput("GGUF's Q5_0 holds symmetric 5-bit blocks of 32 only")
-        return quants.quantize(qt.dequantize(), T.Q5_0), T.Q5_0
-    if qt.bits == 8:
-        if not qt.sym or qt.block_size != 32:
-            raise BadInput("GGUF's Q8_0 holds symmetric 8-bit blocks of 32 only")
-        out, t = np.concatenate([d, (codes.astype(np.int16) - 128).astype(np.int8).view(np.uint8)], -1), T.Q8_0
-    elif qt.block_size != 32:
-        raise BadInput("GGUF's Q4_0/Q4_1 hold blocks of 32 only")
-    else:
-        qs = codes[..., :16] | (codes[..., 16:] << 4)
-        if qt.sym:
-            out, t = np.concatenate([d, qs], -1), T.Q4_0
-        else:
-            m = (-qt.scales * qt.zeros).astype(np.float16).view(np.uint8).reshape(n, nb, 2)
-            out, t = np.concatenate([d, m, qs], -1), T.Q4_1
-    return np.ascontiguousarray(out.reshape(n, -1)), t
 
 
 def describe(q):

@@ -243,9 +243,9 @@ def _gguf_weights(path, ckpt):
 def test_gguf_holds_the_quantized_weights(tiny_gqa, tmp_path, name, types):
     from edgepack.gguf_writer import write_gguf
 
-    info = write_gguf(tiny_gqa, tmp_path, method=name)
+    q = quant.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa), block8=32)  # the quant stage, then the encoder
+    info = write_gguf(tiny_gqa, tmp_path, quantized=q)
     assert info["quantization"]["method"] == name and set(info["quantization"]["tensor_types"]) == types
-    q = quant.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa), block8=32)
     got = _gguf_weights(tmp_path / info["file"], tiny_gqa)
     for n in tiny_gqa.names:
         ref = q.weight(n).numpy()
@@ -263,14 +263,14 @@ def test_onnx_runs_the_quantized_weights(tiny_gqa, tmp_path, name):
     from edgepack.onnx_writer import write_onnx
     from edgepack.runtime.onnx_backend import OnnxBackend
 
-    entry = write_onnx(tiny_gqa, tmp_path, dtype="int4", threads=1, method=name)
+    q = quant.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa))
+    entry = write_onnx(tiny_gqa, tmp_path, dtype="int4", threads=1, quantized=q)
     qd = entry["quantization"]
     assert qd["method"] == name and qd["calibration"]["tokens"] == quant.CALIBRATION_TOKENS
     m = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False)
     ops = {(n.op_type, a.i) for n in m.graph.node for a in n.attribute if a.name == "bits"}
     assert ("MatMulNBits", 4) in ops and (("GatherBlockQuantized", 8) in ops) == name.endswith("emb8")
     assert any(i.name.endswith("_zero_points") for i in m.graph.initializer) == (not quant.method(name).sym)
-    q = quant.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa))
     ids = _tok(tiny_gqa).encode("The quick brown fox jumps over the lazy dog. def f(x): return x + 1")
     ref = reference_logits(tiny_gqa, ids, weights=q.weight)
     with OnnxBackend(tmp_path, threads=1) as b:
