@@ -134,9 +134,14 @@ class Checkpoint:
         """One tensor as float32 torch.Tensor (read from disk now, not cached)."""
         import torch
 
+        return self.stored(name).to(torch.float32)
+
+    def stored(self, name):
+        """One tensor in its stored dtype (bf16/fp16/fp32), read now: writers that quantize in row
+        chunks convert one chunk at a time (a 2B embedding is 1.13 GB as float32, 0.57 GB as bf16)."""
         f = self._where[name]
         if f.suffix == ".bin":
-            return self._bin[name].to(torch.float32).clone()
+            return self._bin[name].clone()
         from safetensors import SafetensorError, safe_open
 
         if f not in self._open:
@@ -145,7 +150,7 @@ class Checkpoint:
             except SafetensorError as e:
                 raise IntegrityError(f"{f}: corrupt safetensors file ({e})") from None
         try:
-            return self._open[f].get_tensor(name).to(torch.float32)
+            return self._open[f].get_tensor(name)
         except Exception as e:
             raise IntegrityError(f"{f}: cannot read tensor {name} ({_short(e)})") from None
 

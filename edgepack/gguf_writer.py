@@ -167,12 +167,14 @@ def _tensor(ckpt, hf, qtype, q=None, pool=None):
             heads = cfg.num_attention_heads if "q_proj" in hf else cfg.num_key_value_heads
             qt = qt.rows(permute_qk(rows, heads))
         return blocks(qt)[0]
-    w = ckpt.numpy(hf) if q is None else q.weight(hf).numpy()  # norms: AWQ-rescaled
+    chunked = q is None and pool is not None and qtype not in (quants.GGMLQuantizationType.F16, quants.GGMLQuantizationType.F32)
+    # quantized here in row chunks: read in the stored dtype, each chunk made float32 on its own (peak RSS)
+    w = (ckpt.stored(hf) if chunked else ckpt.torch(hf)) if q is None else q.weight(hf)  # norms: AWQ-rescaled
     if hf.endswith("self_attn.q_proj.weight"):
         w = permute_qk(w, cfg.num_attention_heads)
     elif hf.endswith("self_attn.k_proj.weight"):
         w = permute_qk(w, cfg.num_key_value_heads)
-    return _quantize(np.ascontiguousarray(w, dtype=np.float32), qtype, pool)
+    return _quantize(w.contiguous() if chunked else np.ascontiguousarray(w.numpy(), dtype=np.float32), qtype, pool)
 
 
 def _block_type(bits, sym):
@@ -226,8 +228,11 @@ def _quantize(w, qtype, pool):
     # temporaries stay one chunk big instead of the whole tensor's
     out = np.empty(quants.quant_shape_to_byte_shape(w.shape, qtype), np.uint8)
 
-    def part(s, rows=512):
-        out[s:s + rows] = quants.quantize(w[s:s + rows], qtype)
+    def part(s, rows=512):  # w: float32 numpy, or a torch tensor in its stored dtype (made float32 per chunk)
+        chunk = w[s:s + rows]
+        if not isinstance(chunk, np.ndarray):
+            chunk = chunk.float().numpy()
+        out[s:s + rows] = quants.quantize(chunk, qtype)
 
     list(pool.map(part, range(0, w.shape[0], 512)))
     return out

@@ -66,8 +66,9 @@ ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (the fast CPU path)
 
 
 # -- int4 block quantization (onnxruntime's packer) ------------------------------------------------
-def quantize_int4(w, block_size=32, chunk_rows=8192):
-    """Symmetric RTN int4 of w (N, K) along K in blocks.
+def quantize_int4(w, block_size=32, chunk_rows=8192, scale=1.0):
+    """Symmetric RTN int4 of scale·w (N, K) along K in blocks (w in any float dtype: each row chunk
+    is made float32 and scaled on its own, the same values as scaling the whole float32 tensor).
 
     Returns MatMulNBits' layout: packed uint8 (N, K/block, block/2) (low nibble first, zero point 8)
     and float32 scales (N, K/block). The packer wants (K, N): row chunks keep that transposed copy
@@ -84,7 +85,10 @@ def quantize_int4(w, block_size=32, chunk_rows=8192):
     zp = np.zeros((min(n, chunk_rows), (nb + 1) // 2), np.uint8)  # unused when symmetric
     for lo in range(0, n, chunk_rows):
         hi = min(n, lo + chunk_rows)
-        wt = w[lo:hi].T.to(torch.float32).contiguous().numpy()  # (K, rows)
+        wt = w[lo:hi].to(torch.float32)
+        if scale != 1.0:
+            wt.mul_(scale)  # edgepack.fold's constant
+        wt = wt.T.contiguous().numpy()  # (K, rows)
         quantize_matmul_4bits(packed[lo:hi], wt, scales[lo:hi], zp[: hi - lo], block_size, hi - lo, k, True)
     return packed, scales
 
@@ -96,6 +100,21 @@ def dequantize_int4(packed, scales):
     q[..., 0::2] = (packed & 0x0F).astype(np.int8) - 8
     q[..., 1::2] = (packed >> 4).astype(np.int8) - 8
     return (q * scales[..., None]).reshape(n, nb * half * 2).astype(np.float32)
+
+
+class Rows:
+    """A 2-D weight in its stored dtype and the fold constant it still owes: the RTN packer converts and
+    scales it chunk by chunk, so the 2B embedding never exists as a whole float32 copy (1.13 GB)."""
+
+    def __init__(self, t, scale):
+        self.t, self.scale, self.shape = t, scale, tuple(t.shape)
+
+    @classmethod
+    def cat(cls, parts):  # q|k|v: all three carry the same fold constant (1)
+        import torch
+
+        assert len({p.scale for p in parts}) == 1
+        return cls(torch.cat([p.t for p in parts]), parts[0].scale)
 
 
 # -- external data, streamed ----------------------------------------------------------------------
@@ -216,7 +235,10 @@ class _Writer:
             if not w.sym:
                 ins.append(self.g.init(f"{name}_zero_points", w.packed_zeros()))
             return ins, {"bits": w.bits, "block_size": w.block_size}
-        packed, scales = quantize_int4(w, self.bs)
+        if isinstance(w, Rows):
+            packed, scales = quantize_int4(w.t, self.bs, scale=w.scale)
+        else:
+            packed, scales = quantize_int4(w, self.bs)
         return [self.g.init(f"{name}_Q4", packed), self.g.init(f"{name}_scales", scales)], {"bits": 4, "block_size": self.bs}
 
     def _linear(self, x, w, name, out_name=None):
@@ -433,8 +455,16 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
                 if progress:
                     progress("onnx", k + 1, len(names))
                 continue
-            t = ckpt.torch(name)
             s = fold_scale(c, name)
+            if dtype == "int4" and len(ckpt.shape(name)) == 2:  # the packer converts and folds chunk by chunk
+                t = Rows(ckpt.stored(name), s)
+                release()
+                w.add(name, t)
+                del t
+                if progress:
+                    progress("onnx", k + 1, len(names))
+                continue
+            t = ckpt.torch(name)
             if s != 1.0:
                 t.mul_(s)  # edgepack.fold's constant, in place: one copy of the largest tensor, not two
             release()
