@@ -302,3 +302,15 @@ def test_fidelity_of_a_longrope_gguf_uses_the_exported_factor_set():
     assert llama_cpp_n_ctx(c, 128) == 257 and llama_cpp_n_ctx(c, 1024) == 1024
     assert llama_cpp_n_ctx(c.with_context(256), 128) == 128
     assert llama_cpp_n_ctx(DecoderConfig.from_dict(tiny_config()), 128) == 128
+
+
+@pytest.mark.parametrize("family", ["minicpm4", "minicpm5"])
+def test_inspect_names_the_family_it_recognised(tmp_path, family):
+    d = make_tiny(tmp_path / "m", family=family)
+    r = subprocess.run([sys.executable, "-m", "edgepack", "inspect", str(d), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["family"]["name"] == family and info["architecture"] == family
+    assert info["family"]["gguf_arch"] == {"minicpm4": "minicpm", "minicpm5": "llama"}[family]
+    text = subprocess.run([sys.executable, "-m", "edgepack", "inspect", str(d)], capture_output=True, text=True).stdout
+    assert f"family            {family}" in text
