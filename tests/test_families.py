@@ -125,7 +125,9 @@ def test_fp32_onnx_equals_reference_prefill_and_decode(family_fp32):
     ref = _reference(d, ids)
     bound = 1e-3 * (ref.max() - ref.min())
     with OnnxBackend(out / "onnx", threads=1) as b:
-        assert np.abs(b.forward(ids, all_logits=True) - ref).max() <= bound
+        err = np.abs(b.forward(ids, all_logits=True) - ref).max()
+        print(f"{family} fp32 ONNX: max |error| {err / (ref.max() - ref.min()):.1e} of the logit range")
+        assert err <= bound
         b.reset()
         steps = [b.forward(ids[:20], all_logits=True)] + [b.forward([t])[None] for t in ids[20:]]
     assert np.abs(np.concatenate(steps) - ref).max() <= bound
@@ -146,6 +148,7 @@ def test_f32_gguf_equals_reference_prefill_and_decode(family_fp32):
             b.reset()
             steps = [b.forward(ids[:20], all_logits=True)] + [b.forward([t])[None] for t in ids[20:]]
         err = np.abs(full - ref).max()
+        print(f"{family} f32 GGUF (llama.cpp, n_ctx {context or 256}): max |error| {err / (ref.max() - ref.min()):.1e} of the logit range")
         assert err <= bound, context
         assert np.abs(np.concatenate(steps) - ref).max() <= bound, context
         for other, ref2 in refs.items():  # llama.cpp took this context's factor set, not the other one
