@@ -29,13 +29,14 @@ When it pays: the Controller keeps the measured seconds of a forward of 1 + k to
 model, and the measured acceptance of drafted tokens by match length m: the n-gram the draft was found by
 plus the draft tokens before this one (a token j tokens into a draft from an n-gram has m = n + j, with
 decay; m >= MAX_MATCH share one estimate). A copy that has matched many tokens runs on; a one-token match
-is mostly chance. On the demo model's greedy replies to the bench prompts (128 tokens each) a drafted
-token was kept 17% of the time at m = 1, 48-56% at m = 2-3, ~80% at m = 4-7 and 95-99% from m = 8 on, so
-one acceptance per n-gram length (as before) made every draft of a long copy start short and grow
-slowly. While speculation is off it still drafts, for free, and scores each draft against the tokens that
-do come ("shadow" drafts), so it notices when a reply starts copying the prompt. Before each forward it
-picks the k that maximises the expected tokens per second, (1 + a(n) + a(n)a(n+1) + ... ) / cost(k);
-k = 0 (a plain step) unless that beats one-token decoding by MIN_GAIN.
+is mostly chance. On the demo model's greedy replies to the grounded bench prompts (128 tokens each;
+benchmarks/bench_lookup_replay.py) a drafted token was kept 17% of the time at m = 1, 48-56% at m = 2-3,
+~80% at m = 4-7 and 95-99% from m = 8 on; one estimate per n-gram length of 1-3 (as before) made every
+draft of a long copy start short and grow slowly. While speculation is off it still drafts, for free,
+and scores each draft against the tokens that do come ("shadow" drafts), so it notices when a reply
+starts copying the prompt. Before each forward it picks the k that maximises the expected tokens per
+second, (1 + a(n) + a(n)a(n+1) + ... + a(n)...a(n+k-1)) / cost(k); k = 0 (a plain step) unless that
+beats one-token decoding by MIN_GAIN.
 """
 import time
 
