@@ -21,6 +21,8 @@ grounded prompts): that run's own verify decisions (how many verifies, how many 
 tokens, how many plain steps) are re-priced with this table: time = plain steps × 1 + verifies ×
 cost(mean draft length); speed-up = decode tokens / time. A 135M model copies less faithfully than a 2B one
 would, and the controller would pick other draft lengths on this cost curve: an estimate, not a measurement.
+benchmarks/bench_lookup_replay.py --cost-table benchmarks/results/verify_cost_2b.json replays the controller
+itself on this table (it then picks the lengths this curve favours): the projection the README quotes.
 Writes benchmarks/results/verify_cost_2b.json.
 """
 import argparse

@@ -105,6 +105,20 @@ def test_drafter_copies_after_the_longest_latest_match():
     assert d.draft(5) == ([1, 2, 1, 2, 1], 2)  # a copy that runs into the end continues from what it copied
 
 
+def test_drafter_finds_the_longest_match_up_to_max_ngram():
+    text = [1, 2, 3, 4, 5, 6, 7, 8, 9, 50, 3, 4, 5, 60, 61]
+    d = Drafter(text + [2, 3, 4, 5])
+    assert d.draft(3) == ([6, 7, 8], 4)  # "2 3 4 5" (4 tokens) beats the later "3 4 5" (3 tokens)
+    d = Drafter(text + list(range(1, 10)))
+    assert d.draft(2)[1] == speculate.MAX_NGRAM  # a 9-token match is looked up as its last MAX_NGRAM tokens
+
+
+def score_run(c, n, kept, k):
+    """A draft of k tokens found by an n-gram: the first `kept` kept, the next one not."""
+    for j in range(min(kept + 1, k)):
+        c.scored(n + j, j < kept)
+
+
 def test_controller_drafts_only_when_it_measures_a_gain():
     c = Controller()
     assert c.choose(3, 8) == 0  # no one-token forward timed yet: nothing to weigh a draft against
@@ -112,17 +126,34 @@ def test_controller_drafts_only_when_it_measures_a_gain():
     for k in range(1, 9):
         c.timed(k, 1.0 + 0.1 * k)  # cheap verifies
     for _ in range(40):
-        c.scored(3, 1)
+        score_run(c, 3, 8, 8)
     assert c.choose(3, 8) == 8  # everything accepted: the longest draft
     for _ in range(40):
-        c.scored(3, 0)
+        score_run(c, 3, 0, 8)
     assert c.choose(3, 8) == 0  # nothing accepted: off
-    c.hits[3] = c.trials[3] * 0.6
+    for m in range(3, 12):
+        c.hits[m] = c.trials[m] * 0.6
     assert 0 < c.choose(3, 8) < 8  # some accepted: a shorter draft
     for _ in range(20):
         for k in range(1, 9):
             c.timed(k, 1.0 + 1.0 * k)
     assert c.choose(3, 8) == 0  # verifies as dear as plain steps: never worth it
+
+
+def test_acceptance_is_learned_per_match_length():
+    """Copies run on once they have matched a few tokens, and short matches are mostly chance: the same
+    text drafts long after a long match and not at all after a one-token one."""
+    c = Controller()
+    c.timed(0, 1.0)
+    for k in range(1, 9):
+        c.timed(k, 1.0 + 0.2 * k)
+    for _ in range(30):
+        score_run(c, 1, 0, 4)  # one-token matches: the first drafted token is wrong
+        score_run(c, 2, 0, 4)
+        score_run(c, 3, 8, 8)  # three-token matches copy on
+    assert c.choose(1, 8) == 0 and c.choose(2, 8) == 0
+    assert c.choose(3, 8) == 8 and c.choose(6, 8) == 8
+    assert c.acceptance(3 + 20) == c.acceptance(speculate.MAX_MATCH)  # long matches share one estimate
 
 
 class Clock:
@@ -162,7 +193,7 @@ def test_adaptive_draft_length_on_a_virtual_clock(sp_tok, monkeypatch, slope, co
     if expect == "on":
         assert s.accepted_tokens > 100 and forwards < 100  # ~2x fewer forwards than tokens
     else:
-        assert s.verify_steps <= 3 and forwards >= len(s.ids) - 4  # a probe or two, then one token per forward
+        assert s.verify_steps <= 3 and forwards >= len(s.ids) - 8  # a probe or two, then one token per forward
 
 
 # --- the loop: identical output, exact on the fake ----------------------------------------------

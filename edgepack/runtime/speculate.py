@@ -2,8 +2,9 @@
 
 The generation loop calls `Speculator.logits_after(tok)` where it would call `backend.forward([tok])`:
 
-    draft    the longest n-gram (3, 2, then 1 tokens) that ends the history (prompt + reply so far) and
-             occurred before: the k tokens that followed its latest earlier occurrence (no second model)
+    draft    the longest n-gram (MAX_NGRAM = 8 tokens down to 1) that ends the history (prompt + reply so
+             far) and occurred before: the k tokens that followed its latest earlier occurrence (no
+             second model)
     verify   one forward of [tok] + draft with the logits of every position; row i is what the model
              predicts after draft[:i], so it is the right row only if the loop's sampler drew draft[:i]
     accept   the loop's own sampler draws from the rows in turn; a row is handed out only while the
@@ -25,21 +26,28 @@ matmuls block differently). So greedy output is identical except at a step where
 and top-2 logits are closer than that rounding (tests/test_speculate.py states and checks the bound).
 
 When it pays: the Controller keeps the measured seconds of a forward of 1 + k tokens on this machine and
-model, and the measured acceptance of drafts (per n-gram length, with decay). While speculation is off it
-still drafts, for free, and scores each draft against the tokens that do come ("shadow" drafts), so it
-notices when a reply starts copying the prompt. Before each forward it picks the k that maximises the
-expected tokens per second, (1 + a + a^2 + ... + a^k) / cost(k); k = 0 (a plain step) unless that beats
-one-token decoding by MIN_GAIN.
+model, and the measured acceptance of drafted tokens by match length m: the n-gram the draft was found by
+plus the draft tokens before this one (a token j tokens into a draft from an n-gram has m = n + j, with
+decay; m >= MAX_MATCH share one estimate). A copy that has matched many tokens runs on; a one-token match
+is mostly chance. On the demo model's greedy replies to the grounded bench prompts (128 tokens each;
+benchmarks/bench_lookup_replay.py) a drafted token was kept 17% of the time at m = 1, 48-56% at m = 2-3,
+~80% at m = 4-7 and 95-99% from m = 8 on; one estimate per n-gram length of 1-3 (as before) made every
+draft of a long copy start short and grow slowly. While speculation is off it still drafts, for free,
+and scores each draft against the tokens that do come ("shadow" drafts), so it notices when a reply
+starts copying the prompt. Before each forward it picks the k that maximises the expected tokens per
+second, (1 + a(n) + a(n)a(n+1) + ... + a(n)...a(n+k-1)) / cost(k); k = 0 (a plain step) unless that
+beats one-token decoding by MIN_GAIN.
 """
 import time
 
 MAX_K = 8  # longest draft verified in one forward
-MAX_NGRAM = 3  # longest n-gram looked up
+MAX_NGRAM = 8  # longest n-gram looked up
+MAX_MATCH = 16  # match lengths from here on share one acceptance estimate
 MIN_GAIN = 1.1  # draft only when the expected tokens/s beat plain decoding by 10%
 DECAY = 0.95  # weight of older draft outcomes (half-life ~14 drafted tokens)
 COST_DECAY = 0.8  # weight of older timings of a forward
 PRIOR_SLOPE = 0.15  # assumed extra cost per drafted token until one k > 0 has been timed
-PRIOR = {3: 0.4, 2: 0.25, 1: 0.1}  # acceptance assumed per n-gram length before any draft was scored
+PRIOR_MISS = 0.9  # acceptance assumed after a match of m tokens, before any draft was scored: 1 - PRIOR_MISS / m
 PRIOR_TRIALS = 2.0  # ... held with the weight of this many scored tokens
 
 
@@ -82,20 +90,23 @@ class Controller:
     def new_text(self):
         """Forget the acceptance measured so far (a new generation may copy more or less); keep the costs,
         which belong to the machine and model."""
-        self.hits = {n: PRIOR_TRIALS * a for n, a in PRIOR.items()}
-        self.trials = dict.fromkeys(PRIOR, PRIOR_TRIALS)
+        self.hits = [0.0] + [PRIOR_TRIALS * (1 - PRIOR_MISS / m) for m in range(1, MAX_MATCH + 1)]
+        self.trials = [0.0] + [PRIOR_TRIALS] * MAX_MATCH
 
     def timed(self, k, seconds):
         c = self.cost[k]
         self.cost[k] = seconds if c is None else COST_DECAY * c + (1 - COST_DECAY) * seconds
 
-    def scored(self, n, accepted):
-        """One drafted token (found by an n-gram of length n) that the sampler kept or did not."""
-        self.hits[n] = DECAY * self.hits[n] + accepted
-        self.trials[n] = DECAY * self.trials[n] + 1
+    def scored(self, m, accepted):
+        """One drafted token, m tokens into a match (the n-gram it was found by, plus the draft tokens before
+        it), that the sampler kept or did not."""
+        m = min(m, MAX_MATCH)
+        self.hits[m] = DECAY * self.hits[m] + accepted
+        self.trials[m] = DECAY * self.trials[m] + 1
 
-    def acceptance(self, n):
-        return self.hits[n] / self.trials[n]
+    def acceptance(self, m):
+        m = min(m, MAX_MATCH)
+        return self.hits[m] / self.trials[m]
 
     def cost_of(self, k):
         """Measured, or c0 * (1 + slope * k) with the slope the timed k's show (PRIOR_SLOPE before any)."""
@@ -110,10 +121,11 @@ class Controller:
         """How many of `available` drafted tokens (found by an n-gram of length n) to verify; 0 = plain step."""
         if self.cost[0] is None or not available:
             return 0  # a plain step first: its cost is what every draft is weighed against
-        a, c0 = self.acceptance(n), self.cost[0]
-        best, best_rate, expect = 0, MIN_GAIN / c0, 1.0
+        c0 = self.cost[0]
+        best, best_rate, expect, reach = 0, MIN_GAIN / c0, 1.0, 1.0
         for k in range(1, min(available, self.max_k) + 1):
-            expect += a ** k  # expected tokens from a verify of k: 1 + a + ... + a^k
+            reach *= self.acceptance(n + k - 1)  # the chance that draft tokens 1..k are all kept
+            expect += reach  # expected tokens from a verify of k
             rate = expect / self.cost_of(k)
             if rate > best_rate:
                 best, best_rate = k, rate
@@ -136,9 +148,8 @@ class Speculator:
         self.drafter = Drafter(history) if self.enabled else None
         self.ctl = controller or Controller()
         self.ctl.new_text()
-        self.pending = []  # (draft token, logits after it) not yet reached by the sampler
-        self.pending_n = 0  # the n-gram length the pending draft came from
-        self.shadow, self.shadow_n = [], 0  # a draft not verified, scored against the tokens that come
+        self.pending = []  # (draft token, logits after it, its match length) not yet reached by the sampler
+        self.shadow = []  # (draft token, match length) of a draft not verified, scored against the tokens that come
 
     def logits_after(self, tok):
         if not self.enabled:
@@ -146,25 +157,26 @@ class Speculator:
         self.drafter.append(tok)
         self._score_shadow(tok)
         if self.pending:
-            d, row = self.pending.pop(0)
+            d, row, m = self.pending.pop(0)
             if d == tok:  # the sampler drew the draft token: its row is already computed
-                self.ctl.scored(self.pending_n, 1)
+                self.ctl.scored(m, 1)
                 self.stats.accepted_tokens += 1
                 return row
-            self.ctl.scored(self.pending_n, 0)
+            self.ctl.scored(m, 0)
             n, self.pending = len(self.pending) + 1, []
             self._roll_back(n)  # d and everything drafted after it
         room = self.limit - self.backend.n_past - 1
         draft, n = self.drafter.draft(min(MAX_K, room)) if room > 0 else ([], 0)
         k = self.ctl.choose(n, len(draft))
         if k == 0 and draft and not self.shadow:
-            self.shadow, self.shadow_n = draft, n
+            self.shadow = [(d, n + j) for j, d in enumerate(draft)]
         t = time.perf_counter()
         if k == 0:
             logits = self.cache.forward(self.backend, [tok])
         else:
             rows = self.cache.forward(self.backend, [tok] + draft[:k], all_logits=True)
-            logits, self.pending, self.pending_n = rows[0], list(zip(draft[:k], rows[1:])), n
+            logits = rows[0]
+            self.pending = [(d, row, n + j) for j, (d, row) in enumerate(zip(draft[:k], rows[1:]))]
             self.stats.drafted_tokens += k
             self.stats.verify_steps += 1
             self.shadow = []  # the verify scores this stretch itself
@@ -173,8 +185,9 @@ class Speculator:
 
     def _score_shadow(self, tok):
         if self.shadow:
-            hit = self.shadow.pop(0) == tok
-            self.ctl.scored(self.shadow_n, hit)
+            d, m = self.shadow.pop(0)
+            hit = d == tok
+            self.ctl.scored(m, hit)
             if not hit:
                 self.shadow = []
 
