@@ -56,6 +56,11 @@ MODEL_FILE = "model.onnx"
 PAST_KEY, PAST_VALUE = "past_key_values.%d.key", "past_key_values.%d.value"
 PRESENT_KEY, PRESENT_VALUE = "present.%d.key", "present.%d.value"
 ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (the fast CPU path)
+# KV cache element type, past_key_values.* and present.* (see KV_DTYPE_NOTE). GroupQueryAttention's CPU
+# kernel keeps the cache in its own input type, so float16 means GQA runs in float16 between two Casts.
+KV_DTYPES = {"float32": (TensorProto.FLOAT, np.float32), "float16": (TensorProto.FLOAT16, np.float16)}
+KV_DTYPE = "float16"  # int4 exports; the fp32 conformance anchor keeps float32
+KV_DTYPE_NOTE = """(filled in below)"""
 
 
 # -- int4 block quantization (onnxruntime's packer) ------------------------------------------------
@@ -144,9 +149,10 @@ class _Graph:
 class _Writer:
     """Consumes folded tensors in checkpoint order and emits nodes + initializers as they come."""
 
-    def __init__(self, cfg, data, dtype, block_size):
+    def __init__(self, cfg, data, dtype, block_size, kv_dtype="float32"):
         self.c, self.g, self.bs = cfg, _Graph(data), block_size
         self.int4 = dtype == "int4"
+        self.kv_type, self.kv_np = KV_DTYPES[kv_dtype]
         self.qkv = {}  # parts of the current layer's fused q/k/v
         self.mlp_in = None
         self.residual = None  # running residual stream (SkipSimplifiedLayerNormalization output 3)
@@ -170,8 +176,8 @@ class _Writer:
 
         inv = 1.0 / c.rope_theta ** (torch.arange(0, c.head_dim, 2, dtype=torch.float32) / c.head_dim)
         ang = torch.arange(c.max_position_embeddings, dtype=torch.float32)[:, None] * inv[None]  # (ctx, hd/2)
-        g.init("cos_cache", ang.cos().numpy())
-        g.init("sin_cache", ang.sin().numpy())
+        g.init("cos_cache", ang.cos().numpy().astype(self.kv_np))  # GQA wants them in its query's type
+        g.init("sin_cache", ang.sin().numpy().astype(self.kv_np))
 
     # one tensor in, in checkpoint order
     def add(self, name, t):
@@ -255,6 +261,9 @@ class _Writer:
                 w = np.concatenate(parts) if isinstance(parts[0], np.ndarray) else type(parts[0]).cat(parts)
                 self.qkv = {}
                 qkv = self._linear(self.x, w, f"model.layers.{i}.attn.qkv_proj")
+                half = self.kv_type == TensorProto.FLOAT16
+                if half:  # GQA's T is its cache's type on CPU
+                    qkv = g.node("Cast", [qkv], f"/model/layers.{i}/attn/qkv_proj/Cast", to=TensorProto.FLOAT16)
                 self.x = g.node("GroupQueryAttention",
                                 [qkv, "", "", PAST_KEY % i, PAST_VALUE % i, self.seqlens_k, self.total_len, "cos_cache", "sin_cache"],
                                 f"/model/layers.{i}/attn/GroupQueryAttention", n_out=3, domain="com.microsoft",
@@ -262,6 +271,8 @@ class _Writer:
                                 scale=float(1.0 / np.sqrt(c.head_dim)), local_window_size=-1, softcap=0.0,
                                 do_rotary=1, rotary_interleaved=0)[0]
                 g.nodes[-1].output[1], g.nodes[-1].output[2] = PRESENT_KEY % i, PRESENT_VALUE % i
+                if half:
+                    self.x = g.node("Cast", [self.x], f"/model/layers.{i}/attn/GroupQueryAttention/Cast", to=TensorProto.FLOAT)
         elif rest == "self_attn.o_proj.weight":
             self.pending = self._linear(self.x, t, f"model.layers.{i}.attn.o_proj")
         elif rest == "post_attention_layernorm.weight":
@@ -295,7 +306,7 @@ class _Writer:
     def model(self):
         c = self.c
         kv = lambda name, seq: helper.make_tensor_value_info(  # noqa: E731
-            name, TensorProto.FLOAT, ["batch_size", c.num_key_value_heads, seq, c.head_dim])
+            name, self.kv_type, ["batch_size", c.num_key_value_heads, seq, c.head_dim])
         L = c.num_hidden_layers
         inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
                   helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"])]
@@ -388,15 +399,21 @@ def _write_tokenizer_json(src, out):
         tok.backend_tokenizer.save(str(out))
 
 
-def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None, method="rtn") -> dict:
+def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None, method="rtn",
+               kv_dtype=None) -> dict:
     """Write the onnxruntime-genai folder for `ckpt` into the existing empty `out_dir`.
 
     method: "rtn" is onnxruntime's own packer (above); any other edgepack.quant method (calibrated
-    int4, zero points, 8-bit embedding) supplies the codes, scales and rescaled norms instead."""
+    int4, zero points, 8-bit embedding) supplies the codes, scales and rescaled norms instead.
+    kv_dtype: the KV cache's element type, "float16" or "float32" (default: KV_DTYPE for int4,
+    float32 for the fp32 anchor)."""
     from .fold import fold_scale
 
     if dtype not in ("int4", "fp32"):
         raise BadInput(f"ONNX dtype {dtype!r} is not supported (int4 or fp32)")
+    kv_dtype = kv_dtype or (KV_DTYPE if dtype == "int4" else "float32")
+    if kv_dtype not in KV_DTYPES:
+        raise BadInput(f"KV cache dtype {kv_dtype!r} is not supported ({' or '.join(KV_DTYPES)})")
     c = ckpt.config
     if dtype == "int4":
         if block_size not in (16, 32, 64, 128, 256):
@@ -419,7 +436,7 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
     release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
     data = _DataFile(out_dir / DATA_FILE)
     try:
-        w = _Writer(c, data, dtype, block_size)
+        w = _Writer(c, data, dtype, block_size, kv_dtype)
         for k, name in enumerate(names):
             if q_model is not None:  # calibrated: QTensors (fold constant in the scales) and norms
                 w.add(name, quant.folded_tensor(q_model, name))
@@ -448,5 +465,7 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
          {"scheme": "fp32", "bits": 32, "block_size": None, "method": "none", "bits_per_weight": 32.0})
     if q_model is not None:
         q = quant.describe(q_model)
-    return {"format": "onnx", "quantization": q, "dtype": dtype, "threads": threads,
+    kv = {"dtype": kv_dtype, "bytes_per_element": int(np.dtype(KV_DTYPES[kv_dtype][1]).itemsize),
+          "layout": "K and V per layer, (batch, kv_heads, seq, head_dim)"}
+    return {"format": "onnx", "quantization": q, "dtype": dtype, "threads": threads, "kv_cache": kv,
             "files": [MODEL_FILE, DATA_FILE, "genai_config.json", *tok_files], "quantized_weights": n_weights}
