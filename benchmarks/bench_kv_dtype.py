@@ -9,7 +9,8 @@ deterministic). Every (artifact, engine) pair is an `edgepack bench` worker proc
 the same engines, clocks and huge-page settling as `edgepack bench`), all loaded before anything is timed;
 for each context, `--runs` rounds in which every worker runs once, the order reversed every other round.
 A context C means a prompt of C - tokens synthetic ids (300, 301, ...) then `--tokens` new tokens, so the
-decode steps read a cache of about C tokens. The first round of each context is a warm-up, not recorded.
+decode steps read a cache of about C tokens. The first round of the first context is a warm-up, not
+recorded (the workers are warm after it: a long context's prefill costs minutes per round).
 
 The read bandwidth is probed (edgepack/bandwidth.py) before the first and after the last round, while the
 workers sit idle, and each decode figure is also given as a fraction of the bound it sets: bandwidth ÷
@@ -34,6 +35,7 @@ def main():
     ap.add_argument("--artifact", action="append", required=True, help="LABEL=DIR (an edgepack artifact with onnx)")
     ap.add_argument("--contexts", default="256,4096")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--long-runs", type=int, default=None, help="runs at contexts after the first (default: --runs)")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--engines", default=",".join(ENGINES))
@@ -69,14 +71,15 @@ def main():
     r = 0
     for ctx in contexts:
         ids = list(range(300, 300 + ctx - a.tokens))
-        for k in range(a.runs + 1):  # k == 0: warm-up
+        warmup = int(ctx == contexts[0])
+        for k in range(warmup + (a.runs if warmup or a.long_runs is None else a.long_runs)):
             for w in (workers if r % 2 == 0 else workers[::-1]):
                 w.send({"ids": ids, "n": a.tokens})
                 out = w.recv(log)["run"]
                 fig = {"decode_tok_s": out["decode_steps"] / out["decode_s"], "prefill_tok_s": len(ids) / out["prefill_s"],
                        "ttft_s": out["ttft_s"]}
                 log(f"ctx {ctx} run {k} {w.key}: decode {fig['decode_tok_s']:.2f} tok/s, prefill {fig['prefill_tok_s']:.1f} tok/s")
-                if k:
+                if k >= warmup:
                     w.runs.setdefault(ctx, []).append(fig)
                 time.sleep(0.2)
             r += 1
@@ -113,6 +116,7 @@ def main():
               "machine": dict(machine, load_average_at_end=list(os.getloadavg())),
               "settings": {"threads": a.threads, "runs": a.runs, "warmup_rounds": 1, "tokens": a.tokens,
                            "contexts": contexts, "synthetic_prompt": "ids 300..", "greedy": True,
+                           "warmup": "one round before the first context's runs, not recorded",
                            "order": "all workers loaded first; each round every worker once, reversed every other round"},
               "read_bandwidth": {"bytes_per_s": bw, "probes": probes}, "artifacts": info,
               "results": results, "decode_ratios": ratios}

@@ -35,7 +35,29 @@ are streamed straight into model.onnx.data as they are made and dropped, so peak
 the largest tensor (the embedding), not the model; the builder instead builds the whole float graph in
 memory and quantizes it afterwards (20.9 GB peak RSS for a 2B model).
 
-dtype="fp32" writes the same graph with plain Gather/MatMul and float weights: the conformance anchor.
+KV cache in float16 (KV_DTYPE; `edgepack export --kv-dtype float32` for the old graph). onnxruntime's CPU
+GroupQueryAttention keeps its cache in its query's type (kernels registered for T float/float16 with
+T_CACHE T, uint8 or int8; 1.29 and 1.32 alike), so the fused q|k|v is Cast to float16 in front of GQA, the
+rotary caches are stored in float16 and the attention output is Cast back: two small Casts per layer. The
+cache takes half the bytes (MiniCPM-2B at 4096: 1.41 GiB, the GGUF's f16 cache, instead of 2.81), and on the
+demo model it loses no measurable fidelity against the float32 cache, same weights, same run
+(benchmarks/fidelity_kv_dtype.py --export-demo DIR, default method): at 2048 tokens ppl +4.54% vs +4.34%,
+top-1 86.5% vs 87.0%; one window of 8192: +7.31% vs +7.53%, top-1 85.0% vs 85.2% (2048 tokens resolve
+about ±2 points of Δppl). Speed is not settled by what was measured here: on the 2B shape
+(benchmarks/bench_kv_dtype.py, kv_dtype_2b.json, load average 5-7 from other work on the 2 cores) the
+float16 cache decoded at 0.74x the float32 one at context 256 (2 runs) and 1.32x at 4096 (1 run), and the
+same engine's speed swung by 4x between runs of that day; one GQA node alone (gqa_kv_types.py, load ~10)
+took 1.15x float32's step time at 256 cached tokens and 1.06x at 4000 (on x86 the kernel works in float32
+and converts the float16 cache). Memory is what decides the default: the issue's acceptance asks for the
+GGUF's KV size, and a phone at 4096 fits in 6 GB instead of 12.
+The int8 cache (k_quant_type/v_quant_type, kv_cache_bit_width 8) stays out: its CPU kernel takes static
+scales (per tensor or per channel, initializers), which would need K and V statistics from a calibration
+pass the writer does not have, onnxruntime-genai 0.18 brings its own quantized-cache convention (scale
+inputs it feeds) that 0.15.2, the phone's, predates, and one GQA node of the 2B shape with synthetic
+inputs and a fixed scale showed 1.4e-2 relative error against float16's 5.8e-4 (benchmarks/gqa_kv_types.py).
+
+dtype="fp32" writes the same graph with plain Gather/MatMul and float weights and a float32 cache: the
+conformance anchor.
 For an untied checkpoint the lm_head is its own MatMulNBits and the embedding its own int4 table.
 """
 import json
@@ -60,7 +82,13 @@ ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (the fast CPU path)
 # kernel keeps the cache in its own input type, so float16 means GQA runs in float16 between two Casts.
 KV_DTYPES = {"float32": (TensorProto.FLOAT, np.float32), "float16": (TensorProto.FLOAT16, np.float16)}
 KV_DTYPE = "float16"  # int4 exports; the fp32 conformance anchor keeps float32
-KV_DTYPE_NOTE = """(filled in below)"""
+# gate|up as one (2F, H) MatMulNBits + Split (q|k|v is already one node, GQA's packed input). Exact (same
+# int4 blocks row for row: tests/test_onnx.py) and off: per decode step it saves one activation
+# quantization and one thread-pool dispatch per layer against 88% of the step spent inside MatMulNBits
+# reading weights (profile_decode.json), and the one comparison run here (bench_decode_levers.py, load
+# average ~9 from other work) put it at 0.94x the unfused graph, inside that run's noise. Not worth a
+# graph that differs from the builder's (the speed peer) without a quiet-machine gain.
+FUSE_GATE_UP = False
 
 
 # -- int4 block quantization (onnxruntime's packer) ------------------------------------------------
@@ -278,7 +306,15 @@ class _Writer:
         elif rest == "post_attention_layernorm.weight":
             self.x = self._norm(t, f"/model/layers.{i}/post_attention_layernorm", f"{p}.post_attention_layernorm.weight")
         elif rest == "mlp.gate_proj.weight":
-            self.mlp_in = self._linear(self.x, t, f"model.layers.{i}.mlp.gate_proj")
+            self.mlp_in = t if FUSE_GATE_UP else self._linear(self.x, t, f"model.layers.{i}.mlp.gate_proj")
+        elif rest == "mlp.up_proj.weight" and FUSE_GATE_UP:  # one (2F, H) MatMulNBits, split in halves
+            parts = [self.mlp_in, t]
+            w = np.concatenate(parts) if isinstance(t, np.ndarray) else type(t).cat(parts)
+            gu = self._linear(self.x, w, f"model.layers.{i}.mlp.gate_up_proj")
+            F = c.intermediate_size
+            gate, up = g.node("Split", [gu, g.const([F, F])], f"/model/layers.{i}/mlp/gate_up_proj/Split", n_out=2, axis=-1)
+            silu = g.node("Mul", [gate, g.node("Sigmoid", [gate], f"/model/layers.{i}/mlp/act_fn/Sigmoid")], f"/model/layers.{i}/mlp/act_fn/Mul")
+            self.mlp_in = g.node("Mul", [silu, up], f"/model/layers.{i}/mlp/Mul")
         elif rest == "mlp.up_proj.weight":  # gate, up, then SiLU: the builder's node order (same input, back to back)
             gate, up = self.mlp_in, self._linear(self.x, t, f"model.layers.{i}.mlp.up_proj")
             silu = g.node("Mul", [gate, g.node("Sigmoid", [gate], f"/model/layers.{i}/mlp/act_fn/Sigmoid")], f"/model/layers.{i}/mlp/act_fn/Mul")
@@ -321,7 +357,12 @@ class _Writer:
 
 # -- folder ---------------------------------------------------------------------------------------
 def genai_config(cfg, threads, eos_ids, bos_id):
-    """onnxruntime-genai's genai_config.json (the builder's fields, plus intra_op_num_threads)."""
+    """onnxruntime-genai's genai_config.json (the builder's fields, plus intra_op_num_threads).
+
+    The KV cache's type is not written here: genai (0.15.2 and 0.18, tested) rejects any key it does not
+    know, in every section ("Unknown value"), and allocates its cache in the type of the graph's
+    past_key_values inputs, so the graph is where genai reads it; the manifest's kv_cache entry says it
+    for everyone else."""
     return {
         "model": {
             "bos_token_id": bos_id,

@@ -166,8 +166,9 @@ def test_genai_loads_int4_folder_and_greedy_matches_onnx_backend(demo_int4, chat
     the same graph, so every CPU gives both the same kernels (and roundings)."""
     import onnxruntime_genai as og
 
-    out, _ = demo_int4
+    out, entry = demo_int4
     tok, prompts = chat_ids
+    assert entry["kv_cache"]["dtype"] == "float16"  # genai allocates its cache in the graph's past_key_values type
     model = og.Model(str(out))  # the folder, unedited
     n_new = 24
     with OnnxBackend(out, threads=2, n_ctx=256) as b:
@@ -329,3 +330,21 @@ def test_fp32_anchor_keeps_a_float32_kv_cache(tiny_fp32):
     with OnnxBackend(out, threads=1, n_ctx=32) as b:
         b.forward([1, 2, 3])
         assert b.kv_dtype == np.float32 and b._cache[0][0].dtype == np.float32
+
+
+def test_fused_gate_up_gives_the_same_logits(tmp_path, tiny_dir, monkeypatch):
+    """FUSE_GATE_UP (off by default, see onnx_writer) writes one MatMulNBits of (2F, H) + Split: the same
+    int4 blocks row for row, so the same logits."""
+    import edgepack.onnx_writer as ow
+
+    src, out = checkpoint.load(tiny_dir), {}
+    for fuse in (False, True):
+        monkeypatch.setattr(ow, "FUSE_GATE_UP", fuse)
+        d = tmp_path / f"fuse{fuse}"
+        d.mkdir()
+        write_onnx(src, d, threads=1, method="rtn")
+        ops = [n.op_type for n in onnx.load(str(d / "model.onnx"), load_external_data=False).graph.node]
+        assert ops.count("MatMulNBits") == src.config.num_hidden_layers * (5 - fuse) + 1
+        with OnnxBackend(d, threads=1, n_ctx=64) as b:
+            out[fuse] = b.forward(list(range(3, 40)), all_logits=True)
+    assert np.abs(out[True] - out[False]).max() <= 1e-5

@@ -15,6 +15,13 @@ run (2 threads, medians of 4 rounds, benchmarks/bench_kv_capacity.py); the virtu
 cache also drops from 3 GB to what the generation can use. If a chat outgrows it, the buffers grow by
 doubling (one copy of the filled rows, log2(n_ctx) times at most), never per token.
 
+Levers checked and left as they are (benchmarks/bench_decode_levers.py, profile_decode.py): onnxruntime's
+default thread spinning (session.intra_op.allow_spinning) stays on and intra_op_num_threads stays at the
+cores the caller gives. On this shared 2-core machine the one run made (results/decode_levers_2b.json:
+context 64, 8 tokens, 1 round, load average ~9 from other work) decoded 2.05x faster with spinning off,
+which says more about that load (spinning threads fight other processes for the cores) than about a
+quiet phone, so no setting was changed without a quiet-machine figure.
+
 Once the session is built, the memory it mapped for the weights is moved onto 2 MB pages by a
 background thread (hugepages.py) while the model is idle: decode reads every weight per token, and on
 4 KB pages the 2B shape decoded 0.90x as fast here. Collapsing competes with decoding: started at load
