@@ -39,6 +39,11 @@ detokenizer). Not timed: tokenization and the chat template, detokenization of p
 speech meter. Every run generates exactly --tokens tokens (end-of-sequence is ignored, as
 llama-bench does), greedy.
 
+Read-bandwidth bound: the run probes how fast `--threads` threads read memory (edgepack/bandwidth.py),
+before the engines load and after they quit, keeps the better probe, and gives every decode figure as a
+fraction of the bound it sets: bandwidth ÷ (weight bytes of the engine's file + KV cache bytes per token ×
+the tokens cached at mid-decode). A decode step reads every weight once; nothing runs faster than that.
+
 Speech rate: words (or CJK characters) per token of the generated text × decode tok/s, against
 2.5 words/s of conversational English or 5.2 characters/s of read Mandarin (runtime/meter.py).
 """
@@ -197,7 +202,12 @@ def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_to
         specs.append({"engine": engine, "backend": backend, "path": path, "root": str(root), "threads": threads,
                       "n_ctx": n_ctx, "artifact_bytes": art_bytes})
     plan = [(p, k) for p in names for k in range(warmup + runs)]
+    from .bandwidth import read_bandwidth
+
+    probes = [read_bandwidth(threads)]  # before the workers load, and after they quit (below)
+    log(f"read bandwidth {probes[0]['read_bytes_per_s'] / 1e9:.1f} GB/s ({threads} threads)")
     outs = _run_interleaved(specs, plan, prompt_ids, warmup, new_tokens, progress, log)
+    probes.append(read_bandwidth(threads))
     for spec in specs:
         out = outs[(spec["engine"], spec["backend"])]
         if isinstance(out, str):  # a peer crashing must not lose the other engines' figures
@@ -209,8 +219,11 @@ def bench(artifact=None, *, device="cpu", threads=None, runs=3, warmup=1, new_to
     if not results:
         raise InternalError("no engine produced figures: " + "; ".join(s["reason"] for s in skipped))
     _add_ratios(results, default_backend=m["artifacts"][0]["format"])
+    bandwidth = {"bytes_per_s": max(p["read_bytes_per_s"] for p in probes), "probes": probes}
+    _add_bounds(results, bandwidth["bytes_per_s"], m, formats)
     machine["load_average_at_end"] = list(os.getloadavg())  # other work on the machine skews every engine
-    report = {"schema": 1, "machine": machine, "settings": settings, "results": results, "skipped": skipped}
+    report = {"schema": 1, "machine": machine, "settings": settings, "results": results, "skipped": skipped,
+              "read_bandwidth": bandwidth}
     report["runtime_overhead"] = _record_overhead(root, m, raw, formats, log)
     return report
 
@@ -670,10 +683,28 @@ def _add_ratios(results, default_backend):
             "peak_rss_bytes": r["peak_rss_bytes"] / base["peak_rss_bytes"]}
 
 
+def _add_bounds(results, bandwidth, m, formats):
+    """Each record's read-bandwidth bound (tok/s) and its decode median as a fraction of it (None for the
+    float reference, which reads no artifact)."""
+    from .bandwidth import decode_bound_tok_s
+    from .manifest import kv_cache_bytes, kv_cache_dtype
+
+    for r in results:
+        a = formats.get(r["backend"])
+        if a is None:
+            r["decode_bound_tok_s"] = r["decode_fraction_of_bound"] = None
+            continue
+        weights = sum(f["bytes"] for f in a["files"] if f["path"].endswith((".onnx.data", ".gguf")))
+        per_token = kv_cache_bytes(m["model"]["config"], 1, kv_cache_dtype(a)[1])
+        bound = decode_bound_tok_s(bandwidth, weights, per_token, r["prompt_tokens"] + r["new_tokens"] // 2)
+        r["decode_bound_tok_s"] = bound
+        r["decode_fraction_of_bound"] = r["decode_tok_s"]["median"] / bound
+
+
 def _record_overhead(root, m, raw, formats, log):
     """Measured runtime overhead per format = edgepack's peak RSS − weight file bytes − KV cache in use at the
     peak (longest prompt + new tokens). Written to OVERHEAD_FILE beside the manifest for `edgepack inspect`."""
-    from .manifest import kv_cache_bytes
+    from .manifest import kv_cache_bytes, kv_cache_dtype
 
     cfg = m["model"]["config"]
     over = {}
@@ -682,7 +713,7 @@ def _record_overhead(root, m, raw, formats, log):
             continue
         weights = sum(f["bytes"] for f in formats[backend]["files"])
         held = max(p["prompt_tokens"] + len(p["runs"][-1]["ids"]) for p in out["prompts"])
-        kv = kv_cache_bytes(cfg, held, 4 if backend == "onnx" else 2)
+        kv = kv_cache_bytes(cfg, held, kv_cache_dtype(formats[backend])[1])
         over[backend] = {"runtime_overhead_bytes": max(0, out["peak_rss_bytes"] - weights - kv),
                          "peak_rss_bytes": out["peak_rss_bytes"], "weights_bytes": weights, "kv_cache_bytes": kv,
                          "tokens_held": held, "method": "peak RSS of `edgepack bench`'s runtime worker − weights − KV in use",
@@ -790,7 +821,7 @@ def print_table(report, console=None):
 
         rate = f"{_num(r['cjk_chars_per_s'])} ch/s" if r["speech_unit"] == "cjk_chars" else f"{_num(r['words_per_s'])} w/s"
         t.add_row(f"{r['engine']} {r['backend']}", r["prompt"], r["label"], f"{r['load_s']:.2f}", f"{r['ttft_s']:.3f}",
-                  f"{_num(r['prefill_tok_s'])}{x('prefill_tok_s')}", _num(d["median"]), f"{_num(d['min'])}–{_num(d['max'])}",
+                  f"{_num(r['prefill_tok_s'])}{x('prefill_tok_s')}", _num(d["median"]) + _of_bound(r), f"{_num(d['min'])}–{_num(d['max'])}",
                   x("decode_tok_s").strip(), _lookup_cell(r), f"{rate} = {_num(r['speech_ratio'])}×",
                   f"{_bytes(r['peak_rss_bytes'])}{x('peak_rss_bytes')}", _bytes(r["artifact_bytes"]))
     console.print(t)
@@ -798,6 +829,10 @@ def print_table(report, console=None):
     console.print(f"machine: {mc['cpu']}, {mc['cores_logical']} cores, {_bytes(mc['ram_bytes'])} RAM, "
                   f"Python {mc['python']}, load average {mc['load_average_at_start'][0]:.2f} at start, "
                   f"{mc.get('load_average_at_end', [0])[0]:.2f} at end (other processes compete for the cores)")
+    bw = report.get("read_bandwidth")
+    if bw:
+        console.print(f"(NN% of B): decode as a fraction of the read-bandwidth bound B tok/s = {bw['bytes_per_s'] / 1e9:.1f} GB/s "
+                      f"(probed in this run, {s['threads']} threads) ÷ (weight bytes + KV bytes at mid-decode).")
     console.print("lookup: accepted/drafted tokens · accepted tokens per verify · decode tok/s ÷ the same engine "
                   "without prompt lookup.")
     console.print("×ep: ratio to edgepack's runtime on the same format and prompt (torch: the artifact's first format). "
@@ -806,6 +841,11 @@ def print_table(report, console=None):
     console.print(f"timed: {s['timed']}", style="dim")
     for sk in report["skipped"]:
         console.print(f"skipped {sk['engine']}/{sk['backend']}: {sk['reason']}", style="yellow")
+
+
+def _of_bound(r):
+    frac, bound = r.get("decode_fraction_of_bound"), r.get("decode_bound_tok_s")
+    return f" ({100 * frac:.0f}% of {_num(bound)})" if frac else ""
 
 
 def _lookup_cell(r):

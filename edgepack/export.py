@@ -23,14 +23,15 @@ def default_out(name, dtype):
 
 
 def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32, gguf_type=None, threads=None,
-           force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None):
+           force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None, kv_dtype=None):
     """Export `model` (a checkpoint dir, a Hugging Face id org/name, "demo" or "demo-llama"); returns the artifact folder.
 
     context: the tokens the artifact serves (default: the model's max_position_embeddings); the ONNX
     RoPE caches, genai's context_length and, for LongRoPE, the factor set follow it.
 
     method: the int4 method of edgepack.quant (default: quant.DEFAULT_METHOD for ONNX and
-    quant.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget)."""
+    quant.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget).
+    kv_dtype: the ONNX KV cache's type (default: onnx_writer.KV_DTYPE for int4, float32 for fp32)."""
     from .checkpoint import load
     from .tokenizer import load_tokenizer
 
@@ -50,6 +51,11 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
         quant.method(method)  # a misspelt method fails now, not after loading and calibrating
         if dtype != "int4":
             raise BadInput(f"--method {method} applies to int4 exports, not --dtype {dtype}")
+    if kv_dtype is not None:
+        from .onnx_writer import KV_DTYPES
+
+        if kv_dtype not in KV_DTYPES:
+            raise BadInput(f"--kv-dtype {kv_dtype} is not supported ({', '.join(KV_DTYPES)})")
     log = log or (lambda msg: None)
     progress = progress or (lambda stage, done, total: None)
 
@@ -89,7 +95,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
             ref = None
             for fmt in formats:
                 log(f"writing {fmt} ({dtype})")
-                entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method)
+                entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method, kv_dtype)
                 if fidelity_tokens:
                     if ref is None:
                         from .fidelity import reference_logits
@@ -132,14 +138,15 @@ def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None):
     return quant.quantize_model(ckpt, spec, progress=progress, block8=block8)
 
 
-def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None):
+def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None, kv_dtype=None):
     q = quantize_for(fmt, ckpt, dtype, gguf_type, method, progress)  # load -> quantize -> encode
     if fmt == "onnx":
         from .onnx_writer import write_onnx
 
         d = tmp / "onnx"
         d.mkdir()
-        entry = write_onnx(ckpt, d, dtype=dtype, block_size=block_size, threads=threads, progress=progress, quantized=q)
+        entry = write_onnx(ckpt, d, dtype=dtype, block_size=block_size, threads=threads, progress=progress, quantized=q,
+                           kv_dtype=kv_dtype)
         entry["path"] = "onnx"
     else:
         from .gguf_writer import write_gguf

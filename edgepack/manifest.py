@@ -126,9 +126,19 @@ def new_manifest(ckpt, name, tokenizer, tokenizer_files):
 
 
 def kv_cache_bytes(cfg, n_ctx, bytes_per=4):
-    """K and V for every layer at context n_ctx (onnxruntime keeps them in fp32, llama.cpp in f16)."""
+    """K and V for every layer at context n_ctx, `bytes_per` bytes an element (kv_cache_dtype())."""
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
     return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * n_ctx * bytes_per
+
+
+def kv_cache_dtype(artifact):
+    """(dtype name, bytes per element) of an artifact entry's KV cache: what the ONNX writer recorded
+    (onnx_writer.KV_DTYPE); an ONNX entry without the record predates it and was float32; llama.cpp's
+    default cache (what the GGUF backend and the Android app use) is f16."""
+    if artifact["format"] == "onnx":
+        kv = artifact.get("kv_cache") or {"dtype": "float32", "bytes_per_element": 4}
+        return kv["dtype"], kv["bytes_per_element"]
+    return "float16", 2
 
 
 def inspect_artifact(root):
@@ -138,14 +148,14 @@ def inspect_artifact(root):
     mem = []
     for a in m["artifacts"]:
         weights = sum(f["bytes"] for f in a["files"])
-        kv_bytes = 4 if a["format"] == "onnx" else 2
+        kv_dtype, kv_bytes = kv_cache_dtype(a)
         over = a.get("runtime_overhead_bytes", measured.get(a["format"], {}).get("runtime_overhead_bytes"))
         for ctx in (512, 2048, 4096):
             if ctx > (cfg.get("context_length") or cfg["max_position_embeddings"]):
                 continue
             total = weights + kv_cache_bytes(cfg, ctx, kv_bytes) + (over or 0)
             mem.append({"format": a["format"], "context": ctx, "weights_bytes": weights,
-                        "kv_cache_bytes": kv_cache_bytes(cfg, ctx, kv_bytes),
+                        "kv_cache_bytes": kv_cache_bytes(cfg, ctx, kv_bytes), "kv_cache_dtype": kv_dtype,
                         "runtime_overhead_bytes": over or 0, "overhead_measured": over is not None, "total_bytes": total,
                         "fits_phone_ram_gb": [g for g in (4, 6, 8, 12) if total <= 0.5 * g * 2**30]})
     return dict(m, kind="artifact", path=str(root), memory_by_context=mem)
@@ -181,5 +191,6 @@ def format_artifact(info):
         over = (f" + runtime {human_bytes(r['runtime_overhead_bytes'])} measured" if r.get("overhead_measured")
                 else " + runtime overhead not measured: run edgepack bench")
         lines.append(f"memory {r['format']:4s} ctx {r['context']:5d}: {human_bytes(r['total_bytes'])} "
-                     f"(weights {human_bytes(r['weights_bytes'])} + KV {human_bytes(r['kv_cache_bytes'])}{over}); fits phones with: {fits}")
+                     f"(weights {human_bytes(r['weights_bytes'])} + KV {human_bytes(r['kv_cache_bytes'])} {r.get('kv_cache_dtype', '')}{over}); "
+                     f"fits phones with: {fits}")
     return "\n".join(lines)

@@ -42,7 +42,29 @@ are streamed straight into model.onnx.data as they are made and dropped, so peak
 the largest tensor (the embedding), not the model; the builder instead builds the whole float graph in
 memory and quantizes it afterwards (20.9 GB peak RSS for a 2B model).
 
-dtype="fp32" writes the same graph with plain Gather/MatMul and float weights: the conformance anchor.
+KV cache in float16 (KV_DTYPE; `edgepack export --kv-dtype float32` for the old graph). onnxruntime's CPU
+GroupQueryAttention keeps its cache in its query's type (kernels registered for T float/float16 with
+T_CACHE T, uint8 or int8; 1.29 and 1.32 alike), so the fused q|k|v is Cast to float16 in front of GQA, the
+rotary caches are stored in float16 and the attention output is Cast back: two small Casts per layer. The
+cache takes half the bytes (MiniCPM-2B at 4096: 1.41 GiB, the GGUF's f16 cache, instead of 2.81), and on the
+demo model it loses no measurable fidelity against the float32 cache, same weights, same run
+(benchmarks/fidelity_kv_dtype.py --export-demo DIR, default method): at 2048 tokens ppl +4.54% vs +4.34%,
+top-1 86.5% vs 87.0%; one window of 8192: +7.31% vs +7.53%, top-1 85.0% vs 85.2% (2048 tokens resolve
+about ±2 points of Δppl). Speed is not settled by what was measured here: on the 2B shape
+(benchmarks/bench_kv_dtype.py, kv_dtype_2b.json, load average 5-7 from other work on the 2 cores) the
+float16 cache decoded at 0.74x the float32 one at context 256 (2 runs) and 1.32x at 4096 (1 run), and the
+same engine's speed swung by 4x between runs of that day; one GQA node alone (gqa_kv_types.py, load ~10)
+took 1.15x float32's step time at 256 cached tokens and 1.06x at 4000 (on x86 the kernel works in float32
+and converts the float16 cache). Memory is what decides the default: the issue's acceptance asks for the
+GGUF's KV size, and a phone at 4096 fits in 6 GB instead of 12.
+The int8 cache (k_quant_type/v_quant_type, kv_cache_bit_width 8) stays out: its CPU kernel takes static
+scales (per tensor or per channel, initializers), which would need K and V statistics from a calibration
+pass the writer does not have, onnxruntime-genai 0.18 brings its own quantized-cache convention (scale
+inputs it feeds) that 0.15.2, the phone's, predates, and one GQA node of the 2B shape with synthetic
+inputs and a fixed scale showed 1.4e-2 relative error against float16's 5.8e-4 (benchmarks/gqa_kv_types.py).
+
+dtype="fp32" writes the same graph with plain Gather/MatMul and float weights and a float32 cache: the
+conformance anchor.
 For an untied checkpoint the lm_head is its own MatMulNBits and the embedding its own int4 table.
 """
 import json
@@ -63,6 +85,17 @@ MODEL_FILE = "model.onnx"
 PAST_KEY, PAST_VALUE = "past_key_values.%d.key", "past_key_values.%d.value"
 PRESENT_KEY, PRESENT_VALUE = "present.%d.key", "present.%d.value"
 ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (the fast CPU path)
+# KV cache element type, past_key_values.* and present.* (see KV_DTYPE_NOTE). GroupQueryAttention's CPU
+# kernel keeps the cache in its own input type, so float16 means GQA runs in float16 between two Casts.
+KV_DTYPES = {"float32": (TensorProto.FLOAT, np.float32), "float16": (TensorProto.FLOAT16, np.float16)}
+KV_DTYPE = "float16"  # int4 exports; the fp32 conformance anchor keeps float32
+# gate|up as one (2F, H) MatMulNBits + Split (q|k|v is already one node, GQA's packed input). Exact (same
+# int4 blocks row for row: tests/test_onnx.py) and off: per decode step it saves one activation
+# quantization and one thread-pool dispatch per layer against 88% of the step spent inside MatMulNBits
+# reading weights (profile_decode.json), and the one comparison run here (bench_decode_levers.py, load
+# average ~9 from other work) put it at 0.94x the unfused graph, inside that run's noise. Not worth a
+# graph that differs from the builder's (the speed peer) without a quiet-machine gain.
+FUSE_GATE_UP = False
 
 
 # -- int4 block quantization (onnxruntime's packer) ------------------------------------------------
@@ -170,9 +203,10 @@ class _Graph:
 class _Writer:
     """Consumes folded tensors in checkpoint order and emits nodes + initializers as they come."""
 
-    def __init__(self, cfg, data, dtype, block_size):
+    def __init__(self, cfg, data, dtype, block_size, kv_dtype="float32"):
         self.c, self.g, self.bs = cfg, _Graph(data), block_size
         self.int4 = dtype == "int4"
+        self.kv_type, self.kv_np = KV_DTYPES[kv_dtype]
         self.qkv = {}  # parts of the current layer's fused q/k/v
         self.mlp_in = None
         self.residual = None  # running residual stream (SkipSimplifiedLayerNormalization output 3)
@@ -195,8 +229,8 @@ class _Writer:
         from .rope import tables
 
         cos, sin = tables(self.c)  # (context, hd/2)
-        g.init("cos_cache", cos.astype(np.float32))
-        g.init("sin_cache", sin.astype(np.float32))
+        g.init("cos_cache", cos.astype(self.kv_np))  # GQA wants them in its query's type
+        g.init("sin_cache", sin.astype(self.kv_np))
 
     # one tensor in, in checkpoint order
     def add(self, name, t):
@@ -283,6 +317,9 @@ class _Writer:
                 w = np.concatenate(parts) if isinstance(parts[0], np.ndarray) else type(parts[0]).cat(parts)
                 self.qkv = {}
                 qkv = self._linear(self.x, w, f"model.layers.{i}.attn.qkv_proj")
+                half = self.kv_type == TensorProto.FLOAT16
+                if half:  # GQA's T is its cache's type on CPU
+                    qkv = g.node("Cast", [qkv], f"/model/layers.{i}/attn/qkv_proj/Cast", to=TensorProto.FLOAT16)
                 self.x = g.node("GroupQueryAttention",
                                 [qkv, "", "", PAST_KEY % i, PAST_VALUE % i, self.seqlens_k, self.total_len, "cos_cache", "sin_cache"],
                                 f"/model/layers.{i}/attn/GroupQueryAttention", n_out=3, domain="com.microsoft",
@@ -290,12 +327,22 @@ class _Writer:
                                 scale=float(1.0 / np.sqrt(c.head_dim)), local_window_size=-1, softcap=0.0,
                                 do_rotary=1, rotary_interleaved=0)[0]
                 g.nodes[-1].output[1], g.nodes[-1].output[2] = PRESENT_KEY % i, PRESENT_VALUE % i
+                if half:
+                    self.x = g.node("Cast", [self.x], f"/model/layers.{i}/attn/GroupQueryAttention/Cast", to=TensorProto.FLOAT)
         elif rest == "self_attn.o_proj.weight":
             self.pending = self._linear(self.x, t, f"model.layers.{i}.attn.o_proj")
         elif rest == "post_attention_layernorm.weight":
             self.x = self._norm(t, f"/model/layers.{i}/post_attention_layernorm", f"{p}.post_attention_layernorm.weight")
         elif rest == "mlp.gate_proj.weight":
-            self.mlp_in = self._linear(self.x, t, f"model.layers.{i}.mlp.gate_proj")
+            self.mlp_in = t if FUSE_GATE_UP else self._linear(self.x, t, f"model.layers.{i}.mlp.gate_proj")
+        elif rest == "mlp.up_proj.weight" and FUSE_GATE_UP:  # one (2F, H) MatMulNBits, split in halves
+            parts = [self.mlp_in, t]
+            w = np.concatenate(parts) if isinstance(t, np.ndarray) else type(t).cat(parts)
+            gu = self._linear(self.x, w, f"model.layers.{i}.mlp.gate_up_proj")
+            F = c.intermediate_size
+            gate, up = g.node("Split", [gu, g.const([F, F])], f"/model/layers.{i}/mlp/gate_up_proj/Split", n_out=2, axis=-1)
+            silu = g.node("Mul", [gate, g.node("Sigmoid", [gate], f"/model/layers.{i}/mlp/act_fn/Sigmoid")], f"/model/layers.{i}/mlp/act_fn/Mul")
+            self.mlp_in = g.node("Mul", [silu, up], f"/model/layers.{i}/mlp/Mul")
         elif rest == "mlp.up_proj.weight":  # gate, up, then SiLU: the builder's node order (same input, back to back)
             gate, up = self.mlp_in, self._linear(self.x, t, f"model.layers.{i}.mlp.up_proj")
             silu = g.node("Mul", [gate, g.node("Sigmoid", [gate], f"/model/layers.{i}/mlp/act_fn/Sigmoid")], f"/model/layers.{i}/mlp/act_fn/Mul")
@@ -323,7 +370,7 @@ class _Writer:
     def model(self):
         c = self.c
         kv = lambda name, seq: helper.make_tensor_value_info(  # noqa: E731
-            name, TensorProto.FLOAT, ["batch_size", c.num_key_value_heads, seq, c.head_dim])
+            name, self.kv_type, ["batch_size", c.num_key_value_heads, seq, c.head_dim])
         L = c.num_hidden_layers
         inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
                   helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"])]
@@ -338,7 +385,12 @@ class _Writer:
 
 # -- folder ---------------------------------------------------------------------------------------
 def genai_config(cfg, threads, eos_ids, bos_id):
-    """onnxruntime-genai's genai_config.json (the builder's fields, plus intra_op_num_threads)."""
+    """onnxruntime-genai's genai_config.json (the builder's fields, plus intra_op_num_threads).
+
+    The KV cache's type is not written here: genai (0.15.2 and 0.18, tested) rejects any key it does not
+    know, in every section ("Unknown value"), and allocates its cache in the type of the graph's
+    past_key_values inputs, so the graph is where genai reads it; the manifest's kv_cache entry says it
+    for everyone else."""
     return {
         "model": {
             "bos_token_id": bos_id,
@@ -416,15 +468,21 @@ def _write_tokenizer_json(src, out):
         tok.backend_tokenizer.save(str(out))
 
 
-def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None, quantized=None) -> dict:
+def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None, quantized=None,
+               kv_dtype=None) -> dict:
     """Write the onnxruntime-genai folder for `ckpt` into the existing empty `out_dir`.
 
     quantized: edgepack.quant's Quantized model (its codes, scales and rescaled norms are encoded as
-    they are); None with dtype int4 encodes plain RTN with onnxruntime's own packer (above)."""
+    they are); None with dtype int4 encodes plain RTN with onnxruntime's own packer (above).
+    kv_dtype: the KV cache's element type, "float16" or "float32" (default: KV_DTYPE for int4,
+    float32 for the fp32 anchor)."""
     from .fold import fold_scale
 
     if dtype not in ("int4", "fp32"):
         raise BadInput(f"ONNX dtype {dtype!r} is not supported (int4 or fp32)")
+    kv_dtype = kv_dtype or (KV_DTYPE if dtype == "int4" else "float32")
+    if kv_dtype not in KV_DTYPES:
+        raise BadInput(f"KV cache dtype {kv_dtype!r} is not supported ({' or '.join(KV_DTYPES)})")
     c = ckpt.config
     if dtype == "int4":
         if block_size not in (16, 32, 64, 128, 256):
@@ -447,7 +505,7 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
     release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
     data = _DataFile(out_dir / DATA_FILE)
     try:
-        w = _Writer(c, data, dtype, block_size)
+        w = _Writer(c, data, dtype, block_size, kv_dtype)
         for k, name in enumerate(names):
             if q_model is not None:  # the quant stage's QTensors (fold constant into the scales) and norms
                 s = fold_scale(c, name)
@@ -485,5 +543,7 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
          {"scheme": "fp32", "bits": 32, "block_size": None, "method": "none", "bits_per_weight": 32.0})
     if q_model is not None:
         q = q_model.describe()
-    return {"format": "onnx", "quantization": q, "dtype": dtype, "threads": threads,
+    kv = {"dtype": kv_dtype, "bytes_per_element": int(np.dtype(KV_DTYPES[kv_dtype][1]).itemsize),
+          "layout": "K and V per layer, (batch, kv_heads, seq, head_dim)"}
+    return {"format": "onnx", "quantization": q, "dtype": dtype, "threads": threads, "kv_cache": kv,
             "files": [MODEL_FILE, DATA_FILE, "genai_config.json", *tok_files], "quantized_weights": n_weights}

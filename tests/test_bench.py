@@ -137,3 +137,26 @@ def test_no_speculate_leaves_the_lookup_engines_out(artifact, tmp_path):
     report = json.loads((tmp_path / "o.json").read_text())
     assert [(x["engine"], x["backend"]) for x in report["results"]] == [("edgepack", "onnx")]
     assert report["settings"]["speculate"] is False
+
+
+def test_decode_is_reported_against_the_read_bandwidth_bound_probed_in_the_run(run, artifact):
+    """bound = probed bandwidth ÷ (the engine's weight file + KV bytes per token × tokens at mid-decode),
+    with the float16 ONNX cache and llama.cpp's f16 one counted at 2 bytes an element."""
+    from edgepack.manifest import kv_cache_bytes, read_manifest
+
+    r, report, _ = run
+    bw = report["read_bandwidth"]
+    assert len(bw["probes"]) == 2 and bw["bytes_per_s"] == max(p["read_bytes_per_s"] for p in bw["probes"]) > 1e8
+    assert report["settings"]["threads"] == bw["probes"][0]["threads"]
+    m = read_manifest(artifact)
+    weights = {a["format"]: sum(f["bytes"] for f in a["files"] if f["path"].endswith((".onnx.data", ".gguf")))
+               for a in m["artifacts"]}
+    per_token = kv_cache_bytes(m["model"]["config"], 1, 2)
+    for x in report["results"]:
+        if x["backend"] == "fp32":
+            assert x["decode_bound_tok_s"] is None
+            continue
+        n = x["prompt_tokens"] + x["new_tokens"] // 2
+        assert x["decode_bound_tok_s"] == pytest.approx(bw["bytes_per_s"] / (weights[x["backend"]] + per_token * n))
+        assert x["decode_fraction_of_bound"] == pytest.approx(x["decode_tok_s"]["median"] / x["decode_bound_tok_s"])
+    assert "read-bandwidth bound" in " ".join(r.stdout.split()) and "% of " in r.stdout

@@ -124,6 +124,21 @@ def test_the_venv_runs_the_apps_engine_versions(genai_run):
     assert (res["genai"], res["onnxruntime"]) == ("0.15.2", "1.29.0")
 
 
+def test_the_phone_engine_runs_the_float16_kv_cache(genai_run, artifact):
+    """The default export keeps K and V in float16 (onnx_writer.KV_DTYPE); genai 0.15.2 sizes its cache from
+    the graph's past_key_values type, and onnxruntime 1.29's CPU GroupQueryAttention takes it."""
+    import onnx
+
+    from edgepack.manifest import find_artifact, read_manifest
+
+    entry = find_artifact(read_manifest(artifact), "onnx")
+    assert entry["kv_cache"]["dtype"] == "float16"
+    g = onnx.load(str(artifact / entry["path"] / "model.onnx"), load_external_data=False).graph
+    assert {i.type.tensor_type.elem_type for i in g.input if i.name.startswith("past_key_values.")} == {onnx.TensorProto.FLOAT16}
+    prompts, _ = genai_run
+    assert all(len(p["tokens"]) >= 8 for p in prompts)
+
+
 def test_genai_chat_template_and_tokenizer_give_edgepacks_prompt_ids(genai_run, edgepack_ids):
     prompts, _ = genai_run
     for p, ids, text in zip(prompts, edgepack_ids, PROMPTS):

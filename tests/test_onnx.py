@@ -166,8 +166,9 @@ def test_genai_loads_int4_folder_and_greedy_matches_onnx_backend(demo_int4, chat
     the same graph, so every CPU gives both the same kernels (and roundings)."""
     import onnxruntime_genai as og
 
-    out, _ = demo_int4
+    out, entry = demo_int4
     tok, prompts = chat_ids
+    assert entry["kv_cache"]["dtype"] == "float16"  # genai allocates its cache in the graph's past_key_values type
     model = og.Model(str(out))  # the folder, unedited
     n_new = 24
     with OnnxBackend(out, threads=2, n_ctx=256) as b:
@@ -246,3 +247,106 @@ def test_bad_folder_is_a_clear_error(tmp_path):
         OnnxBackend(tmp_path)
     with pytest.raises(BadInput, match="dtype"):
         write_onnx(checkpoint.load(make_tiny(tmp_path / "m")), tmp_path, dtype="int8")
+
+
+# -- the KV cache's element type, end to end ---------------------------------------------------------
+
+def _kv_types(folder):
+    g = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    io = {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.output)}
+    inits = {t.name: t.data_type for t in g.initializer}
+    return ({io[n] for n in io if n.startswith(("past_key_values.", "present."))},
+            {inits["cos_cache"], inits["sin_cache"]}, io["logits"])
+
+
+def test_int4_kv_cache_is_float16_in_graph_manifest_buffers_and_inspect(tmp_path, tiny_gqa_dir):
+    """The default int4 export keeps K and V in float16 (onnx_writer.KV_DTYPE): the graph's I/O and
+    GQA's rotary caches, the manifest entry, OnnxBackend's shared buffers, and inspect's arithmetic."""
+    from edgepack.export import export
+    from edgepack.manifest import inspect_artifact
+    from edgepack.onnx_writer import KV_DTYPE
+
+    assert KV_DTYPE == "float16"
+    art = export(model=tiny_gqa_dir, out=tmp_path / "a", formats=("onnx", "gguf"), method="rtn", fidelity_tokens=0, threads=1)
+    folder = art / "onnx"
+    kv, rope, logits = _kv_types(folder)
+    assert kv == rope == {onnx.TensorProto.FLOAT16} and logits == onnx.TensorProto.FLOAT
+    m = json.loads((art / "edgepack.json").read_text())
+    m["model"]["config"]["max_position_embeddings"] = 4096  # the tiny model's context has no row of inspect's table
+    (art / "edgepack.json").write_text(json.dumps(m))
+    info = inspect_artifact(art)
+    entry = next(a for a in info["artifacts"] if a["format"] == "onnx")
+    assert entry["kv_cache"]["dtype"] == "float16" and entry["kv_cache"]["bytes_per_element"] == 2
+    c = checkpoint.load(tiny_gqa_dir).config
+    per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim  # K and V, every layer
+    rows = {(r["format"], r["context"]): r for r in info["memory_by_context"]}
+    ctx = 4096
+    assert rows[("onnx", ctx)]["kv_cache_bytes"] == per_token * ctx * 2 == rows[("gguf", ctx)]["kv_cache_bytes"]
+    assert rows[("onnx", ctx)]["kv_cache_dtype"] == "float16"
+    with OnnxBackend(folder, threads=1, n_ctx=64) as b:
+        b.forward(list(range(3, 13)))
+        assert b.kv_dtype == np.float16 and {buf.dtype for buf, _ in b._cache} == {np.dtype(np.float16)}
+        assert b.kv_bytes() == sum(buf.nbytes for buf, _ in b._cache) == per_token * b.capacity * 2
+    # an artifact written before the record (no kv_cache entry) was float32: inspect counts 4 bytes
+    m = json.loads((art / "edgepack.json").read_text())
+    next(a for a in m["artifacts"] if a["format"] == "onnx").pop("kv_cache")
+    from edgepack.manifest import kv_cache_dtype
+
+    assert kv_cache_dtype(next(a for a in m["artifacts"] if a["format"] == "onnx")) == ("float32", 4)
+
+
+def test_float16_kv_cache_logits_match_float32_kv_cache(tmp_path, tiny_dir):
+    """Same int4 weights, KV in float16 vs float32: prefill and step-by-step decode logits agree to float16
+    rounding of K, V and the attention inputs (measured on the tiny model: ~1e-3 relative)."""
+    src = checkpoint.load(tiny_dir)
+    half, e16 = tmp_path / "kv16", None
+    half.mkdir()
+    full = tmp_path / "kv32"
+    full.mkdir()
+    e16 = write_onnx(src, half, threads=1, method="rtn")
+    e32 = write_onnx(src, full, threads=1, method="rtn", kv_dtype="float32")
+    assert (e16["kv_cache"]["dtype"], e32["kv_cache"]["dtype"]) == ("float16", "float32")
+    assert _kv_types(full)[0] == {onnx.TensorProto.FLOAT}
+    weights = [{t.name: onnx.numpy_helper.to_array(t, str(d)).tobytes() for t in onnx.load(str(d / "model.onnx"),
+                load_external_data=False).graph.initializer if not t.name.endswith("_cache")} for d in (half, full)]
+    assert weights[0] == weights[1]  # the same int4 weights: only the cache's type differs
+    ids = list(range(3, 43))
+    got = {}
+    for name, folder in (("16", half), ("32", full)):
+        with OnnxBackend(folder, threads=1, n_ctx=64) as b:
+            pre = b.forward(ids, all_logits=True)
+            b.reset()
+            steps = np.concatenate([b.forward(ids[:5], all_logits=True)] + [b.forward([t])[None] for t in ids[5:]])
+            got[name] = pre, steps
+    for a, b in zip(got["16"], got["32"]):
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-2
+        assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.95
+    with pytest.raises(BadInput, match="KV cache dtype"):
+        write_onnx(src, tmp_path, kv_dtype="int8")
+
+
+def test_fp32_anchor_keeps_a_float32_kv_cache(tiny_fp32):
+    _, out = tiny_fp32
+    kv, rope, _ = _kv_types(out)
+    assert kv == rope == {onnx.TensorProto.FLOAT}
+    with OnnxBackend(out, threads=1, n_ctx=32) as b:
+        b.forward([1, 2, 3])
+        assert b.kv_dtype == np.float32 and b._cache[0][0].dtype == np.float32
+
+
+def test_fused_gate_up_gives_the_same_logits(tmp_path, tiny_dir, monkeypatch):
+    """FUSE_GATE_UP (off by default, see onnx_writer) writes one MatMulNBits of (2F, H) + Split: the same
+    int4 blocks row for row, so the same logits."""
+    import edgepack.onnx_writer as ow
+
+    src, out = checkpoint.load(tiny_dir), {}
+    for fuse in (False, True):
+        monkeypatch.setattr(ow, "FUSE_GATE_UP", fuse)
+        d = tmp_path / f"fuse{fuse}"
+        d.mkdir()
+        write_onnx(src, d, threads=1, method="rtn")
+        ops = [n.op_type for n in onnx.load(str(d / "model.onnx"), load_external_data=False).graph.node]
+        assert ops.count("MatMulNBits") == src.config.num_hidden_layers * (5 - fuse) + 1
+        with OnnxBackend(d, threads=1, n_ctx=64) as b:
+            out[fuse] = b.forward(list(range(3, 40)), all_logits=True)
+    assert np.abs(out[True] - out[False]).max() <= 1e-5

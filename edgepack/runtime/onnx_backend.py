@@ -4,12 +4,23 @@ The graph's GroupQueryAttention reads past_key_values.%d.* and writes present.%d
 names to the same (1, kv_heads, capacity, head_dim) buffer with IOBinding makes GQA append the new
 keys/values in place (onnxruntime-genai's past_present_share_buffer), so no step copies the cache.
 
+The buffers take the element type the graph declares for past_key_values.* (float16 in edgepack's int4
+exports, float32 in older ones and the fp32 anchor: onnx_writer.KV_DTYPE), read from the session, so
+an artifact never gets a cache of the wrong type and `kv_dtype` / `kv_bytes()` say what it holds.
+
 The capacity is what the generation asks for (`reserve(prompt + max_new_tokens)`, as genai sizes its
 buffer from max_length), not the whole context: GQA strides every head by the capacity, and on the
 MiniCPM-2B shape a 4096-row buffer decoded at 8.02 tok/s against 8.21 with 97 rows, same graph, same
 run (2 threads, medians of 4 rounds, benchmarks/bench_kv_capacity.py); the virtual size of the 2B
 cache also drops from 3 GB to what the generation can use. If a chat outgrows it, the buffers grow by
 doubling (one copy of the filled rows, log2(n_ctx) times at most), never per token.
+
+Levers checked and left as they are (benchmarks/bench_decode_levers.py, profile_decode.py): onnxruntime's
+default thread spinning (session.intra_op.allow_spinning) stays on and intra_op_num_threads stays at the
+cores the caller gives. On this shared 2-core machine the one run made (results/decode_levers_2b.json:
+context 64, 8 tokens, 1 round, load average ~9 from other work) decoded 2.05x faster with spinning off,
+which says more about that load (spinning threads fight other processes for the cores) than about a
+quiet phone, so no setting was changed without a quiet-machine figure.
 
 Once the session is built, the memory it mapped for the weights is moved onto 2 MB pages by a
 background thread (hugepages.py) while the model is idle: decode reads every weight per token, and on
@@ -34,6 +45,7 @@ from . import hugepages
 from .backend import Backend
 
 IDLE_S = 0.2  # no forward for this long: the model is idle (a chat waiting for its user, between turns)
+KV_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}  # past_key_values input type -> buffer
 PREFILL_CHUNK = 512  # tokens per run when a long prompt is fed: bounds the (chunk, vocab) logits buffer
 
 
@@ -90,6 +102,11 @@ class OnnxBackend(Backend):
         self._step_logits_v = ort.OrtValue.ortvalue_from_numpy(self._step_logits)
         self._io.bind_ortvalue_output(self._logits, self._step_logits_v)  # bound first: output 0
         self._ort, self._kv_shape = ort, (kv, hd)
+        types = {i.name: i.type for i in self.session.get_inputs()}
+        past_type = types.get(inp["past_key_names"] % 0, "tensor(float)")
+        if past_type not in KV_TYPES:
+            raise BadInput(f"{model}: KV cache type {past_type} is not supported ({', '.join(KV_TYPES)})")
+        self.kv_dtype = KV_TYPES[past_type]
         self._kv_names = [(names[0] % i, names[1] % i) for i in range(self.n_layers)
                           for names in ((inp["past_key_names"], out["present_key_names"]),
                                         (inp["past_value_names"], out["present_value_names"]))]
@@ -108,7 +125,7 @@ class OnnxBackend(Backend):
         kv, hd = self._kv_shape
         cache = []
         for j, (past, present) in enumerate(self._kv_names):
-            buf = np.zeros((1, kv, n, hd), np.float32)  # calloc: pages are committed as the cache fills
+            buf = np.zeros((1, kv, n, hd), self.kv_dtype)  # calloc: pages are committed as the cache fills
             if self._cache and self.n_past:
                 buf[:, :, :self.n_past] = self._cache[j][0][:, :, :self.n_past]
             v = self._ort.OrtValue.ortvalue_from_numpy(buf)
@@ -116,6 +133,11 @@ class OnnxBackend(Backend):
             self._io.bind_ortvalue_output(present, v)  # same buffer: GQA appends in place
             cache.append((buf, v))
         self._cache, self.capacity = cache, n
+
+    def kv_bytes(self, n=None):
+        """Bytes of K and V for every layer at n tokens (default: the allocated capacity)."""
+        kv, hd = self._kv_shape
+        return 2 * self.n_layers * kv * hd * (self.capacity if n is None else n) * np.dtype(self.kv_dtype).itemsize
 
     def _run(self, tokens):
         """One session run over len(tokens) new tokens; returns logits (T, vocab) (a view for T == 1)."""
