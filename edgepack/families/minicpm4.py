@@ -25,7 +25,9 @@ def parse(raw, path):
     s = raw["rope_scaling"]
     hd = f["head_dim"] or f["hidden_size"] // f["num_attention_heads"]
     key = "rope_scaling"
-    orig = get(s, path, "original_max_position_embeddings", int, required=True) if isinstance(s, dict) else None
+    if not isinstance(s, dict):
+        raise ConfigError(path, key, "must be an object with short_factor, long_factor and original_max_position_embeddings")
+    orig = get(s, path, "original_max_position_embeddings", int, required=True)
     facs = {}
     for name in ("short_factor", "long_factor"):
         v = s.get(name)
