@@ -272,7 +272,8 @@ def test_int4_kv_cache_is_float16_in_graph_manifest_buffers_and_inspect(tmp_path
     kv, rope, logits = _kv_types(folder)
     assert kv == rope == {onnx.TensorProto.FLOAT16} and logits == onnx.TensorProto.FLOAT
     m = json.loads((art / "edgepack.json").read_text())
-    m["model"]["config"]["max_position_embeddings"] = 4096  # the tiny model's context has no row of inspect's table
+    m["model"]["config"]["max_position_embeddings"] = m["model"]["config"]["context_length"] = 4096  # the tiny
+    # model's context has no row of inspect's table
     (art / "edgepack.json").write_text(json.dumps(m))
     info = inspect_artifact(art)
     entry = next(a for a in info["artifacts"] if a["format"] == "onnx")
@@ -303,8 +304,8 @@ def test_float16_kv_cache_logits_match_float32_kv_cache(tmp_path, tiny_dir):
     half.mkdir()
     full = tmp_path / "kv32"
     full.mkdir()
-    e16 = write_onnx(src, half, threads=1, method="rtn")
-    e32 = write_onnx(src, full, threads=1, method="rtn", kv_dtype="float32")
+    e16 = write_onnx(src, half, threads=1)
+    e32 = write_onnx(src, full, threads=1, kv_dtype="float32")
     assert (e16["kv_cache"]["dtype"], e32["kv_cache"]["dtype"]) == ("float16", "float32")
     assert _kv_types(full)[0] == {onnx.TensorProto.FLOAT}
     weights = [{t.name: onnx.numpy_helper.to_array(t, str(d)).tobytes() for t in onnx.load(str(d / "model.onnx"),
@@ -344,7 +345,7 @@ def test_fused_gate_up_gives_the_same_logits(tmp_path, tiny_dir, monkeypatch):
         monkeypatch.setattr(ow, "FUSE_GATE_UP", fuse)
         d = tmp_path / f"fuse{fuse}"
         d.mkdir()
-        write_onnx(src, d, threads=1, method="rtn")
+        write_onnx(src, d, threads=1)
         ops = [n.op_type for n in onnx.load(str(d / "model.onnx"), load_external_data=False).graph.node]
         assert ops.count("MatMulNBits") == src.config.num_hidden_layers * (5 - fuse) + 1
         with OnnxBackend(d, threads=1, n_ctx=64) as b:
