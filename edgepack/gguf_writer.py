@@ -84,8 +84,9 @@ def write_gguf(ckpt, out_dir: Path, *, gguf_type=DEFAULT_GGUF_TYPE, threads=None
             raise BadInput("GGUF's Q8_0 holds 8-bit blocks of 32: quantize with block8=32")
         out = out_dir / f"model-{'Q4_0' if q.method.sym else 'Q4_1'}.gguf"
         _write(ckpt, out, gguf_type, progress, q, threads)
-        return {"format": "gguf", "file": out.name, "quantization": {**describe(out, gguf_type), **q.describe(),
-                                                                        "bits_per_weight": describe(out, gguf_type)["bits_per_weight"]}}
+        written = describe(out, gguf_type)  # the file's own figures win over the quantizer's estimate
+        return {"format": "gguf", "file": out.name, "quantization": {**written, **q.describe(),
+                                                                        "bits_per_weight": written["bits_per_weight"]}}
     if gguf_type == "q4_k_m":
         tmp = out_dir / ".tmp-f16-for-q4_k_m.gguf"
         try:
