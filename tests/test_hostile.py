@@ -166,6 +166,22 @@ def test_export_tokenizer_vocab_larger_than_embedding(tmp_path):
     assert_clean(tmp_path)
 
 
+@pytest.mark.parametrize("family,bad", [("minicpm", "--context=8"), ("minicpm4", "--context=4096"),
+                                        ("minicpm4", "--rope-string")])
+def test_export_bad_context_or_longrope_config(tmp_path, family, bad):
+    """An exported context outside 16..max_position_embeddings, or a rope_scaling that is not an
+    object: one error line, nothing written."""
+    d = _model(tmp_path, family=family)
+    if bad == "--rope-string":
+        _edit_config(d, rope_scaling="longrope")
+        r = _export(tmp_path, d)
+        assert_one_error(r, 2, "field 'rope_scaling' must be an object", "config.json")
+    else:
+        r = _export(tmp_path, d, bad)
+        assert_one_error(r, 2, f"--context {bad.split('=')[1]} must lie between 16 and the model's")
+    assert_clean(tmp_path)
+
+
 def test_export_existing_output_is_refused(tmp_path):
     d = _model(tmp_path)
     out = tmp_path / "out"
