@@ -156,6 +156,36 @@ def test_acceptance_is_learned_per_match_length():
     assert c.acceptance(3 + 20) == c.acceptance(speculate.MAX_MATCH)  # long matches share one estimate
 
 
+def test_a_text_that_misses_at_every_match_length_stops_drafting():
+    """Misses at m = 2, 3, 4 say the text does not copy: a long-match draft that the per-m estimates alone
+    would still verify is held back. A text that keeps what it is expected to keep is not scaled at all."""
+    costs = [1.0, 1.7, 1.8, 1.9, 2.0, 2.1, 2.2, 2.3, 2.4]  # the demo model's verify costs on a quiet machine
+
+    def fresh():
+        c = Controller()
+        for k, s in enumerate(costs):
+            c.timed(k, s)
+        return c
+
+    c = fresh()
+    assert c.choose(5, 4) > 0  # a five-token match, before any evidence: the priors say draft
+    raw = [c.hits[m] / c.trials[m] for m in range(1, 9)]
+    for m in (2, 3, 4):
+        c.scored(m, 0)
+    assert c.choose(5, 4) == 0
+    assert c.acceptance(5) < 0.5 * raw[4]
+    for m in (9, 10, 11):
+        c.scored(m, 1)  # then a long copy shows (shadow drafts score it for free): drafting resumes
+    assert c.choose(12, 8) > 0
+    c.new_text()
+    assert c.choose(5, 4) > 0  # a new reply starts from the priors again
+
+    c = fresh()
+    for _ in range(3):
+        score_run(c, 5, 8, 8)  # copying: every drafted token kept
+    assert all(c.acceptance(m) == c.hits[m] / c.trials[m] for m in range(1, 17))
+
+
 class Clock:
     """A virtual clock: a forward of T tokens takes 1 + slope * (T - 1) units."""
 
