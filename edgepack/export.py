@@ -64,6 +64,10 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
         if not 16 <= int(context) <= ckpt.config.max_position_embeddings:
             raise BadInput(f"--context {context} must lie between 16 and the model's {ckpt.config.max_position_embeddings} tokens")
         ckpt.config = ckpt.config.with_context(context)
+    if dtype == "int4" and "onnx" in formats:
+        from .onnx_writer import check_block_size
+
+        check_block_size(ckpt, block_size)  # now, not after calibrating
     from . import demo
 
     if str(model) in ("demo", "demo-llama"):

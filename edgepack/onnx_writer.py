@@ -468,6 +468,16 @@ def _write_tokenizer_json(src, out):
         tok.backend_tokenizer.save(str(out))
 
 
+def check_block_size(ckpt, block_size):
+    """MatMulNBits blocks run along each weight's input dimension: every one must divide by the block size."""
+    if block_size not in (16, 32, 64, 128, 256):
+        raise BadInput(f"block size {block_size} is not supported by MatMulNBits (16, 32, 64, 128 or 256)")
+    c = ckpt.config
+    for dim in (c.hidden_size, c.intermediate_size, c.num_attention_heads * c.head_dim):
+        if dim % block_size:
+            raise NotSupported(f"{ckpt.path}: dimension {dim} is not a multiple of the int4 block size {block_size}")
+
+
 def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None, quantized=None,
                kv_dtype=None) -> dict:
     """Write the onnxruntime-genai folder for `ckpt` into the existing empty `out_dir`.
@@ -485,11 +495,7 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
         raise BadInput(f"KV cache dtype {kv_dtype!r} is not supported ({' or '.join(KV_DTYPES)})")
     c = ckpt.config
     if dtype == "int4":
-        if block_size not in (16, 32, 64, 128, 256):
-            raise BadInput(f"block size {block_size} is not supported by MatMulNBits (16, 32, 64, 128 or 256)")
-        for dim in (c.hidden_size, c.intermediate_size):
-            if dim % block_size:
-                raise NotSupported(f"{ckpt.path}: dimension {dim} is not a multiple of the int4 block size {block_size}")
+        check_block_size(ckpt, block_size)
     q_model = quantized
     if q_model is not None:
         if dtype != "int4":

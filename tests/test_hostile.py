@@ -182,6 +182,27 @@ def test_export_bad_context_or_longrope_config(tmp_path, family, bad):
     assert_clean(tmp_path)
 
 
+def test_export_block_size_that_does_not_divide_the_model(tmp_path, monkeypatch):
+    """MatMulNBits blocks must tile every weight's input dimension: one error line, nothing written, and
+    refused before the quantization stage runs (calibration is minutes on a real model)."""
+    from edgepack import export, quant
+    from edgepack.errors import NotSupported
+
+    d = _model(tmp_path)
+    hidden = json.loads((d / "config.json").read_text())["hidden_size"]
+    assert hidden % 256
+    r = _export(tmp_path, d, "--block-size=256", "--format=onnx")
+    assert_one_error(r, 2, f"dimension {hidden} is not a multiple of the int4 block size 256")
+    assert_clean(tmp_path)
+
+    def never(*a, **k):
+        raise AssertionError("quantized before the block size was checked")
+    monkeypatch.setattr(quant, "quantize_model", never)
+    with pytest.raises(NotSupported, match="block size 256"):
+        export.export(model=str(d), out=tmp_path / "out", formats=("onnx",), block_size=256, fidelity_tokens=0)
+    assert_clean(tmp_path)
+
+
 def test_export_existing_output_is_refused(tmp_path):
     d = _model(tmp_path)
     out = tmp_path / "out"
