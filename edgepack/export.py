@@ -121,7 +121,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     return out
 
 
-def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None):
+def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, block_size=32):
     """The quantization stage for one format: edgepack.quant's Quantized model, or None when the format
     encodes float weights or plain RTN itself (onnxruntime's packer, gguf.quants' Q4_0, llama.cpp's
     Q4_K_M). Inside quant.shared_calibration() both formats share one calibration."""
@@ -130,20 +130,20 @@ def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None):
     if dtype != "int4":
         return None
     if fmt == "onnx":
-        spec, block8 = method or quant.DEFAULT_METHOD, quant.KEEP8_BLOCK
+        spec, block8, block = method or quant.DEFAULT_METHOD, quant.KEEP8_BLOCK, block_size
     elif (gguf_type or "q4_0") == "q4_0":
-        spec, block8 = method or quant.DEFAULT_GGUF_METHOD, 32  # GGUF's Q8_0 blocks are 32 weights
+        spec, block8, block = method or quant.DEFAULT_GGUF_METHOD, 32, 32  # GGUF's blocks are 32 weights
     else:
         if method and method != "rtn":
             raise BadInput(f"--method {method} applies to ONNX int4 and GGUF q4_0, not GGUF {gguf_type}")
         return None
     if spec == "rtn":
         return None
-    return quant.quantize_model(ckpt, spec, progress=progress, block8=block8)
+    return quant.quantize_model(ckpt, spec, progress=progress, block8=block8, block=block)
 
 
 def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None, kv_dtype=None):
-    q = quantize_for(fmt, ckpt, dtype, gguf_type, method, progress)  # load -> quantize -> encode
+    q = quantize_for(fmt, ckpt, dtype, gguf_type, method, progress, block_size)  # load -> quantize -> encode
     if fmt == "onnx":
         from .onnx_writer import write_onnx
 

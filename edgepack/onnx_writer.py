@@ -92,10 +92,17 @@ KV_DTYPE = "float16"  # int4 exports; the fp32 conformance anchor keeps float32
 # gate|up as one (2F, H) MatMulNBits + Split (q|k|v is already one node, GQA's packed input). Exact (same
 # int4 blocks row for row: tests/test_onnx.py) and off: per decode step it saves one activation
 # quantization and one thread-pool dispatch per layer against 88% of the step spent inside MatMulNBits
-# reading weights (profile_decode.json), and the one comparison run here (bench_decode_levers.py, load
-# average ~9 from other work) put it at 0.94x the unfused graph, inside that run's noise. Not worth a
-# graph that differs from the builder's (the speed peer) without a quiet-machine gain.
+# (profile_decode.json). On a quiet machine (bench_decode_levers.py, 2B shape, 3 alternating rounds,
+# decode_levers_2b_quiet.json) it decoded at 1.02x the unfused graph, prefill 1.00x: not worth a graph
+# that differs from the builder's (the speed peer) for 2%.
 FUSE_GATE_UP = False
+# The int4 block size (`edgepack export --block-size`, default 32) is the one lever that pays here, and
+# it is not the default because of fidelity. Same run as above: block 64 decodes at 1.11x block 32 and
+# prefills at 1.17x, block 128 at 1.27x and 1.55x (fewer scales per weight for the kernel to apply; the
+# kernel, not memory, sets the pace: benchmarks/matmulnbits_roofline.py). On the demo model with the
+# default calibrated method block 64 loses 5 points of perplexity (+9.7% vs +4.4%, top-1 85.3% vs 86.3%:
+# benchmarks/block_size_fidelity.py), past the 1-point bar; 128 cannot be measured on the demo (its
+# hidden size 576 does not divide by 128). Spinning off cost 0.90x decode; it stays onnxruntime's default.
 
 
 # -- int4 block quantization (onnxruntime's packer) ------------------------------------------------

@@ -307,6 +307,7 @@ def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32):
     H[dead, dead] = 1
     W[:, dead] = 0
     H += damp * H.diag().mean() * torch.eye(K, dtype=H.dtype)
+    batch = max(batch, block)  # a block's grid is fitted inside one lazy batch
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     n_threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -424,6 +425,7 @@ class Quantized:
     floats: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     block8: int = KEEP8_BLOCK  # largest block of an 8-bit tensor (GGUF's Q8_0 needs 32)
+    block4: int = BLOCK  # block of the 4-bit tensors (MatMulNBits takes 16..256; GGUF's Q4_0 is 32)
 
     def qtensor(self, name):
         if name not in self.tensors:  # calibration-free methods: computed on demand
@@ -446,7 +448,7 @@ class Quantized:
 
     @property
     def block(self):
-        return BLOCK
+        return self.block4
 
     def describe(self):
         return describe(self)
@@ -459,7 +461,7 @@ class Quantized:
             return quantize(w, 8, sym=True, block=max(b for b in (32, 64, 128, 256) if b <= self.block8 and K % b == 0))
         if bits == 5:  # Q5_0's grid: symmetric, block 32
             return quantize(w, 5, sym=True)
-        return quantize(w, 4, m.sym, m.clip)
+        return quantize(w, 4, m.sym, m.clip, block=self.block)
 
 
 def _is_embed(name, cfg):
@@ -496,15 +498,16 @@ def shared_calibration():
             _SHARED = None
 
 
-def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS, progress=None, block8=KEEP8_BLOCK):
+def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS, progress=None, block8=KEEP8_BLOCK,
+                   block=BLOCK):
     """Quantize ckpt with a method; calibrated methods stream the calibration layer by layer."""
     from .texts import sources
 
     m = method(spec)
-    q = Quantized(ckpt, m, block8=block8)
-    q.info = {"method": m.name, "description": m.describe, "bits": 4, "block_size": BLOCK,
+    q = Quantized(ckpt, m, block8=block8, block4=block)
+    q.info = {"method": m.name, "description": m.describe, "bits": 4, "block_size": block,
               "symmetric": m.sym, "embedding_bits": m.embed_bits}
-    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, n_tokens)
+    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, n_tokens, block)
     if (m.awq or m.gptq) and _SHARED and key in _SHARED:  # the other format of the same export: same layers
         q.tensors.update(_SHARED[key].tensors)
         q.floats.update(_SHARED[key].floats)
@@ -521,7 +524,7 @@ def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS
         if _SHARED is not None:
             _SHARED.clear()
             _SHARED[key] = Quantized(ckpt, m, {n: t for n, t in q.tensors.items() if n.startswith("model.layers.")},
-                                     dict(q.floats), dict(q.info))
+                                     dict(q.floats), dict(q.info), block4=block)
     else:
         q.info["calibration"] = None
     return q
@@ -569,7 +572,7 @@ def _calibrate(q, ids, progress=None, float_only=False):
             _attach(block, n + ".weight", t)
         X = _capture(block, h, pos)  # inputs of the seven linears, float layer
         if m.awq:
-            _awq_layer(W, norms, X, m, c, tie)
+            _awq_layer(W, norms, X, m, c, tie, q.block)
         for group in SHARED_INPUT:
             x = X[group[0]]
             if float_only:
@@ -578,14 +581,14 @@ def _calibrate(q, ids, progress=None, float_only=False):
                     _attach(block, n + ".weight", W[n])
                 continue
             if m.gptq:  # one pass over the stacked rows: GPTQ treats rows independently given H
-                qt = gptq(torch.cat([W[n] for n in group]), 2 * x.T @ x / len(x), 4, m.sym, m.clip)
+                qt = gptq(torch.cat([W[n] for n in group]), 2 * x.T @ x / len(x), 4, m.sym, m.clip, block=q.block)
                 lo = 0
                 for n in group:
                     q.tensors[p + n + ".weight"], lo = qt.rows(slice(lo, lo + len(W[n]))), lo + len(W[n])
             else:
                 imp = x.pow(2).mean(0) if m.clip else None
                 for n in group:
-                    q.tensors[p + n + ".weight"] = quantize(W[n], 4, m.sym, m.clip, imp=imp)
+                    q.tensors[p + n + ".weight"] = quantize(W[n], 4, m.sym, m.clip, imp=imp, block=q.block)
             for n in group:  # the float64 original goes as soon as its quantized twin is attached (peak RSS)
                 _attach(block, n + ".weight", torch.from_numpy(q.tensors[p + n + ".weight"].dequantize()).to(CALIBRATION_DTYPE))
                 del W[n]
@@ -633,27 +636,27 @@ def _capture(block, h, pos):
     return X
 
 
-def _awq_layer(W, norms, X, m, c, tie):
+def _awq_layer(W, norms, X, m, c, tie, block=BLOCK):
     """Search and fold the four AWQ scales of one layer; W, norms and X are updated in place, exactly
     (the float layer computes the same function afterwards)."""
     sub = lambda x: x[:: max(1, len(x) // AWQ_TOKENS)]  # noqa: E731  evenly spaced tokens score α
     q, k, v, o = (f"self_attn.{n}_proj" for n in "qkvo")
     g, u, d = "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"
-    s = awq_scales(sub(X[q]), [W[q], W[k], W[v]], 4, m.sym)
+    s = awq_scales(sub(X[q]), [W[q], W[k], W[v]], 4, m.sym, block=block)
     norms["input_layernorm"] = norms["input_layernorm"] / s
     for n in (q, k, v):
         W[n] = W[n] * s
     X[q] = X[k] = X[v] = X[q] / s
-    s = awq_scales(sub(X[o]), [W[o]], 4, m.sym, tie=tie)
+    s = awq_scales(sub(X[o]), [W[o]], 4, m.sym, tie=tie, block=block)
     sv = torch.ones(W[v].shape[0], dtype=s.dtype).index_copy_(0, tie, s)  # the v_proj row each tied group reads
     W[v] = W[v] / sv[:, None]
     W[o] = W[o] * s
     X[o] = X[o] / s
-    s = awq_scales(sub(X[g]), [W[g], W[u]], 4, m.sym)
+    s = awq_scales(sub(X[g]), [W[g], W[u]], 4, m.sym, block=block)
     norms["post_attention_layernorm"] = norms["post_attention_layernorm"] / s
     W[g], W[u] = W[g] * s, W[u] * s
     X[g] = X[u] = X[g] / s
-    s = awq_scales(sub(X[d]), [W[d]], 4, m.sym)
+    s = awq_scales(sub(X[d]), [W[d]], 4, m.sym, block=block)
     W[u] = W[u] / s[:, None]
     W[d] = W[d] * s
     X[d] = X[d] / s
@@ -691,7 +694,7 @@ def describe(q):
     n_weights = sum(int(np.prod(q.ckpt.shape(n))) for n in names)
     nbytes = sum(q.qtensor(n).nbytes for n in names)
     m = q.method
-    return {"scheme": f"int4_{'sym' if m.sym else 'asym'}_block{BLOCK}" + (f"_emb{m.embed_bits}" if m.embed_bits != 4 else ""),
-            "bits": 4, "block_size": BLOCK, "method": m.name, "method_description": m.describe,
+    return {"scheme": f"int4_{'sym' if m.sym else 'asym'}_block{q.block}" + (f"_emb{m.embed_bits}" if m.embed_bits != 4 else ""),
+            "bits": 4, "block_size": q.block, "method": m.name, "method_description": m.describe,
             "embedding_bits": m.embed_bits, "bits_per_weight": round(8 * nbytes / n_weights, 3),
             "calibration": q.info.get("calibration")}

@@ -96,12 +96,15 @@ def test_packing_layouts():
     assert np.array_equal(zp[:, 0] & 0x0F, qt.zeros[:, 0]) and np.array_equal(zp[:, 1] & 0x0F, qt.zeros[:, 2])
 
 
-def test_gptq_with_uncorrelated_inputs_is_rtn():
-    """With a diagonal Hessian no error is propagated, so GPTQ is exactly round-to-nearest on the same grid."""
-    w = _weights(3)
+@pytest.mark.parametrize("block", [32, 128])
+def test_gptq_with_uncorrelated_inputs_is_rtn(block):
+    """With a diagonal Hessian no error is propagated, so GPTQ is exactly round-to-nearest on the same grid
+    (block 128: wider than GPTQ's 32-column lazy batch, and each grid still covers its whole block)."""
+    w = _weights(3, k=256)
     H = torch.diag(torch.rand(w.shape[1], generator=torch.Generator().manual_seed(0)) + 0.5)
     for sym in (True, False):
-        g, r = quant.gptq(w, H, 4, sym=sym), quant.quantize(w, 4, sym=sym)
+        g, r = quant.gptq(w, H, 4, sym=sym, block=block), quant.quantize(w, 4, sym=sym, block=block)
+        assert g.block_size == block
         assert np.array_equal(g.codes, r.codes) and np.array_equal(g.scales, r.scales)
 
 
@@ -254,22 +257,26 @@ def test_gguf_holds_the_quantized_weights(tiny_gqa, tmp_path, name, types):
         assert np.abs(got[n][1] - ref).max() <= tol, n
 
 
-@pytest.mark.parametrize("name", ["awq_gptq+emb8", "gptq_sym"])
-def test_onnx_runs_the_quantized_weights(tiny_gqa, tmp_path, name):
+@pytest.mark.parametrize("name,block", [("awq_gptq+emb8", 32), ("gptq_sym", 32), ("awq_gptq_sym+emb8", 16)])
+def test_onnx_runs_the_quantized_weights(tiny_gqa, tmp_path, name, block):
     """The ONNX graph (MatMulNBits with our scales/zero points, 8-bit GatherBlockQuantized table)
-    computes what the float reference computes on the dequantized weights."""
+    computes what the float reference computes on the dequantized weights, at the block size asked for
+    (the tiny model's dimensions divide by 16 and 32 only)."""
     import onnx
 
     from edgepack.onnx_writer import write_onnx
     from edgepack.runtime.onnx_backend import OnnxBackend
 
-    q = quant.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa))
-    entry = write_onnx(tiny_gqa, tmp_path, dtype="int4", threads=1, quantized=q)
+    q = quant.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa), block=block)
+    entry = write_onnx(tiny_gqa, tmp_path, dtype="int4", threads=1, quantized=q, block_size=block)
     qd = entry["quantization"]
     assert qd["method"] == name and qd["calibration"]["tokens"] == quant.CALIBRATION_TOKENS
+    assert qd["block_size"] == block and qd["scheme"].startswith(f"int4_sym_block{block}" if quant.method(name).sym else f"int4_asym_block{block}")
     m = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False)
     ops = {(n.op_type, a.i) for n in m.graph.node for a in n.attribute if a.name == "bits"}
     assert ("MatMulNBits", 4) in ops and (("GatherBlockQuantized", 8) in ops) == name.endswith("emb8")
+    assert {a.i for n in m.graph.node if n.op_type == "MatMulNBits" for a in n.attribute
+            if a.name == "block_size" and n.input[1].startswith("model.layers")} == {block}
     assert any(i.name.endswith("_zero_points") for i in m.graph.initializer) == (not quant.method(name).sym)
     ids = _tok(tiny_gqa).encode("The quick brown fox jumps over the lazy dog. def f(x): return x + 1")
     ref = reference_logits(tiny_gqa, ids, weights=q.weight)
