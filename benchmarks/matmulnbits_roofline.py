@@ -2,7 +2,7 @@
 
     python benchmarks/matmulnbits_roofline.py [--layers 24] [--runs 15] [--out FILE]
 
-Decode is one MatMulNBits per weight matrix with M = 1 row (benchmarks/profile_decode.py: 88% of a 2B
+Decode is one MatMulNBits per weight matrix with M = 1 row (benchmarks/profile_decode.py: 87% of a 2B
 decode step). This builds a chain of MatMulNBits nodes in the MiniCPM-2B shapes (2304 -> 5760 -> 2304 ...,
 int4 codes from onnxruntime's own packer, symmetric, no zero points, as the writer makes them; about 200 MB
 of weights at block 32, well past the last-level cache) and times one run of the chain (median of --runs)

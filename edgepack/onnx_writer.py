@@ -91,7 +91,7 @@ KV_DTYPES = {"float32": (TensorProto.FLOAT, np.float32), "float16": (TensorProto
 KV_DTYPE = "float16"  # int4 exports; the fp32 conformance anchor keeps float32
 # gate|up as one (2F, H) MatMulNBits + Split (q|k|v is already one node, GQA's packed input). Exact (same
 # int4 blocks row for row: tests/test_onnx.py) and off: per decode step it saves one activation
-# quantization and one thread-pool dispatch per layer against 88% of the step spent inside MatMulNBits
+# quantization and one thread-pool dispatch per layer against 87% of the step spent inside MatMulNBits
 # (profile_decode.json). On a quiet machine (bench_decode_levers.py, 2B shape, 3 alternating rounds,
 # decode_levers_2b_quiet.json) it decoded at 1.02x the unfused graph, prefill 1.00x: not worth a graph
 # that differs from the builder's (the speed peer) for 2%.

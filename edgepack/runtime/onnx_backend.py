@@ -17,10 +17,10 @@ doubling (one copy of the filled rows, log2(n_ctx) times at most), never per tok
 
 Levers checked and left as they are (benchmarks/bench_decode_levers.py, profile_decode.py): onnxruntime's
 default thread spinning (session.intra_op.allow_spinning) stays on and intra_op_num_threads stays at the
-cores the caller gives. On this shared 2-core machine the one run made (results/decode_levers_2b.json:
-context 64, 8 tokens, 1 round, load average ~9 from other work) decoded 2.05x faster with spinning off,
-which says more about that load (spinning threads fight other processes for the cores) than about a
-quiet phone, so no setting was changed without a quiet-machine figure.
+cores the caller gives. On a quiet machine (results/decode_levers_2b_quiet.json: 2B shape, context 256,
+3 alternating rounds) spinning off decoded at 0.90x, prefill 1.00x. The one earlier run, on a machine
+loaded by other work (decode_levers_2b.json, load average ~9), had spinning off 2.05x faster: spinning
+threads fight other processes for the cores, so a phone busy with other apps may differ.
 
 Once the session is built, the memory it mapped for the weights is moved onto 2 MB pages by a
 background thread (hugepages.py) while the model is idle: decode reads every weight per token, and on
