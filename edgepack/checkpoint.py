@@ -1,8 +1,8 @@
 """Load a MiniCPM Hugging Face directory without executing anything from it.
 
 config.json is parsed by edgepack.config; weights come from model.safetensors, a sharded
-safetensors index, or pytorch_model.bin (torch.load with weights_only=True and mmap), one tensor
-at a time. Python files in the directory (hub checkpoints ship modeling_minicpm.py) are never
+safetensors index, pytorch_model.bin or a sharded pytorch_model.bin index (torch.load with
+weights_only=True and mmap), one tensor at a time. Python files in the directory (hub checkpoints ship modeling_minicpm.py) are never
 imported: nothing here calls transformers' Auto* classes or trust_remote_code.
 """
 import json
@@ -62,20 +62,17 @@ class Checkpoint:
         if (d / "model.safetensors").is_file():
             files = [d / "model.safetensors"]
         elif (d / "model.safetensors.index.json").is_file():
-            idx_path = d / "model.safetensors.index.json"
-            try:
-                wm = json.loads(idx_path.read_text())["weight_map"]
-                files = sorted({d / f for f in wm.values()})
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise BadInput(f"{idx_path}: not a valid safetensors index ({e})") from None
-            for f in files:
-                if not f.is_file() or f.parent != d:
-                    raise BadInput(f"{idx_path}: shard {f.name} is missing")
+            files = _shards(d / "model.safetensors.index.json", "safetensors")
         elif (d / "pytorch_model.bin").is_file():
             self._index_bin(d / "pytorch_model.bin")
             return
+        elif (d / "pytorch_model.bin.index.json").is_file():
+            for f in _shards(d / "pytorch_model.bin.index.json", "PyTorch"):
+                self._index_bin(f)
+            return
         else:
-            raise BadInput(f"{d}: no weights found (model.safetensors, model.safetensors.index.json or pytorch_model.bin)")
+            raise BadInput(f"{d}: no weights found (model.safetensors, model.safetensors.index.json, pytorch_model.bin "
+                           "or pytorch_model.bin.index.json)")
         for f in files:
             for name, (dtype, shape) in _safetensors_header(f).items():
                 if name in self._where:
@@ -98,8 +95,11 @@ class Checkpoint:
             raise IntegrityError(f"{f}: cannot be read as a weights-only PyTorch file ({_short(e)})") from None
         if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
             raise IntegrityError(f"{f}: expected a dict of tensors")
-        self._bin = sd
+        self._bin = getattr(self, "_bin", {})
         for name, t in sd.items():
+            if name in self._where:
+                raise IntegrityError(f"{f}: tensor {name} appears in two shards")
+            self._bin[name] = t
             self._where[name], self._dtype[name], self._shape[name] = f, str(t.dtype).removeprefix("torch."), tuple(t.shape)
 
     def _check_tensors(self):
@@ -184,6 +184,20 @@ def file_sha256(path, chunk=1 << 20):
 
 
 _ST_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _shards(idx_path, kind):
+    """The shard files a transformers index (weight_map: tensor -> file) names, each a file beside it."""
+    d = idx_path.parent
+    try:
+        wm = json.loads(idx_path.read_text())["weight_map"]
+        files = sorted({d / f for f in wm.values()})
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BadInput(f"{idx_path}: not a valid {kind} index ({e})") from None
+    for f in files:
+        if not f.is_file() or f.parent != d:
+            raise BadInput(f"{idx_path}: shard {f.name} is missing")
+    return files
 
 
 def _safetensors_header(f):

@@ -50,6 +50,8 @@ def wanted_files(names):
         weights = ["model.safetensors.index.json"] + sorted(n for n in top if n.endswith(".safetensors"))
     elif "pytorch_model.bin" in top:
         weights = ["pytorch_model.bin"]
+    elif "pytorch_model.bin.index.json" in top:
+        weights = ["pytorch_model.bin.index.json"] + sorted(n for n in top if n.startswith("pytorch_model-") and n.endswith(".bin"))
     else:
         return None
     return [n for n in CONFIG_FILES if n in top] + weights
@@ -80,7 +82,7 @@ def resolve(repo_id, revision=None):
             files = wanted_files([s.rfilename for s in (info.siblings or [])])
             if files is None:
                 raise BadInput(f"{repo_id}{at}: no weights edgepack reads on the hub "
-                               "(model.safetensors, a safetensors index or pytorch_model.bin)")
+                               "(model.safetensors, a safetensors index, pytorch_model.bin or a .bin index)")
             try:
                 path = hf.snapshot_download(repo_id, revision=revision, allow_patterns=files, ignore_patterns=NEVER)
             except Exception as e:

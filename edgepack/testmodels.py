@@ -168,6 +168,13 @@ def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors",
         (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wm}))
     elif fmt == "bin":
         torch.save(tensors, out / "pytorch_model.bin")
+    elif fmt == "sharded-bin":  # transformers' layout for large .bin checkpoints
+        names, wm = list(tensors), {}
+        for k, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
+            fname = f"pytorch_model-{k + 1:05d}-of-00002.bin"
+            torch.save({n: tensors[n] for n in part}, out / fname)
+            wm.update({n: fname for n in part})
+        (out / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wm}))
     else:
         raise ValueError(fmt)
     if tokenizer:

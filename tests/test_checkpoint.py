@@ -11,7 +11,7 @@ from edgepack.errors import BadInput, ConfigError, IntegrityError, NotSupported
 from edgepack.testmodels import make_tiny, tiny_config
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "sharded", "bin"])
+@pytest.mark.parametrize("fmt", ["safetensors", "sharded", "bin", "sharded-bin"])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_weight_formats_and_dtypes_load_the_same_tensors(tmp_path, fmt, dtype):
     ref = make_tiny(tmp_path / "ref", dtype=dtype, tokenizer=False)
@@ -143,6 +143,22 @@ def test_pickle_with_code_is_refused(tmp_path):
     with pytest.raises(IntegrityError, match="weights-only"):
         Checkpoint(d)
     assert not marker.exists()
+
+
+def test_sharded_bin_index_names_missing_or_duplicate_shards(tmp_path):
+    """pytorch_model.bin.index.json (transformers' layout for large .bin checkpoints): a shard it names must
+    exist beside it, and a tensor may live in one shard only."""
+    d = make_tiny(tmp_path / "m", fmt="sharded-bin", tokenizer=False)
+    first, second = sorted(d.glob("pytorch_model-*.bin"))
+    torch.save(dict(torch.load(first, weights_only=True), **torch.load(second, weights_only=True)), first)
+    with pytest.raises(IntegrityError, match="appears in two shards"):
+        Checkpoint(d)
+    second.unlink()
+    with pytest.raises(BadInput, match=f"shard {second.name} is missing"):
+        Checkpoint(d)
+    (d / "pytorch_model.bin.index.json").write_text("{not json")
+    with pytest.raises(BadInput, match="not a valid PyTorch index"):
+        Checkpoint(d)
 
 
 def test_no_weights_and_no_dir(tmp_path):

@@ -272,6 +272,9 @@ def test_weights_are_picked_like_the_loader_picks_them():
         "config.json", "model.safetensors.index.json", *shards]
     assert wanted_files(["config.json", "tokenizer.json", "pytorch_model.bin", "modeling.py"]) == [
         "config.json", "tokenizer.json", "pytorch_model.bin"]
+    bins = ["pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"]
+    assert wanted_files(["config.json", "pytorch_model.bin.index.json", *bins, "training_args.bin"]) == [
+        "config.json", "pytorch_model.bin.index.json", *bins]
     assert wanted_files(["config.json", "modeling.py", "onnx/model.safetensors"]) is None
 
 
