@@ -102,6 +102,7 @@ def main():
     ap.add_argument("artifact", help="a MiniCPM-2B-shaped int4 artifact with an onnx folder")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--prompt-tokens", type=int, default=64, help="tokens in the cache before each verify")
     ap.add_argument("--demo", default=str(DEMO), help="the demo model's speculation benchmark (acceptance)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "verify_cost_2b.json"))
     a = ap.parse_args()
@@ -111,15 +112,15 @@ def main():
 
     machine = machine_info()
     model = read_manifest(Path(a.artifact))["model"]
-    deviation, table = measure(a.artifact, a.threads, a.rounds)
+    deviation, table = measure(a.artifact, a.threads, a.rounds, prompt_len=a.prompt_tokens)
     machine["load_average_at_end"] = list(os.getloadavg())
     demo = json.loads(Path(a.demo).read_text(encoding="utf-8"))
     out = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
-           "note": "shared machine: other engineers ran tests at the same time (load averages recorded). Random "
-                   "weights: acceptance cannot be measured on this shape; the projection takes it from the demo model "
-                   "(SmolLM2-135M in MiniCPM form) and re-prices that run's verify decisions with the 2B cost table",
+           "note": "load averages recorded in machine. Random weights (2B shape): acceptance cannot be measured on "
+                   "that shape; the projection takes it from the demo model (SmolLM2-135M in MiniCPM form) and re-prices "
+                   "that run's verify decisions with this cost table",
            "model": {"name": model.get("name"), "config": model.get("config")}, "machine": machine,
-           "threads": a.threads, "rounds": a.rounds, "prefill_tokens": 64,
+           "threads": a.threads, "rounds": a.rounds, "prefill_tokens": a.prompt_tokens,
            "verify_cost": table, "batched_vs_one_token_max_abs_logit_difference_per_row": deviation,
            "projection": project(table, demo), "demo_source": str(Path(a.demo).relative_to(ROOT))
            if Path(a.demo).resolve().is_relative_to(ROOT) else a.demo}
