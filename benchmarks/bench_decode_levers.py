@@ -109,9 +109,7 @@ def main():
                 w.runs.append(fig)
             time.sleep(0.2)
     for w in workers:
-        w.send({"quit": True})
-        w.done = w.recv(log)["done"]
-        w.proc.wait()
+        w.done = w.quit(log)
     probes.append(read_bandwidth(a.threads))
     bw = max(p["read_bytes_per_s"] for p in probes)
     base, genai = workers[0], next((w for w in workers if w.v["engine"] == "onnxruntime-genai"), None)

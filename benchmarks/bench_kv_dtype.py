@@ -84,9 +84,7 @@ def main():
                 time.sleep(0.2)
             r += 1
     for w in workers:
-        w.send({"quit": True})
-        w.done = w.recv(log)["done"]
-        w.proc.wait()
+        w.done = w.quit(log)
     probes.append(read_bandwidth(a.threads))
     bw = max(p["read_bytes_per_s"] for p in probes)
 

@@ -16,6 +16,7 @@ Writes benchmarks/results/matmulnbits_roofline.json.
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -96,11 +97,9 @@ def main():
             rows.append(row)
             print(json.dumps(row), flush=True)
     probe_after = {t: read_bandwidth(t)["read_bytes_per_s"] for t in (1, 2)}
-    machine["load_average_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
-    scaling = {f"acc{r['accuracy_level']}_b{r['block_size']}": round(
-        r["read_bytes_per_s"] / next(q["read_bytes_per_s"] for q in rows if q["threads"] == 1 and
-                                     q["accuracy_level"] == r["accuracy_level"] and q["block_size"] == r["block_size"]), 3)
-        for r in rows if r["threads"] == 2}
+    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    rate = {(r["accuracy_level"], r["block_size"], r["threads"]): r["read_bytes_per_s"] for r in rows}
+    scaling = {f"acc{acc}_b{b}": round(rate[acc, b, 2] / rate[acc, b, 1], 3) for acc, b, t in rate if t == 2}
     out = {"benchmark": "matmulnbits_roofline",
            "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
            "machine": machine, "shape": {"K": K, "N": N, "layers": a.layers, "M": 1},

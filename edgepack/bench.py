@@ -274,6 +274,13 @@ class _Worker:
         except OSError:
             pass  # it died: recv() says how
 
+    def quit(self, log):
+        """Ask the worker to close its engine and exit; returns its closing report (peak RSS, engine detail)."""
+        self.send({"quit": True})
+        done = self.recv(log)["done"]  # InternalError if it died instead
+        self.proc.wait()
+        return done
+
     def recv(self, log):
         """The worker's next message; other lines on its stdout (library chatter) go to the log."""
         for line in self.proc.stdout:
@@ -324,13 +331,11 @@ def _run_interleaved(specs, plan, prompt_ids, warmup, new_tokens, progress, log)
                     w.runs.setdefault(p, []).append(r)
                 time.sleep(PAUSE_S)
         for w in workers:
-            w.send({"quit": True})
             try:
-                done = w.recv(log)["done"]
+                done = w.quit(log)
             except InternalError as e:
                 outs[(w.spec["engine"], w.spec["backend"])] = str(e)
                 continue
-            w.proc.wait()
             outs[(w.spec["engine"], w.spec["backend"])] = dict(
                 w.loaded, **done, prompts=[{"name": p, "prompt_tokens": len(prompt_ids[p]), "runs": w.runs[p]}
                                            for p in dict.fromkeys(p for p, _ in plan)])
