@@ -74,7 +74,7 @@ def main():
                             "--no-reference",
                             "--json", out_json, "--plot", out_png], "bench")
 
-    from edgepack.manifest import inspect_artifact  # memory per context, with the overhead bench just measured
+    from edgepack.formats.manifest import inspect_artifact  # memory per context, with the overhead bench just measured
 
     info = inspect_artifact(art)
     report = json.loads(out_json.read_text())

@@ -33,12 +33,12 @@ def main():
 
     import torch
 
-    from edgepack import quant
-    from edgepack.checkpoint import load
+    from edgepack.quant import calibrate, methods
+    from edgepack.model.checkpoint import load
     from quant_methods import machine
 
-    method = a.method or quant.DEFAULT_METHOD
-    tokens = a.tokens or quant.CALIBRATION_TOKENS
+    method = a.method or methods.DEFAULT_METHOD
+    tokens = a.tokens or calibrate.CALIBRATION_TOKENS
     ckpt = load(a.model)
     n_layers = ckpt.config.num_hidden_layers
     if a.layers:  # a prefix of the model: same per-layer cost, fewer layers
@@ -54,7 +54,7 @@ def main():
         print(f"{stage} {done}/{total} {layer_s[-1]:.1f}s rss_peak={_peak() / 2**30:.2f} GiB", file=sys.stderr, flush=True)
 
     t0 = time.time()
-    q = quant.quantize_model(ckpt, method, n_tokens=tokens, progress=progress)
+    q = methods.quantize_model(ckpt, method, n_tokens=tokens, progress=progress)
     calib_s = time.time() - t0
     # the quantized tensors the writers will ask for that calibration did not touch (the embedding)
     t1 = time.time()
@@ -70,7 +70,7 @@ def main():
          "estimated_total_s_all_layers": round(est_total, 1), "process_cpu_s": round(time.process_time(), 1), "shape": {k: getattr(ckpt.config, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")},
          "method": method, "calibration": q.info["calibration"], "torch_threads": torch.get_num_threads(),
          "calibrate_s": round(calib_s, 1), "remaining_tensors_s": round(rest_s, 1), "total_s": round(calib_s + rest_s, 1),
-         "peak_rss_bytes": _peak(), "per_layer_s": layer_s, "quantized_bytes": quant.size_bytes(q),
+         "peak_rss_bytes": _peak(), "per_layer_s": layer_s, "quantized_bytes": methods.size_bytes(q),
          "bar": {"max_s": 1800, "max_rss_bytes": 6 * 2**30},
          # quantized layers stay in memory until the writers take them: add the layers not run
          "estimated_peak_rss_bytes_all_layers": _peak() + int(layer_bytes * (n_layers - layers_done) / layers_done),

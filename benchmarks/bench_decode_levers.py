@@ -14,7 +14,7 @@ onnxruntime-genai on that artifact's ONNX folder (its default spinning; repeatab
 peer of the vs_genai ratios). All workers are loaded first; then
 `--runs` rounds (after one warm-up round) in which every worker runs once, in reverse order every other
 round; ratios are medians of per-round ratios against the first variant and against genai. The read
-bandwidth is probed before and after (edgepack/bandwidth.py) and decode is given as a fraction of its bound.
+bandwidth is probed before and after (edgepack/bench/bandwidth.py) and decode is given as a fraction of its bound.
 """
 import argparse
 import json
@@ -59,9 +59,10 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "decode_levers_2b.json")
     a = ap.parse_args()
 
-    from edgepack.bandwidth import decode_bound_tok_s, read_bandwidth
-    from edgepack.bench import _Worker, machine_info
-    from edgepack.manifest import find_artifact, kv_cache_bytes, kv_cache_dtype, read_manifest
+    from edgepack.bench.bandwidth import decode_bound_tok_s, read_bandwidth
+    from edgepack.bench.worker import _Worker
+    from edgepack.bench.machine import machine_info
+    from edgepack.formats.manifest import find_artifact, kv_cache_bytes, kv_cache_dtype, read_manifest
 
     log = lambda msg: print(f"[levers] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     site = tempfile.mkdtemp(prefix="levers-site-")

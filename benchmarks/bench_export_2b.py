@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from machine import machine_info  # noqa: E402
+from edgepack.bench.machine import machine_info  # noqa: E402
 
 BAR_BYTES = int(1.95e9 * 1.10)
 

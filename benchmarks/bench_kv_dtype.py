@@ -12,7 +12,7 @@ A context C means a prompt of C - tokens synthetic ids (300, 301, ...) then `--t
 decode steps read a cache of about C tokens. The first round of the first context is a warm-up, not
 recorded (the workers are warm after it: a long context's prefill costs minutes per round).
 
-The read bandwidth is probed (edgepack/bandwidth.py) before the first and after the last round, while the
+The read bandwidth is probed (edgepack/bench/bandwidth.py) before the first and after the last round, while the
 workers sit idle, and each decode figure is also given as a fraction of the bound it sets: bandwidth ÷
 (weight bytes + KV bytes per token × cached tokens at mid-decode), with the best of the two probes.
 """
@@ -42,9 +42,10 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "kv_dtype_2b.json")
     a = ap.parse_args()
 
-    from edgepack.bandwidth import decode_bound_tok_s, read_bandwidth
-    from edgepack.bench import _Worker, machine_info
-    from edgepack.manifest import find_artifact, kv_cache_bytes, kv_cache_dtype, read_manifest
+    from edgepack.bench.bandwidth import decode_bound_tok_s, read_bandwidth
+    from edgepack.bench.worker import _Worker
+    from edgepack.bench.machine import machine_info
+    from edgepack.formats.manifest import find_artifact, kv_cache_bytes, kv_cache_dtype, read_manifest
 
     contexts = [int(c) for c in a.contexts.split(",")]
     arts = dict(x.split("=", 1) for x in a.artifact)

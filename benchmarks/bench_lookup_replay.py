@@ -3,7 +3,7 @@
     python -m edgepack export --int4 --model demo --threads 2 --out /tmp/h17/demo-int4
     python benchmarks/bench_lookup_replay.py /tmp/h17/demo-int4 [--tokens 128] [--threads 2]
 
-1. The greedy reply to each bench prompt (edgepack.bench.PROMPTS, end-of-sequence ignored, as edgepack bench
+1. The greedy reply to each bench prompt (edgepack.bench.prompts.PROMPTS, end-of-sequence ignored, as edgepack bench
    runs them) from the ONNX backend without speculation.
 2. Acceptance by match length: at every position of every reply, the drafter's draft (runtime/speculate.py)
    against the tokens that do come; a drafted token j tokens into a draft found by an n-gram has match
@@ -96,7 +96,8 @@ class _Silent:
 
 
 def replies(artifact, threads, tokens):
-    from edgepack.bench import PROMPTS, _NoEos
+    from edgepack.bench.prompts import PROMPTS
+    from edgepack.bench.engines import _NoEos
     from edgepack.runtime import load
 
     out = {}
@@ -193,7 +194,8 @@ def main():
 
     from bench_verify_cost import measure
 
-    from edgepack.bench import OPEN_ENDED, machine_info
+    from edgepack.bench.prompts import OPEN_ENDED
+    from edgepack.bench.machine import machine_info
 
     t0, machine = time.time(), machine_info()
     data, vocab = replies(a.artifact, a.threads, a.tokens)

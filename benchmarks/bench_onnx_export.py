@@ -1,7 +1,7 @@
 """edgepack's int4 ONNX writer against onnxruntime-genai's model builder, measured in the same run.
 
     python benchmarks/bench_onnx_export.py demo [--work DIR]        -> results/onnx_demo.json
-        int4 perplexity (first 2048 tokens of edgepack.texts.eval_text) of our graph and the builder's
+        int4 perplexity (first 2048 tokens of edgepack.model.texts.eval_text) of our graph and the builder's
         vs the float reference; decode/prefill tok/s of onnxruntime-genai on both graphs, of
         edgepack's OnnxBackend and of the naive copy-the-cache onnxruntime loop (anchors), 2 threads.
     python benchmarks/bench_onnx_export.py 2b [--ckpt DIR] [--work DIR]  -> results/onnx_export_2b.json
@@ -59,7 +59,7 @@ def fold_hf(ckpt_dir, out, shard_bytes=1 << 30):
     import torch
     from safetensors.torch import save_file
 
-    from edgepack import checkpoint, fold
+    from edgepack.model import checkpoint, fold
 
     ck = checkpoint.load(ckpt_dir)
     out = Path(out)
@@ -93,8 +93,8 @@ def fold_hf(ckpt_dir, out, shard_bytes=1 << 30):
 
 
 def write_ours(ckpt_dir, out):
-    from edgepack import checkpoint
-    from edgepack.onnx_writer import write_onnx
+    from edgepack.model import checkpoint
+    from edgepack.formats.onnx_writer import write_onnx
 
     out = Path(out)
     out.mkdir(parents=True)
@@ -272,10 +272,11 @@ def folder_bytes(d):
 
 
 def bench_demo(work, rounds):
-    from edgepack import checkpoint, fidelity
-    from edgepack.demo import demo_checkpoint_dir
+    from edgepack.model import checkpoint
+    from edgepack import fidelity
+    from edgepack.model.demo import demo_checkpoint_dir
     from edgepack.runtime.onnx_backend import OnnxBackend
-    from edgepack.tokenizer import load_tokenizer
+    from edgepack.model.tokenizer import load_tokenizer
 
     src = demo_checkpoint_dir()
     hf, ours, builder = work / "demo-folded-hf", work / "demo-ours", work / "demo-builder"

@@ -43,7 +43,7 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
 
 
 def stats(xs):
@@ -126,7 +126,7 @@ class LlamaCpp:
 def measure(order, args, onnx_dir, gguf, tok_dir, n_ctx, prompt):
     """Load the engines in `order`, warm each up, run `--runs` interleaved rounds, close them all.
     Returns ({engine: [run results]}, {engine: load seconds}, {engine: huge-page collapse})."""
-    from edgepack.tokenizer import load_tokenizer
+    from edgepack.model.tokenizer import load_tokenizer
 
     engines, load_s, huge = [], {}, {}
     for name in order:
@@ -196,11 +196,11 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_runtime.json")
     args = ap.parse_args()
 
-    from machine import machine_info
+    from edgepack.bench.machine import machine_info
 
     onnx_dir, gguf, tok_dir = args.onnx, args.gguf, None
     if args.artifact:
-        from edgepack.manifest import find_artifact, read_manifest
+        from edgepack.formats.manifest import find_artifact, read_manifest
 
         m = read_manifest(args.artifact)
         onnx_dir = onnx_dir or args.artifact / find_artifact(m, "onnx")["path"]

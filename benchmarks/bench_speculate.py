@@ -3,14 +3,14 @@
     python -m edgepack export --int4 --fidelity-tokens 0 --threads 2 --out /tmp/w17/demo   # the demo artifact
     python benchmarks/bench_speculate.py /tmp/w17/demo [--threads 2] [--runs 4] [--tokens 64]
 
-A driver over `edgepack bench` (edgepack/bench.py: one fresh subprocess per engine, an unrecorded warm-up,
+A driver over `edgepack bench` (edgepack/bench/: one fresh subprocess per engine, an unrecorded warm-up,
 then the engines take turns on each prompt, in reverse order every other round, so the drift of a shared
 machine hits all alike). Engines: edgepack's loop over the ONNX folder and over the GGUF file, each plain
 and with speculation (runtime/speculate.py: adaptive k, shadow drafts while off), llama.cpp's own loop
 (llama-cpp-python's Llama.generate) plain and with its LlamaPromptLookupDecoding draft model (its
 defaults). Greedy, end-of-sequence ignored (every run makes --tokens tokens), --threads threads each.
 
-Prompts (edgepack.bench.PROMPTS): grounded = the answer copies from the prompt (summarise, rewrite, extract,
+Prompts (edgepack.bench.prompts.PROMPTS): grounded = the answer copies from the prompt (summarise, rewrite, extract,
 code edit; English and Chinese, built from the lighthouse story and a function of CPython's pydoc_data
 topics), open-ended = the two short questions. Figures compared are ratios within this one run, never
 absolute tok/s across runs (the machine is shared; its load average is recorded at start and end).
@@ -44,7 +44,7 @@ def geomean(xs):
 
 
 def summarise(report):
-    from edgepack.bench import OPEN_ENDED
+    from edgepack.bench.prompts import OPEN_ENDED
 
     rows = {(r["engine"], r["backend"], r["prompt"]): r for r in report["results"]}
     per_prompt, groups = {}, {}
@@ -87,10 +87,10 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speculate_demo.json"))
     a = ap.parse_args()
 
-    from edgepack import bench
+    from edgepack.bench import harness, report
 
     t0 = time.time()
-    report = bench.bench(a.artifact, threads=a.threads, runs=a.runs, new_tokens=a.tokens, engines=a.engines.split(","),
+    report = harness.bench(a.artifact, threads=a.threads, runs=a.runs, new_tokens=a.tokens, engines=a.engines.split(","),
                          prompts=a.prompts.split(",") if a.prompts else None, reference=False,
                          progress=lambda e, p, k, n: print(f"{e} · {p} · run {k} of {n}", file=sys.stderr, flush=True),
                          log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -103,7 +103,7 @@ def main():
            "prompt_tokens": {p: v["prompt_tokens"] for p, v in report["settings"]["prompts"].items()},
            "summary": summarise(report), "report": report}
     Path(a.out).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    bench.print_table(report)
+    report.print_table(report)
     print(json.dumps(out["summary"]["by_engine"], indent=2))
     print(f"wrote {a.out}", file=sys.stderr)
 

@@ -107,8 +107,8 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "verify_cost_2b.json"))
     a = ap.parse_args()
 
-    from edgepack.bench import machine_info
-    from edgepack.manifest import read_manifest
+    from edgepack.bench.machine import machine_info
+    from edgepack.formats.manifest import read_manifest
 
     machine = machine_info()
     model = read_manifest(Path(a.artifact))["model"]

@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edgepack.checkpoint import expected_shapes  # noqa: E402
-from edgepack.config import MiniCPMConfig  # noqa: E402
-from edgepack.testmodels import train_sentencepiece  # noqa: E402
+from edgepack.model.checkpoint import expected_shapes  # noqa: E402
+from edgepack.model.families import parse_config  # noqa: E402
+from edgepack.model.testmodels import train_sentencepiece  # noqa: E402
 
 CONFIG = dict(
     architectures=["MiniCPMForCausalLM"], model_type="minicpm", hidden_size=2304, intermediate_size=5760,
@@ -36,7 +36,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raw = dict(CONFIG, num_hidden_layers=args.layers)
-    cfg = MiniCPMConfig.from_dict(raw)
+    cfg = parse_config(raw)
     shapes = expected_shapes(cfg)
     g = torch.Generator().manual_seed(0)
 

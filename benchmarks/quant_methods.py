@@ -25,7 +25,7 @@ REF_CACHE = Path(os.environ.get("EDGEPACK_REF_CACHE", "/tmp/edgepack-demo-ref-20
 def machine():
     import torch
 
-    from edgepack.bench import machine_info
+    from edgepack.bench.machine import machine_info
 
     return dict(machine_info(), torch_threads=torch.get_num_threads())
 
@@ -33,9 +33,10 @@ def machine():
 def main(names):
     import torch
 
-    from edgepack import fidelity, quant
-    from edgepack.checkpoint import load
-    from edgepack.tokenizer import load_tokenizer
+    from edgepack import fidelity
+    from edgepack.quant import methods
+    from edgepack.model.checkpoint import load
+    from edgepack.model.tokenizer import load_tokenizer
 
     torch.manual_seed(0)
     torch.set_num_threads(int(os.environ.get("EDGEPACK_THREADS", "1")))  # small ops dominate; the 2 cores are shared
@@ -49,15 +50,15 @@ def main(names):
         ref = fidelity.reference_logits(ckpt, ids)
         np.save(REF_CACHE, ref)
     results = json.loads(OUT.read_text())["results"] if OUT.is_file() else {}
-    rtn_bytes = quant.size_bytes(quant.quantize_model(ckpt, "rtn"))
+    rtn_bytes = methods.size_bytes(methods.quantize_model(ckpt, "rtn"))
     n_weights = sum(int(np.prod(ckpt.shape(n))) for n in ckpt.names)
     for name in names:
         t0 = time.time()
-        q = quant.quantize_model(ckpt, name, tokenizer=tok)
+        q = methods.quantize_model(ckpt, name, tokenizer=tok)
         calib_s = time.time() - t0
         logits = fidelity.reference_logits(ckpt, ids, weights=q.weight)
         fid = fidelity.compare(ref, logits, ids)
-        size = quant.size_bytes(q)
+        size = methods.size_bytes(q)
         r = {"method": name, "description": q.method.describe, "ppl": fid["ppl"], "float_ppl": fid["float_ppl"],
              "ppl_increase_pct": fid["ppl_increase_pct"], "top1_agreement": fid["top1_agreement"],
              "mean_kl": round(float(fid["mean_kl"]), 6), "bits_per_weight": round(8 * size / n_weights, 3),
@@ -102,7 +103,7 @@ def record_exports(default_dir, rtn_dir, out=ROOT / "results" / "quant_export_de
 
 
 def table(path=OUT):
-    """The results as the Markdown table quoted in edgepack/quant.py's docstring."""
+    """The results as the Markdown table quoted in edgepack/quant/'s docstring."""
     rs = json.loads(Path(path).read_text())["results"].values()
     lines = ["| method | ppl | Δ ppl | top-1 | KL | bits/weight | size vs rtn |", "|---|---|---|---|---|---|---|"]
     for r in rs:
@@ -118,6 +119,6 @@ if __name__ == "__main__":
         for r in record_exports(*sys.argv[2:4]):
             print(json.dumps({k: r[k] for k in ("format", "method", "fidelity", f"fidelity_{LONG_EVAL}", "size_vs_rtn", "acceptance")}))
     else:
-        from edgepack.quant import METHODS
+        from edgepack.quant.methods import METHODS
 
         main(sys.argv[1:] or list(METHODS))

@@ -73,7 +73,7 @@ def inspect(path, as_json):
     elif info.get("kind") == "checkpoint":
         click.echo(format_checkpoint(info))
     else:
-        from .manifest import format_artifact
+        from .formats.manifest import format_artifact
 
         click.echo(format_artifact(info))
 
@@ -96,13 +96,13 @@ def _not_yet(name, issue):
 @click.option("--gguf-type", type=click.Choice(["q4_0", "q4_k_m", "f16", "f32"]), default=None,
               help="GGUF quantization type (default: the measured best int4 type).")
 @click.option("--method", default=None, help="int4 method: rtn, asym, mse, awq, gptq, awq_gptq, gptq_sym, "
-              "awq_gptq_sym, each optionally +emb8/+emb5 (default: the measured best; see edgepack/quant.py).")
+              "awq_gptq_sym, each optionally +emb8/+emb5 (default: the measured best; see edgepack/quant/).")
 @click.option("--fidelity-tokens", type=click.IntRange(0), default=2048, show_default=True,
               help="Evaluation tokens for the fidelity report (0 skips it).")
 @click.option("--context", type=int, default=None,
               help="Context the artifact serves (default: the model's own; LongRoPE picks its factors by it).")
 @click.option("--kv-dtype", type=click.Choice(["float16", "float32"]), default=None,
-              help="ONNX KV cache type (default: float16 for int4, float32 for fp32; see edgepack/onnx_writer.py).")
+              help="ONNX KV cache type (default: float16 for int4, float32 for fp32; see edgepack/formats/onnx_writer.py).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @threads_option
 def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fidelity_tokens, context, kv_dtype, force, threads):
@@ -116,8 +116,8 @@ def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fide
                           dtype=dtype or "int4", block_size=block_size, gguf_type=gguf_type, threads=threads,
                           force=force, fidelity_tokens=fidelity_tokens, progress=progress, method=method,
                           context=context, kv_dtype=kv_dtype)
-    from .manifest import format_artifact
-    from .manifest import inspect_artifact
+    from .formats.manifest import format_artifact
+    from .formats.manifest import inspect_artifact
 
     click.echo(format_artifact(inspect_artifact(path)), err=True)
     click.echo(f"wrote {path}")
@@ -294,9 +294,12 @@ def bench(artifact, device, threads, runs, new_tokens, n_ctx, prompts, engines, 
     """Benchmark an artifact (default: the demo model's, exported if missing) against peer engines."""
     from rich.console import Console
 
-    from . import bench as lib
+    from .bench import harness as lib
+    from .bench import report
+    from .export import demo_artifact
 
     err = Console(stderr=True)
+    log = lambda msg: err.print(msg, style="dim", highlight=False)  # noqa: E731
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
     with err.status("benchmark starting") as status:
         def progress(engine, prompt, k, n):
@@ -304,16 +307,16 @@ def bench(artifact, device, threads, runs, new_tokens, n_ctx, prompts, engines, 
             status.update(f"{engine} · {prompt} · run {k} of {n}{warm}")
             err.print(f"{engine} · {prompt} · run {k} of {n}{warm}", style="dim", highlight=False)
 
-        report = lib.bench(artifact, device=device, threads=threads, runs=runs, new_tokens=new_tokens, n_ctx=n_ctx,
-                           prompts=split(prompts), engines=split(engines), reference=not no_reference,
-                           speculate=not no_speculate,
-                           progress=progress, log=lambda msg: err.print(msg, style="dim", highlight=False))
-    lib.print_table(report)
+        rep = lib.bench(artifact or (lambda: demo_artifact(threads, log)), device=device, threads=threads, runs=runs, new_tokens=new_tokens, n_ctx=n_ctx,
+                        prompts=split(prompts), engines=split(engines), reference=not no_reference,
+                        speculate=not no_speculate,
+                        progress=progress, log=log)
+    report.print_table(rep)
     if json_file:
-        lib.write_json(report, json_file)
+        report.write_json(rep, json_file)
         err.print(f"wrote {json_file}")
     if plot_file:
-        lib.plot(report, plot_file)
+        report.plot(rep, plot_file)
         err.print(f"wrote {plot_file}")
 
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import BadInput
-from .manifest import file_entries, files_under, new_manifest, write_manifest
+from .formats.manifest import file_entries, files_under, new_manifest, write_manifest
 
 FORMATS = ("onnx", "gguf")
 DTYPES = ("int4", "fp32", "f16")
@@ -22,6 +22,17 @@ def default_out(name, dtype):
     return Path.cwd() / f"{name}-{dtype}"
 
 
+def demo_artifact(threads=None, log=None):
+    """The demo model's default int4 artifact, exported first if it is missing (`edgepack bench` without one)."""
+    from .model.demo import NAME
+
+    root = default_out(NAME, "int4")
+    if not (root / "edgepack.json").is_file():
+        (log or (lambda msg: None))(f"no artifact given and {root} is missing: exporting the demo model first")
+        export(model="demo", out=root, threads=threads, log=log)
+    return root
+
+
 def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32, gguf_type=None, threads=None,
            force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None, kv_dtype=None):
     """Export `model` (a checkpoint dir, a Hugging Face id org/name, "demo" or "demo-llama"); returns the artifact folder.
@@ -29,11 +40,11 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     context: the tokens the artifact serves (default: the model's max_position_embeddings); the ONNX
     RoPE caches, genai's context_length and, for LongRoPE, the factor set follow it.
 
-    method: the int4 method of edgepack.quant (default: quant.DEFAULT_METHOD for ONNX and
-    quant.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget).
+    method: the int4 method of edgepack.quant (default: methods.DEFAULT_METHOD for ONNX and
+    methods.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget).
     kv_dtype: the ONNX KV cache's type (default: onnx_writer.KV_DTYPE for int4, float32 for fp32)."""
-    from .checkpoint import load
-    from .tokenizer import load_tokenizer
+    from .model.checkpoint import load
+    from .model.tokenizer import load_tokenizer
 
     formats = tuple(dict.fromkeys(formats))
     bad = [f for f in formats if f not in FORMATS]
@@ -46,13 +57,13 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     if block_size not in (16, 32, 64, 128, 256):
         raise BadInput(f"--block-size {block_size} is not supported (16, 32, 64, 128 or 256)")
     if method is not None:
-        from . import quant
+        from .quant import methods
 
-        quant.method(method)  # a misspelt method fails now, not after loading and calibrating
+        methods.method(method)  # a misspelt method fails now, not after loading and calibrating
         if dtype != "int4":
             raise BadInput(f"--method {method} applies to int4 exports, not --dtype {dtype}")
     if kv_dtype is not None:
-        from .onnx_writer import KV_DTYPES
+        from .formats.onnx_writer import KV_DTYPES
 
         if kv_dtype not in KV_DTYPES:
             raise BadInput(f"--kv-dtype {kv_dtype} is not supported ({', '.join(KV_DTYPES)})")
@@ -65,10 +76,10 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
             raise BadInput(f"--context {context} must lie between 16 and the model's {ckpt.config.max_position_embeddings} tokens")
         ckpt.config = ckpt.config.with_context(context)
     if dtype == "int4" and "onnx" in formats:
-        from .onnx_writer import check_block_size
+        from .formats.onnx_writer import check_block_size
 
         check_block_size(ckpt, block_size)  # now, not after calibrating
-    from . import demo
+    from .model import demo
 
     if str(model) in ("demo", "demo-llama"):
         name = {"demo": demo.NAME, "demo-llama": demo.LLAMA_NAME}[str(model)]
@@ -87,10 +98,10 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    from . import quant
+    from .quant import methods
 
     try:
-        with _sigterm_as_interrupt(), quant.shared_calibration():  # ONNX and GGUF share one calibration
+        with _sigterm_as_interrupt(), methods.shared_calibration():  # ONNX and GGUF share one calibration
             tdir = tmp / "tokenizer"
             tdir.mkdir()
             for f in tok.files + [n for n in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja") if (ckpt.path / n).is_file()]:
@@ -124,28 +135,28 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
 def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, block_size=32):
     """The quantization stage for one format: edgepack.quant's Quantized model, or None when the format
     encodes float weights or plain RTN itself (onnxruntime's packer, gguf.quants' Q4_0, llama.cpp's
-    Q4_K_M). Inside quant.shared_calibration() both formats share one calibration."""
-    from . import quant
+    Q4_K_M). Inside methods.shared_calibration() both formats share one calibration."""
+    from .quant import methods
 
     if dtype != "int4":
         return None
     if fmt == "onnx":
-        spec, block8, block = method or quant.DEFAULT_METHOD, quant.KEEP8_BLOCK, block_size
+        spec, block8, block = method or methods.DEFAULT_METHOD, methods.KEEP8_BLOCK, block_size
     elif (gguf_type or "q4_0") == "q4_0":
-        spec, block8, block = method or quant.DEFAULT_GGUF_METHOD, 32, 32  # GGUF's blocks are 32 weights
+        spec, block8, block = method or methods.DEFAULT_GGUF_METHOD, 32, 32  # GGUF's blocks are 32 weights
     else:
         if method and method != "rtn":
             raise BadInput(f"--method {method} applies to ONNX int4 and GGUF q4_0, not GGUF {gguf_type}")
         return None
     if spec == "rtn":
         return None
-    return quant.quantize_model(ckpt, spec, progress=progress, block8=block8, block=block)
+    return methods.quantize_model(ckpt, spec, progress=progress, block8=block8, block=block)
 
 
 def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None, kv_dtype=None):
     q = quantize_for(fmt, ckpt, dtype, gguf_type, method, progress, block_size)  # load -> quantize -> encode
     if fmt == "onnx":
-        from .onnx_writer import write_onnx
+        from .formats.onnx_writer import write_onnx
 
         d = tmp / "onnx"
         d.mkdir()
@@ -153,7 +164,7 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
                            kv_dtype=kv_dtype)
         entry["path"] = "onnx"
     else:
-        from .gguf_writer import write_gguf
+        from .formats.gguf_writer import write_gguf
 
         d = tmp / "gguf"
         d.mkdir()
@@ -176,7 +187,7 @@ def artifact_fidelity(fmt, path, ids, ref, threads, cfg=None):
     if fmt == "onnx":
         from .runtime.onnx_backend import OnnxBackend as B
     else:
-        from .rope import llama_cpp_n_ctx
+        from .model.rope import llama_cpp_n_ctx
         from .runtime.gguf_backend import GGUFBackend as B
 
         n_ctx = llama_cpp_n_ctx(cfg, n_ctx) if cfg is not None else n_ctx  # LongRoPE: the export's factor set

@@ -13,7 +13,7 @@ the report, because perplexity over short windows is higher (less context per pr
 import numpy as np
 
 from .errors import BadInput
-from .texts import EVAL_SOURCE, eval_text
+from .model.texts import EVAL_SOURCE, eval_text
 
 DEFAULT_TOKENS = 2048
 MAX_WINDOW = 2048  # a window's logits are (window, vocab) float32: 1 GB for MiniCPM-2B at 2048
@@ -66,7 +66,7 @@ def _reference(ckpt, windows, weights):
     """(B, T, vocab) float32 for B windows of equal length T."""
     import torch
 
-    from .reference import Block, RMSNorm
+    from .model.reference import Block, RMSNorm
 
     c = ckpt.config
     get = weights or ckpt.torch

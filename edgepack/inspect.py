@@ -3,6 +3,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .formats.manifest import human_bytes
+
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -34,28 +36,23 @@ def inspect_checkpoint(ckpt, block_size=32):
 
 
 def _family(cfg):
-    from .families import by_name
+    from .model.families import by_name
 
     f = by_name(cfg.family)
     return {"name": f.NAME, "config": f.CONFIG, "models": f.MODELS, "gguf_arch": cfg.gguf_arch}
 
 
 def inspect_path(path):
-    from .checkpoint import load
+    from .model.checkpoint import load
 
     p = Path(str(path))
     if str(path) != "demo" and (p / "edgepack.json").is_file():
-        from .manifest import inspect_artifact  # artifacts: manifest + memory by context
+        from .formats.manifest import inspect_artifact  # artifacts: manifest + memory by context
 
         return inspect_artifact(p)
     return inspect_checkpoint(load(path))
 
 
-def human_bytes(n):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
 
 
 def format_checkpoint(info):

@@ -2,15 +2,15 @@
 from pathlib import Path
 
 from .errors import BadInput
-from .hub import is_hub_id
-from .manifest import find_artifact, read_manifest, verify_files
+from .model.hub import is_hub_id
+from .formats.manifest import find_artifact, read_manifest, verify_files
 
 
 def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
-    from .checkpoint import load
+    from .model.checkpoint import load
     from .export import artifact_fidelity
     from .fidelity import eval_windows, reference_logits
-    from .tokenizer import load_tokenizer
+    from .model.tokenizer import load_tokenizer
 
     root = Path(artifact)
     m = read_manifest(root)

@@ -3,12 +3,12 @@ import os
 
 import pytest
 
-from edgepack.testmodels import make_tiny
+from edgepack.model.testmodels import make_tiny
 
 
 def pytest_report_header(config):
     """Which CPU ran the suite: torch, onnxruntime and llama.cpp pick kernels (and so roundings) by it."""
-    from edgepack.bench import cpu_info
+    from edgepack.bench.machine import cpu_info
 
     c = cpu_info()
     return f"cpu: {c['cpu']} ({c['vendor']}, {os.cpu_count()} logical cores); flags: {' '.join(c['flags']) or 'none of note'}"
@@ -34,7 +34,7 @@ def tiny_untied_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_dir():
-    from edgepack.demo import demo_checkpoint_dir
+    from edgepack.model.demo import demo_checkpoint_dir
 
     return demo_checkpoint_dir()
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from edgepack.testmodels import make_tiny
+from edgepack.model.testmodels import make_tiny
 
 ENGINES = {("edgepack", "onnx"), ("edgepack", "gguf"), ("onnxruntime-genai", "onnx"), ("llama.cpp", "gguf"),
            ("torch-reference", "fp32"), ("edgepack+lookup", "onnx"), ("edgepack+lookup", "gguf"), ("llama.cpp+lookup", "gguf")}
@@ -77,7 +77,7 @@ def test_plot_is_a_png(run):
 
 
 def test_measured_runtime_overhead_recorded_for_inspect(run, artifact):
-    from edgepack.manifest import _measured_overhead
+    from edgepack.formats.manifest import _measured_overhead
 
     over = _measured_overhead(artifact)
     assert set(over) == {"onnx", "gguf"}
@@ -142,7 +142,7 @@ def test_no_speculate_leaves_the_lookup_engines_out(artifact, tmp_path):
 def test_decode_is_reported_against_the_read_bandwidth_bound_probed_in_the_run(run, artifact):
     """bound = probed bandwidth ÷ (the engine's weight file + KV bytes per token × tokens at mid-decode),
     with the float16 ONNX cache and llama.cpp's f16 one counted at 2 bytes an element."""
-    from edgepack.manifest import kv_cache_bytes, read_manifest
+    from edgepack.formats.manifest import kv_cache_bytes, read_manifest
 
     r, report, _ = run
     bw = report["read_bandwidth"]

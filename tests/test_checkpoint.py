@@ -5,10 +5,10 @@ import shutil
 import pytest
 import torch
 
-from edgepack.checkpoint import Checkpoint
-from edgepack.config import MiniCPMConfig
+from edgepack.model.checkpoint import Checkpoint
+from edgepack.model.families import read_config
 from edgepack.errors import BadInput, ConfigError, IntegrityError, NotSupported
-from edgepack.testmodels import make_tiny, tiny_config
+from edgepack.model.testmodels import make_tiny, tiny_config
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "sharded", "bin", "sharded-bin"])
@@ -35,8 +35,8 @@ def test_minicpm_shapes_load(tiny_dir, tiny_gqa_dir, tiny_untied_dir, shape):
 
 
 def test_modeling_code_in_the_model_dir_is_never_executed(tmp_path, monkeypatch):
-    from edgepack.reference import load_reference
-    from edgepack.tokenizer import load_tokenizer
+    from edgepack.model.reference import load_reference
+    from edgepack.model.tokenizer import load_tokenizer
 
     d = make_tiny(tmp_path / "m")
     marker = tmp_path / "EXECUTED"
@@ -69,7 +69,7 @@ def _cfg_file(tmp_path, **changes):
 def test_missing_config_field_is_one_clear_error(tmp_path, field):
     p = _cfg_file(tmp_path, **{field: None})
     with pytest.raises(ConfigError) as e:
-        MiniCPMConfig.from_file(p)
+        read_config(p)
     assert str(e.value) == f"{p}: field '{field}' is missing"
 
 
@@ -84,7 +84,7 @@ def test_missing_config_field_is_one_clear_error(tmp_path, field):
 def test_inconsistent_config_names_the_field(tmp_path, changes, needle):
     p = _cfg_file(tmp_path, **changes)
     with pytest.raises(ConfigError) as e:
-        MiniCPMConfig.from_file(p)
+        read_config(p)
     assert needle in str(e.value) and str(p) in str(e.value)
 
 
@@ -92,7 +92,7 @@ def test_inconsistent_config_names_the_field(tmp_path, changes, needle):
 def test_unimplemented_rope_scaling_is_not_supported(tmp_path, scaling):
     p = _cfg_file(tmp_path, rope_scaling=scaling)
     with pytest.raises(NotSupported, match="rope_scaling type .* is not supported"):
-        MiniCPMConfig.from_file(p)
+        read_config(p)
 
 
 def test_tensor_shape_must_match_config(tmp_path):

@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from edgepack import quant
-from edgepack.checkpoint import file_sha256
+from edgepack.quant import methods
+from edgepack.model.files import file_sha256
 from edgepack.export import export
-from edgepack.testmodels import make_tiny
+from edgepack.model.testmodels import make_tiny
 
 
 def edgepack(*args):
@@ -36,7 +36,7 @@ def test_manifest_lists_every_file_with_bytes_and_sha256(artifact):
         assert {"scheme", "bits", "block_size", "method", "bits_per_weight"} <= set(a["quantization"])
     onnx, gguf = (a["quantization"]["calibration"] for a in m["artifacts"])
     assert onnx == gguf and onnx["tokens"] > 0  # one calibration, shared by both formats
-    assert quant._SHARED is None  # and let go of when the export ended
+    assert methods._SHARED is None  # and let go of when the export ended
 
 
 def test_verify_recomputes_the_recorded_fidelity_and_enforces_the_threshold(artifact):

@@ -1,6 +1,6 @@
 """Model families: MiniCPM4 (LongRoPE) and MiniCPM5 (Llama layout) next to MiniCPM-2B, in both formats.
 
-Each family's tiny random checkpoint is written in that family's config layout (edgepack.testmodels);
+Each family's tiny random checkpoint is written in that family's config layout (edgepack.model.testmodels);
 the reference forward is checked against an implementation edgepack did not write (transformers'
 LlamaForCausalLM; for LongRoPE the published formula, computed here, and llama.cpp's f32 output),
 then the fp32 ONNX and f32 GGUF against the reference, then int4 in the engines people use.
@@ -14,16 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from edgepack import rope
-from edgepack.checkpoint import load
-from edgepack.config import DecoderConfig
+from edgepack.model import rope
+from edgepack.model.checkpoint import load
+from edgepack.model.config import DecoderConfig
+from edgepack.model.families import parse_config
 from edgepack.errors import ConfigError, NotSupported
 from edgepack.export import export
-from edgepack.reference import MiniCPM
+from edgepack.model.reference import MiniCPM
 from edgepack.runtime.gguf_backend import GGUFBackend, llama_tokenize
 from edgepack.runtime.onnx_backend import OnnxBackend
-from edgepack.testmodels import CHINESE, make_tiny, tiny_config
-from edgepack.tokenizer import load_tokenizer
+from edgepack.model.testmodels import CHINESE, make_tiny, tiny_config
+from edgepack.model.tokenizer import load_tokenizer
 
 TEXT = "The quick brown fox jumps over the lazy dog in 2024. " + CHINESE
 MIXED = ("Hello world! In 2024 the model ran offline,  with two spaces.\n" + CHINESE
@@ -58,7 +59,7 @@ def _reference(d, ids, context=None):
                       bos_token_id=0, eos_token_ids=(1, 4))),
 ])
 def test_each_config_layout_maps_to_its_family(family, expect):
-    c = DecoderConfig.from_dict(tiny_config(family=family))
+    c = parse_config(tiny_config(family=family))
     assert c.family == family
     for k, v in expect.items():
         assert getattr(c, k) == v, k
@@ -69,13 +70,13 @@ def test_each_config_layout_maps_to_its_family(family, expect):
 
 def test_unknown_layouts_and_bad_longrope_are_one_clear_error():
     with pytest.raises(NotSupported, match="model_type 'qwen2' is not a MiniCPM family"):
-        DecoderConfig.from_dict({**tiny_config(), "model_type": "qwen2"})
+        parse_config({**tiny_config(), "model_type": "qwen2"})
     bad = tiny_config(family="minicpm4")
     bad["rope_scaling"]["long_factor"] = bad["rope_scaling"]["long_factor"][:-1]
     with pytest.raises(ConfigError, match=r"rope_scaling.long_factor' must be a list of 8 positive numbers"):
-        DecoderConfig.from_dict(bad)
+        parse_config(bad)
     with pytest.raises(NotSupported, match="rope_scaling type 'yarn'"):
-        DecoderConfig.from_dict({**tiny_config(family="minicpm5"), "rope_scaling": {"rope_type": "yarn", "factor": 2.0}})
+        parse_config({**tiny_config(family="minicpm5"), "rope_scaling": {"rope_type": "yarn", "factor": 2.0}})
 
 
 # -- the reference against implementations edgepack did not write ------------------------------
@@ -86,7 +87,7 @@ def test_longrope_tables_are_the_published_formula():
     raw = tiny_config(family="minicpm4")
     s, hd, base = raw["rope_scaling"], 16, raw["rope_theta"]
     orig, max_pos = s["original_max_position_embeddings"], raw["max_position_embeddings"]
-    c = DecoderConfig.from_dict(raw)
+    c = parse_config(raw)
     for context, fac in ((max_pos, s["long_factor"]), (orig, s["short_factor"])):
         t = np.arange(context, dtype=np.float64)
         inv = np.array([1.0 / base ** (2 * i / hd) for i in range(hd // 2)])
@@ -96,7 +97,7 @@ def test_longrope_tables_are_the_published_formula():
         np.testing.assert_allclose(cos, np.cos(freqs) * scale, rtol=0, atol=1e-12)
         np.testing.assert_allclose(sin, np.sin(freqs) * scale, rtol=0, atol=1e-12)
         # and the reference forward rotates with exactly these (rotate-half, both halves share a frequency)
-        from edgepack.reference import rope as rotate
+        from edgepack.model.reference import rope as rotate
 
         x = torch.randn(1, 1, context, hd, dtype=torch.float64)
         emb_c, emb_s = np.concatenate([cos] * 2, -1), np.concatenate([sin] * 2, -1)
@@ -201,7 +202,7 @@ def test_gguf_metadata_of_each_family(family_fp32):
 def test_minicpm5_gguf_tokenizes_like_edgepack(tmp_path):
     """llama.cpp's minicpm5 pre-tokenizer (digit runs, split regex, ignore_merges) on the GGUF gives
     edgepack's (Hugging Face tokenizers') ids on mixed English/Chinese text and on a chat."""
-    from edgepack.gguf_writer import write_gguf
+    from edgepack.formats.gguf_writer import write_gguf
 
     d = make_tiny(tmp_path / "m", family="minicpm5")
     tok = load_tokenizer(d, bos_id=0)
@@ -299,12 +300,12 @@ def test_thinking_block_is_shown_dimmed_or_hidden_across_piece_boundaries(mode, 
 def test_fidelity_of_a_longrope_gguf_uses_the_exported_factor_set():
     """Windows shorter than the original context would make llama.cpp take the short factors while the
     export (context above the original) uses the long ones: fidelity asks for an n_ctx past the original."""
-    from edgepack.rope import llama_cpp_n_ctx
+    from edgepack.model.rope import llama_cpp_n_ctx
 
-    c = DecoderConfig.from_dict(tiny_config(family="minicpm4"))  # context 1024, original 256
+    c = parse_config(tiny_config(family="minicpm4"))  # context 1024, original 256
     assert llama_cpp_n_ctx(c, 128) == 257 and llama_cpp_n_ctx(c, 1024) == 1024
     assert llama_cpp_n_ctx(c.with_context(256), 128) == 128
-    assert llama_cpp_n_ctx(DecoderConfig.from_dict(tiny_config()), 128) == 128
+    assert llama_cpp_n_ctx(parse_config(tiny_config()), 128) == 128
 
 
 @pytest.mark.parametrize("family", ["minicpm4", "minicpm5"])

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgepack.errors import EdgepackError, IntegrityError
-from edgepack.gguf_reader import read_gguf_header
-from edgepack.manifest import read_manifest
+from edgepack.formats.gguf_reader import read_gguf_header
+from edgepack.formats.manifest import read_manifest
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

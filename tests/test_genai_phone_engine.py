@@ -129,7 +129,7 @@ def test_the_phone_engine_runs_the_float16_kv_cache(genai_run, artifact):
     the graph's past_key_values type, and onnxruntime 1.29's CPU GroupQueryAttention takes it."""
     import onnx
 
-    from edgepack.manifest import find_artifact, read_manifest
+    from edgepack.formats.manifest import find_artifact, read_manifest
 
     entry = find_artifact(read_manifest(artifact), "onnx")
     assert entry["kv_cache"]["dtype"] == "float16"

@@ -12,13 +12,13 @@ import gguf
 from gguf import GGMLQuantizationType as T
 from gguf import quants
 
-from edgepack.checkpoint import load
+from edgepack.model.checkpoint import load
 from edgepack.errors import BadInput
-from edgepack.gguf_writer import permute_qk, write_gguf
-from edgepack.reference import MiniCPM, greedy
+from edgepack.formats.gguf_writer import permute_qk, write_gguf
+from edgepack.model.reference import MiniCPM, greedy
 from edgepack.runtime.gguf_backend import GGUFBackend, llama_tokenize
-from edgepack.testmodels import CHINESE, make_tiny
-from edgepack.tokenizer import load_tokenizer
+from edgepack.model.testmodels import CHINESE, make_tiny
+from edgepack.model.tokenizer import load_tokenizer
 
 MIXED = ("Hello world! In 2024 the model ran offline,  with two spaces.\n"
          + CHINESE + " Mixed 中文 and English: 手机 runs MiniCPM. Rare: 𠀀 龘.")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgepack.testmodels import make_tiny
+from edgepack.model.testmodels import make_tiny
 
 
 def edgepack(*args, cwd=None, timeout=300):
@@ -185,8 +185,9 @@ def test_export_bad_context_or_longrope_config(tmp_path, family, bad):
 def test_export_block_size_that_does_not_divide_the_model(tmp_path, monkeypatch):
     """MatMulNBits blocks must tile every weight's input dimension: one error line, nothing written, and
     refused before the quantization stage runs (calibration is minutes on a real model)."""
-    from edgepack import export, quant
+    from edgepack import export
     from edgepack.errors import NotSupported
+    from edgepack.quant import methods
 
     d = _model(tmp_path)
     hidden = json.loads((d / "config.json").read_text())["hidden_size"]
@@ -197,7 +198,7 @@ def test_export_block_size_that_does_not_divide_the_model(tmp_path, monkeypatch)
 
     def never(*a, **k):
         raise AssertionError("quantized before the block size was checked")
-    monkeypatch.setattr(quant, "quantize_model", never)
+    monkeypatch.setattr(methods, "quantize_model", never)
     with pytest.raises(NotSupported, match="block size 256"):
         export.export(model=str(d), out=tmp_path / "out", formats=("onnx",), block_size=256, fidelity_tokens=0)
     assert_clean(tmp_path)
@@ -228,7 +229,7 @@ def test_export_disk_full(tmp_path):
 
 def test_export_ctrl_c(tmp_path):
     """SIGINT while writing: exit 130, one line, no output folder and no temp folder."""
-    from edgepack.demo import demo_checkpoint_dir
+    from edgepack.model.demo import demo_checkpoint_dir
 
     demo_checkpoint_dir()  # cached, so the export below is busy writing when interrupted
     p = subprocess.Popen([sys.executable, "-m", "edgepack", "export", "--int4", "--model", "demo",
@@ -249,7 +250,7 @@ def test_export_ctrl_c(tmp_path):
 # ------------------------------------------------------------------------------------ artifacts
 def _rewrite_manifest_entry(art, rel):
     """Make the manifest agree with a damaged file, so the format's own reader must catch it."""
-    from edgepack.manifest import file_entries
+    from edgepack.formats.manifest import file_entries
 
     m = json.loads((art / "edgepack.json").read_text())
     for a in m["artifacts"]:

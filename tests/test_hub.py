@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from edgepack.testmodels import make_tiny
+from edgepack.model.testmodels import make_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "openbmb/MiniCPM-tiny"
@@ -143,7 +143,7 @@ def edgepack(hub, *args, offline=False, endpoint=None, cache=None, cwd=None, tim
 
 
 def test_hub_ids_are_org_slash_name_unless_a_local_path_exists(tmp_path, monkeypatch):
-    from edgepack.hub import is_hub_id
+    from edgepack.model.hub import is_hub_id
 
     assert is_hub_id("openbmb/MiniCPM5-2B") and is_hub_id("org/name.v2_x-y")
     for s in ("demo", "MiniCPM5-2B", "/abs/dir", "./org/name", "a/b/c", "org/..", "../name", "org/", "/name", "org/x.git"):
@@ -234,7 +234,7 @@ def test_download_fetches_only_config_tokenizer_and_one_set_of_weights(hub, monk
     from huggingface_hub import constants
     from huggingface_hub.utils import filter_repo_objects
 
-    from edgepack.checkpoint import load
+    from edgepack.model.checkpoint import load
 
     listing = [".gitattributes", "README.md", "config.json", "configuration_minicpm.py", "modeling_minicpm.py",
                "generation_config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.model",
@@ -265,7 +265,7 @@ def test_download_fetches_only_config_tokenizer_and_one_set_of_weights(hub, monk
 
 
 def test_weights_are_picked_like_the_loader_picks_them():
-    from edgepack.hub import wanted_files
+    from edgepack.model.hub import wanted_files
 
     shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
     assert wanted_files(["config.json", "model.safetensors.index.json", *shards, "pytorch_model.bin"]) == [

@@ -6,11 +6,12 @@ import onnx
 import pytest
 import torch
 
-from edgepack import checkpoint, fold, reference
-from edgepack.onnx_writer import dequantize_int4, quantize_int4, write_onnx
+from edgepack.model import checkpoint, fold, reference
+from edgepack.formats.onnx_graph import dequantize_int4, quantize_int4
+from edgepack.formats.onnx_writer import write_onnx
 from edgepack.errors import BadInput
 from edgepack.runtime.onnx_backend import OnnxBackend
-from edgepack.testmodels import make_tiny
+from edgepack.model.testmodels import make_tiny
 
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea."]
 
@@ -155,7 +156,7 @@ def test_exported_int4_weights_are_the_folded_weights(demo_int4, demo_dir):
 
 @pytest.fixture(scope="module")
 def chat_ids(demo_int4):
-    from edgepack.tokenizer import load_tokenizer
+    from edgepack.model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(demo_int4[0])
     return tok, [tok.encode_chat([{"role": "user", "content": p}]) for p in PROMPTS]
@@ -199,7 +200,7 @@ def test_genai_loads_int4_folder_and_greedy_matches_onnx_backend(demo_int4, chat
 def test_genai_tokenizer_reads_the_copied_files(demo_int4, chat_ids, tmp_path_factory, tiny_dir):
     import onnxruntime_genai as og
 
-    from edgepack.tokenizer import load_tokenizer
+    from edgepack.model.tokenizer import load_tokenizer
 
     tok, prompts = chat_ids
     gtok = og.Tokenizer(og.Model(str(demo_int4[0])))
@@ -263,8 +264,8 @@ def test_int4_kv_cache_is_float16_in_graph_manifest_buffers_and_inspect(tmp_path
     """The default int4 export keeps K and V in float16 (onnx_writer.KV_DTYPE): the graph's I/O and
     GQA's rotary caches, the manifest entry, OnnxBackend's shared buffers, and inspect's arithmetic."""
     from edgepack.export import export
-    from edgepack.manifest import inspect_artifact
-    from edgepack.onnx_writer import KV_DTYPE
+    from edgepack.formats.manifest import inspect_artifact
+    from edgepack.formats.onnx_writer import KV_DTYPE
 
     assert KV_DTYPE == "float16"
     art = export(model=tiny_gqa_dir, out=tmp_path / "a", formats=("onnx", "gguf"), method="rtn", fidelity_tokens=0, threads=1)
@@ -291,7 +292,7 @@ def test_int4_kv_cache_is_float16_in_graph_manifest_buffers_and_inspect(tmp_path
     # an artifact written before the record (no kv_cache entry) was float32: inspect counts 4 bytes
     m = json.loads((art / "edgepack.json").read_text())
     next(a for a in m["artifacts"] if a["format"] == "onnx").pop("kv_cache")
-    from edgepack.manifest import kv_cache_dtype
+    from edgepack.formats.manifest import kv_cache_dtype
 
     assert kv_cache_dtype(next(a for a in m["artifacts"] if a["format"] == "onnx")) == ("float32", 4)
 
@@ -338,7 +339,7 @@ def test_fp32_anchor_keeps_a_float32_kv_cache(tiny_fp32):
 def test_fused_gate_up_gives_the_same_logits(tmp_path, tiny_dir, monkeypatch):
     """FUSE_GATE_UP (off by default, see onnx_writer) writes one MatMulNBits of (2F, H) + Split: the same
     int4 blocks row for row, so the same logits."""
-    import edgepack.onnx_writer as ow
+    import edgepack.formats.onnx_writer as ow
 
     src, out = checkpoint.load(tiny_dir), {}
     for fuse in (False, True):

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from edgepack import quant
-from edgepack.checkpoint import load
+from edgepack.quant import blocks, calibrate, gptq, methods
+from edgepack.model.checkpoint import load
 from edgepack.errors import BadInput
 from edgepack.fidelity import reference_logits
-from edgepack.testmodels import make_tiny
-from edgepack.tokenizer import load_tokenizer
+from edgepack.model.testmodels import make_tiny
+from edgepack.model.tokenizer import load_tokenizer
 
 FP16 = 2.0 ** -11  # fp16-rounded scales may miss the block's extreme by 2^bits · FP16 steps
 
@@ -29,7 +29,7 @@ def _tok(ckpt):
 
 
 def _quantized(ckpt, name, n_tokens=1024):
-    return quant.quantize_model(ckpt, name, tokenizer=_tok(ckpt), n_tokens=n_tokens)
+    return methods.quantize_model(ckpt, name, tokenizer=_tok(ckpt), n_tokens=n_tokens)
 
 
 def _weights(w_seed=0, n=48, k=128):
@@ -54,7 +54,7 @@ def _grid_residual(qt, w):
 @pytest.mark.parametrize("bits", [4, 8])
 def test_block_quantizer_within_half_a_step(sym, clip, bits):
     w = _weights()
-    qt = quant.quantize(w, bits, sym, clip)
+    qt = blocks.quantize(w, bits, sym, clip)
     assert qt.codes.dtype == np.uint8 and qt.codes.max() <= 2 ** bits - 1
     err, s, inside = _grid_residual(qt, w)
     # every weight inside its block's range is within half a step of its dequantized value
@@ -65,7 +65,7 @@ def test_block_quantizer_within_half_a_step(sym, clip, bits):
         assert np.all(err <= s * ((1.0 if sym else 0.5) + 2 ** bits * FP16))
     else:
         # clipping trades range for resolution: never worse than the unclipped grid per block (MSE)
-        plain = quant.quantize(w, bits, sym, False)
+        plain = blocks.quantize(w, bits, sym, False)
         e_clip = ((w.numpy() - qt.dequantize()) ** 2).reshape(w.shape[0], -1, 32).sum(-1)
         e_plain = ((w.numpy() - plain.dequantize()) ** 2).reshape(w.shape[0], -1, 32).sum(-1)
         assert np.all(e_clip <= e_plain + 1e-7)
@@ -79,7 +79,7 @@ def test_symmetric_rtn_matches_onnxruntime_packer():
     packed = np.zeros((n, k // 32, 16), np.uint8)
     scales = np.zeros((n, k // 32), np.float32)
     quantize_matmul_4bits(packed, np.ascontiguousarray(w.numpy().T), scales, np.zeros((n, 2), np.uint8), 32, n, k, True)
-    qt = quant.quantize(w, 4, sym=True)
+    qt = blocks.quantize(w, 4, sym=True)
     # same codes where the fp16-rounded scale does not move a weight across a rounding boundary
     assert np.mean(qt.packed() == packed) > 0.99
     assert np.allclose(qt.scales, scales, rtol=1e-3)
@@ -87,7 +87,7 @@ def test_symmetric_rtn_matches_onnxruntime_packer():
 
 def test_packing_layouts():
     w = _weights(2, n=8, k=96)  # 3 blocks: an odd count pads the zero points
-    qt = quant.quantize(w, 4, sym=False)
+    qt = blocks.quantize(w, 4, sym=False)
     p = qt.packed()
     assert p.shape == (8, 3, 16)
     assert np.array_equal(p & 0x0F, qt.codes[..., 0::2]) and np.array_equal(p >> 4, qt.codes[..., 1::2])
@@ -103,7 +103,7 @@ def test_gptq_with_uncorrelated_inputs_is_rtn(block):
     w = _weights(3, k=256)
     H = torch.diag(torch.rand(w.shape[1], generator=torch.Generator().manual_seed(0)) + 0.5)
     for sym in (True, False):
-        g, r = quant.gptq(w, H, 4, sym=sym, block=block), quant.quantize(w, 4, sym=sym, block=block)
+        g, r = gptq.gptq(w, H, 4, sym=sym, block=block), blocks.quantize(w, 4, sym=sym, block=block)
         assert g.block_size == block
         assert np.array_equal(g.codes, r.codes) and np.array_equal(g.scales, r.scales)
 
@@ -112,8 +112,8 @@ def test_gptq_on_grid_and_lowers_output_error():
     w = _weights(4, n=32, k=128)
     g = torch.Generator().manual_seed(5)
     X = torch.randn(512, 128, generator=g) @ torch.randn(128, 128, generator=g) * 0.3  # correlated inputs
-    qg = quant.gptq(w, X.T @ X / len(X), 4, sym=False)
-    qr = quant.quantize(w, 4, sym=False)
+    qg = gptq.gptq(w, X.T @ X / len(X), 4, sym=False)
+    qr = blocks.quantize(w, 4, sym=False)
     # GPTQ's codes are ordinary grid points: codes in range, dequantization is scale·(code − zero)
     assert qg.codes.max() <= 15 and qg.zeros.max() <= 15
     deq = (qg.codes.astype(np.float32) - qg.zeros[..., None]) * qg.scales[..., None]
@@ -129,10 +129,10 @@ def test_gptq_over_stacked_rows_equals_gptq_per_linear():
     X = torch.randn(256, 128, generator=g) @ torch.randn(128, 128, generator=g) * 0.3
     H = 2 * X.T @ X / len(X)
     parts = [_weights(s, n=n, k=128) for s, n in ((11, 48), (12, 16), (13, 16))]
-    stacked = quant.gptq(torch.cat(parts), H, 4, sym=True, clip=True)
+    stacked = gptq.gptq(torch.cat(parts), H, 4, sym=True, clip=True)
     lo = 0
     for w in parts:
-        one, rows = quant.gptq(w, H, 4, sym=True, clip=True), stacked.rows(slice(lo, lo + len(w)))
+        one, rows = gptq.gptq(w, H, 4, sym=True, clip=True), stacked.rows(slice(lo, lo + len(w)))
         lo += len(w)
         assert np.mean(one.codes == rows.codes) > 0.999 and np.allclose(one.scales, rows.scales)
 
@@ -150,9 +150,9 @@ def test_methods_are_deterministic(tiny_gqa, name):
 
 _CODES_HASH = """
 import sys
-from edgepack import quant
-from edgepack.checkpoint import load
-print(quant.digest(quant.quantize_model(load(sys.argv[1]), sys.argv[2], n_tokens=512)))
+from edgepack.model.checkpoint import load
+from edgepack.quant import methods
+print(methods.digest(methods.quantize_model(load(sys.argv[1]), sys.argv[2], n_tokens=512)))
 """
 
 
@@ -183,8 +183,8 @@ def test_calibration_is_the_same_whatever_the_cpu_kernels(tiny_gqa, name):
 def test_awq_fold_is_exact_in_float(fixture, request):
     """Scales folded into the norms / v rows / up rows and divided into the weights: the same function."""
     ckpt = request.getfixturevalue(fixture)
-    q = quant.Quantized(ckpt, quant.method("awq"))
-    quant._calibrate(q, quant.calibration_ids(_tok(ckpt), 256, 128), float_only=True)
+    q = methods.Quantized(ckpt, methods.method("awq"))
+    calibrate._calibrate(q, calibrate.calibration_ids(_tok(ckpt), 256, 128), float_only=True)
     changed = [n for n in q.floats if not torch.equal(q.floats[n], ckpt.torch(n))]
     assert any("layernorm" in n for n in changed) and any("v_proj" in n for n in changed) and any("up_proj" in n for n in changed)
     ids = _tok(ckpt).encode("The quick brown fox jumps over the lazy dog. " * 4)
@@ -204,20 +204,20 @@ def test_calibrated_quantized_model_is_close_and_records_calibration(tiny_mha):
 def test_calibration_is_shared_only_inside_its_scope(tiny_mha, monkeypatch):
     """An export's ONNX and GGUF reuse one calibration; outside the scope nothing is cached (and held)."""
     calls = []
-    real = quant._calibrate
-    monkeypatch.setattr(quant, "_calibrate", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    with quant.shared_calibration():
+    real = calibrate._calibrate
+    monkeypatch.setattr(methods, "_calibrate", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    with methods.shared_calibration():
         a = _quantized(tiny_mha, "gptq_sym+emb8", n_tokens=256)
         b = _quantized(tiny_mha, "gptq_sym+emb5", n_tokens=256)  # other table bits, same layers
         assert len(calls) == 1 and b.tensors.keys() >= {n for n in a.tensors if n.startswith("model.layers.")}
-    assert quant._SHARED is None
+    assert methods._SHARED is None
     _quantized(tiny_mha, "gptq_sym+emb8", n_tokens=256)
     assert len(calls) == 2
 
 
 def test_unknown_method_is_bad_input():
     with pytest.raises(BadInput, match="unknown int4 method"):
-        quant.method("awq+emb2")
+        methods.method("awq+emb2")
 
 
 # -- the formats carry the quantized weights exactly --------------------------------------------------
@@ -225,7 +225,7 @@ def _gguf_weights(path, ckpt):
     import gguf
     from gguf import quants
 
-    from edgepack.gguf_writer import permute_qk
+    from edgepack.formats.gguf_writer import permute_qk
 
     c = ckpt.config
     names = gguf.TensorNameMap(gguf.MODEL_ARCH.MINICPM, c.num_hidden_layers)
@@ -244,9 +244,9 @@ def _gguf_weights(path, ckpt):
 
 @pytest.mark.parametrize("name,types", [("awq_gptq_sym+emb5", {"Q4_0", "Q5_0"}), ("asym+emb8", {"Q4_1", "Q8_0"})])
 def test_gguf_holds_the_quantized_weights(tiny_gqa, tmp_path, name, types):
-    from edgepack.gguf_writer import write_gguf
+    from edgepack.formats.gguf_writer import write_gguf
 
-    q = quant.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa), block8=32)  # the quant stage, then the encoder
+    q = methods.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa), block8=32)  # the quant stage, then the encoder
     info = write_gguf(tiny_gqa, tmp_path, quantized=q)
     assert info["quantization"]["method"] == name and set(info["quantization"]["tensor_types"]) == types
     got = _gguf_weights(tmp_path / info["file"], tiny_gqa)
@@ -264,20 +264,20 @@ def test_onnx_runs_the_quantized_weights(tiny_gqa, tmp_path, name, block):
     (the tiny model's dimensions divide by 16 and 32 only)."""
     import onnx
 
-    from edgepack.onnx_writer import write_onnx
+    from edgepack.formats.onnx_writer import write_onnx
     from edgepack.runtime.onnx_backend import OnnxBackend
 
-    q = quant.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa), block=block)
+    q = methods.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa), block=block)
     entry = write_onnx(tiny_gqa, tmp_path, dtype="int4", threads=1, quantized=q, block_size=block)
     qd = entry["quantization"]
-    assert qd["method"] == name and qd["calibration"]["tokens"] == quant.CALIBRATION_TOKENS
-    assert qd["block_size"] == block and qd["scheme"].startswith(f"int4_sym_block{block}" if quant.method(name).sym else f"int4_asym_block{block}")
+    assert qd["method"] == name and qd["calibration"]["tokens"] == calibrate.CALIBRATION_TOKENS
+    assert qd["block_size"] == block and qd["scheme"].startswith(f"int4_sym_block{block}" if methods.method(name).sym else f"int4_asym_block{block}")
     m = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False)
     ops = {(n.op_type, a.i) for n in m.graph.node for a in n.attribute if a.name == "bits"}
     assert ("MatMulNBits", 4) in ops and (("GatherBlockQuantized", 8) in ops) == name.endswith("emb8")
     assert {a.i for n in m.graph.node if n.op_type == "MatMulNBits" for a in n.attribute
             if a.name == "block_size" and n.input[1].startswith("model.layers")} == {block}
-    assert any(i.name.endswith("_zero_points") for i in m.graph.initializer) == (not quant.method(name).sym)
+    assert any(i.name.endswith("_zero_points") for i in m.graph.initializer) == (not methods.method(name).sym)
     ids = _tok(tiny_gqa).encode("The quick brown fox jumps over the lazy dog. def f(x): return x + 1")
     ref = reference_logits(tiny_gqa, ids, weights=q.weight)
     with OnnxBackend(tmp_path, threads=1) as b:

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgepack.checkpoint import Checkpoint, load
-from edgepack.fold import folded, llama_config
-from edgepack.reference import KVCache, MiniCPM
+from edgepack.model.checkpoint import Checkpoint, load
+from edgepack.model.fold import folded, llama_config
+from edgepack.model.reference import KVCache, MiniCPM
 
 IDS = [1, 17, 250, 3, 99, 400, 12, 7, 650, 31, 2, 64]
 
@@ -68,8 +68,8 @@ def test_streaming_reference_equals_the_module(tiny_untied_dir):
 
 def test_demo_model_equals_its_original(demo_dir):
     """The MiniCPM re-parameterization of SmolLM2 gives the original's logits (as transformers loads the GGUF)."""
-    from edgepack.demo import demo_gguf_path, load_original
-    from edgepack.tokenizer import load_tokenizer
+    from edgepack.model.demo import demo_gguf_path, load_original
+    from edgepack.model.tokenizer import load_tokenizer
 
     ckpt = load("demo")
     assert ckpt.path == demo_dir and ckpt.config.scale_emb == 12.0 and ckpt.config.scale_depth == 1.4
@@ -86,7 +86,7 @@ def test_demo_model_equals_its_original(demo_dir):
 def test_demo_model_float_perplexity_on_the_eval_text(demo_dir):
     """Records the demo model's float perplexity on the fixed held-out text (first 512 tokens here)."""
     from edgepack.fidelity import compare, eval_ids, reference_logits
-    from edgepack.tokenizer import load_tokenizer
+    from edgepack.model.tokenizer import load_tokenizer
 
     ckpt = load("demo")
     ids = eval_ids(load_tokenizer(demo_dir), 512)
@@ -98,7 +98,7 @@ def test_demo_model_float_perplexity_on_the_eval_text(demo_dir):
 
 
 def test_demo_fetch_failure_is_one_clear_error(tmp_path, monkeypatch):
-    from edgepack import demo
+    from edgepack.model import demo
     from edgepack.errors import BadInput
 
     monkeypatch.setenv("EDGEPACK_CACHE", str(tmp_path))
@@ -114,8 +114,8 @@ def test_evaluation_windows_cover_the_text_in_order(tiny_dir):
     import numpy as np
 
     from edgepack.fidelity import Tally, compare, eval_windows
-    from edgepack.texts import eval_text
-    from edgepack.tokenizer import load_tokenizer
+    from edgepack.model.texts import eval_text
+    from edgepack.model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tiny_dir)
     body = tok.encode(eval_text(), add_bos=False)
@@ -139,7 +139,7 @@ def test_evaluation_windows_cover_the_text_in_order(tiny_dir):
 def test_fidelity_token_count_is_checked(tiny_dir):
     from edgepack.errors import BadInput
     from edgepack.fidelity import eval_windows
-    from edgepack.tokenizer import load_tokenizer
+    from edgepack.model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tiny_dir)
     with pytest.raises(BadInput, match="more than the evaluation text holds"):

@@ -17,8 +17,8 @@ from edgepack.runtime import Backend, Model, SamplingParams
 from edgepack.runtime.detok import Detokenizer, StopStrings
 from edgepack.runtime.meter import SpeechMeter
 from edgepack.runtime.sampler import Sampler
-from edgepack.testmodels import train_sentencepiece
-from edgepack.tokenizer import load_tokenizer
+from edgepack.model.testmodels import train_sentencepiece
+from edgepack.model.tokenizer import load_tokenizer
 
 ZH = "今天天气很好，龍飛鳳舞。"  # 龍飛鳳舞 is not in the tiny vocabulary: byte-fallback tokens
 

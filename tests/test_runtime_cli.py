@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import edgepack.runtime as runtime
 from edgepack.cli import main
 from edgepack.runtime import Backend, Model
-from edgepack.tokenizer import load_tokenizer
+from edgepack.model.tokenizer import load_tokenizer
 
 JSON_KEYS = ["text", "tokens", "ttft_s", "prefill_tok_s", "decode_tok_s", "words_per_s", "cjk_chars_per_s",
              "speech_ratio", "backend", "drafted_tokens", "accepted_tokens", "verify_steps"]

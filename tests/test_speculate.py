@@ -16,8 +16,8 @@ from edgepack.runtime import Backend, Stats, generate
 from edgepack.runtime import speculate
 from edgepack.runtime.sampler import Sampler, SamplingParams
 from edgepack.runtime.speculate import Controller, Drafter
-from edgepack.testmodels import train_sentencepiece
-from edgepack.tokenizer import load_tokenizer
+from edgepack.model.testmodels import train_sentencepiece
+from edgepack.model.tokenizer import load_tokenizer
 
 # The int4 guarantee: a (1 + k)-token verify runs batched kernels whose rounding differs from the one-token
 # kernel's (on the demo model up to 0.8 logits for onnxruntime's MatMulNBits: benchmarks/results/

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from edgepack.tokenizer import MINICPM_CHAT_TEMPLATE, load_tokenizer
+from edgepack.model.tokenizer import MINICPM_CHAT_TEMPLATE, load_tokenizer
 
 MIXED = "Hello world! 今天天气很好，我们去散步。量子纠缠 emoji 🙂"
 

@@ -1,4 +1,4 @@
-"""edgepack's reference runtime: stream text from an artifact folder (int4 ONNX or GGUF).
+"""Stage 4, the runtime: an artifact folder (int4 ONNX or GGUF) in, streamed text and timings out.
 
     from edgepack.runtime import load
 
@@ -8,6 +8,9 @@
         print(m.stats.format())
 
 No torch here or below (a phone-side runtime has none): numpy, the tokenizer and one backend.
+Open generate.py first (the one loop every backend shares); onnx_backend.py and gguf_backend.py only
+answer "logits for these tokens given the cache"; artifact.py checks the manifest's sha256s through
+edgepack.formats before anything is loaded.
 """
 from pathlib import Path
 

@@ -1,19 +1,19 @@
 """Open an artifact folder: read edgepack.json, check the sha256 of every file used, pick the backend.
 
 Nothing from the folder is loaded before its size and sha256 match the manifest (hashed in 1 MiB
-chunks by edgepack.manifest, so a 1.5 GB model never sits in memory to be hashed). Only the chosen
+chunks by edgepack.formats.manifest, so a 1.5 GB model never sits in memory to be hashed). Only the chosen
 backend's files and the tokenizer are checked and only that backend is imported; neither imports
 torch.
 """
 from pathlib import Path
 
 from ..errors import IntegrityError
-from ..manifest import find_artifact, read_manifest, verify_files
+from ..formats.manifest import find_artifact, read_manifest, verify_files
 
 
 def open_artifact(path, backend=None, threads=None, n_ctx=None):
     """(backend, tokenizer, manifest) for an artifact folder; backend "onnx"|"gguf"|None (the first listed)."""
-    from ..tokenizer import load_tokenizer
+    from ..model.tokenizer import load_tokenizer
 
     root = Path(path)
     m = read_manifest(root)  # validates the structure, file entries and paths

@@ -6,37 +6,15 @@ keeps its own token history, scores buffer and sampler, and frees memory only wh
 collected. close() here calls llama_free and llama_model_free, so the weights' mapping and the KV
 cache are gone when it returns.
 """
-import ctypes
 import os
 
 import numpy as np
 
 from ..errors import BadInput, InternalError
+from ..formats.llamacpp import quiet_llama
 from .backend import Backend
 
 N_BATCH = 512  # tokens per llama_decode call (llama.cpp's default); longer prefills are chunked
-
-
-def _noop_log(level, text, user_data):
-    pass
-
-
-_LOG_CB = None  # the ctypes callback must outlive every call into llama.cpp
-
-
-def quiet_llama():
-    """Silence llama.cpp's stderr logging (load banners, warnings) unless EDGEPACK_DEBUG is set."""
-    global _LOG_CB
-    import llama_cpp
-
-    if _LOG_CB is None:
-        llama_cpp.llama_backend_init()
-        if not os.environ.get("EDGEPACK_DEBUG"):
-            _LOG_CB = llama_cpp.llama_log_callback(_noop_log)
-            llama_cpp.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
-        else:
-            _LOG_CB = True
-    return llama_cpp
 
 
 def use_extra_buffer_types():
@@ -60,7 +38,7 @@ def _load_model(path, vocab_only=False):
     path = str(path)
     if not os.path.isfile(path):
         raise BadInput(f"{path}: GGUF file not found")
-    from ..gguf_reader import read_gguf_header
+    from ..formats.gguf_reader import read_gguf_header
 
     read_gguf_header(path)  # every count and offset checked before llama.cpp trusts any of them
     mp = llama.llama_model_default_params()

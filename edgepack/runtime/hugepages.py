@@ -15,7 +15,7 @@ collapsing the 2.1 GB took 3.2 and 6.7 s (`python benchmarks/bench_runtime.py --
 
 The collapse runs in a daemon thread, one 4 MB chunk at a time, and only while its owner says it is
 idle (OnnxBackend: no forward for 0.2 s): concurrent with a generation it slowed that generation down
-(benchmarks/bench_huge_pages.py). close() stops it after the chunk in flight. Only 2 MB ranges that
+(benchmarks/README.md, decision log). close() stops it after the chunk in flight. Only 2 MB ranges that
 are fully resident are collapsed (MADV_COLLAPSE fills holes, which would grow RSS). Where this is not
 supported (not Linux, THP "never", a kernel before 6.1) madvise fails and nothing changes. Memory
 mapped before the snapshot (another model in the same process) is never touched, so a model whose

@@ -11,11 +11,11 @@ an artifact never gets a cache of the wrong type and `kv_dtype` / `kv_bytes()` s
 The capacity is what the generation asks for (`reserve(prompt + max_new_tokens)`, as genai sizes its
 buffer from max_length), not the whole context: GQA strides every head by the capacity, and on the
 MiniCPM-2B shape a 4096-row buffer decoded at 8.02 tok/s against 8.21 with 97 rows, same graph, same
-run (2 threads, medians of 4 rounds, benchmarks/bench_kv_capacity.py); the virtual size of the 2B
+run (2 threads, medians of 4 rounds, benchmarks/README.md, decision log); the virtual size of the 2B
 cache also drops from 3 GB to what the generation can use. If a chat outgrows it, the buffers grow by
 doubling (one copy of the filled rows, log2(n_ctx) times at most), never per token.
 
-Levers checked and left as they are (benchmarks/bench_decode_levers.py, profile_decode.py): onnxruntime's
+Levers checked and left as they are (benchmarks/bench_decode_levers.py; profile in the decision log): onnxruntime's
 default thread spinning (session.intra_op.allow_spinning) stays on and intra_op_num_threads stays at the
 cores the caller gives. On a quiet machine (results/decode_levers_2b_quiet.json: 2B shape, context 256,
 3 alternating rounds) spinning off decoded at 0.90x, prefill 1.00x. The one earlier run, on a machine
@@ -27,7 +27,7 @@ background thread (hugepages.py) while the model is idle: decode reads every wei
 4 KB pages the 2B shape decoded 0.90x as fast here. Collapsing competes with decoding: started at load
 (huge_pages="now"), a cold run with a 64-token prompt had TTFT 3.6 s instead of 2.0 and decoded at
 5.3 tok/s instead of 6.4; gated on idleness (the default) it had 1.8 s and 6.9 (medians of 3 fresh
-processes each, benchmarks/bench_huge_pages.py). So it never runs inside a generation: a chat collapses
+processes each, huge_pages_2b.json). So it never runs inside a generation: a chat collapses
 while its user types, a one-shot `edgepack run` mostly decodes on 4 KB pages. `huge_pages=False`
 leaves the pages alone; with "now", `.huge_pages.wait()` pays for it at load, as a server might.
 """

@@ -1,0 +1,466 @@
+"""A checkpoint -> one GGUF file that llama.cpp loads as is (the family's arch: "minicpm" or "llama").
+
+The file is what llama.cpp's own convert_hf_to_gguf.py (MiniCPMModel, LlamaModel) writes: the
+*unfolded* weights under llama.cpp's tensor names, q_proj/k_proj rows permuted for llama.cpp's RoPE
+layout, and for arch minicpm the three μP scalars as keys (llama.cpp applies them itself):
+
+    minicpm.embedding_scale = scale_emb
+    minicpm.residual_scale  = scale_depth / sqrt(num_hidden_layers)
+    minicpm.logit_scale     = hidden_size / dim_model_base        (llama.cpp divides the logits by it)
+
+Everything comes from the canonical DecoderConfig: head_dim ≠ hidden/heads adds attention.key_length
+and value_length; LongRoPE adds rope.scaling.type longrope, rope.scaling.original_context_length,
+rope.scaling.attn_factor and the factor tensors rope_factors_long / rope_factors_short (f32), which
+llama.cpp picks by n_ctx against the original context, as edgepack.model.rope does by the exported one.
+
+Tensors are streamed: every tensor's name, shape and type goes into the header first (sizes are
+known up front), then the data is read, converted and written one tensor at a time and dropped, so
+peak memory is bounded by the largest tensor (benchmarks/bench_export_2b.py measures it).
+
+Types: Q4_0 is quantized here with gguf.quants (numpy, round-to-nearest, 32-weight blocks with an
+fp16 scale; every 2-D weight including the tied embedding/head, 1-D norms stay f32, as in
+llama.cpp's Q4_0 files); Q4_K_M goes through llama.cpp's own quantizer (llama_model_quantize, via
+llama-cpp-python) from a temporary f16 file in the same directory; f16/f32 are for conformance.
+Every GGUF key and tensor name comes from gguf-py's constants (gguf.Keys via GGUFWriter.add_*,
+gguf.TensorNameMap), so none is spelled here.
+"""
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInput, InternalError, NotSupported
+from ..model.tokenizer import MINICPM5_DIGITS, MINICPM5_SPLIT
+
+ARCH = "minicpm"  # MiniCPM-2B's; DecoderConfig.gguf_arch names each family's
+
+# Default type, from results/gguf_types_demo.json (benchmarks/README.md, decision log):
+# demo model, first 2048 tokens of edgepack.model.texts.eval_text(), float ppl 11.91, vs the float reference:
+#            ppl (+%)        top-1   mean KL  file     bits/weight  decode (llama.cpp, 1 thread, shared box)
+#   q4_0     15.90 (+33.5%)  0.728   0.330    77.6 MB  4.51         20.4 tok/s (median of 3)
+#   q4_k_m   12.81 (+7.6%)   0.886   0.056   105.5 MB  6.17         18.0 tok/s
+# Q4_K_M is far more faithful here, but on this shape it is not int4: the demo's 576/1536 widths are
+# not multiples of k-quants' 256, so llama.cpp falls back to Q5_0/Q8_0 for most tensors (6.17 bits,
+# +36% bytes, -11% decode). Q4_0 stays the default for `--int4`: true 4.5 bits/weight, the fastest
+# llama.cpp kernels, the same 32-weight blocks as the ONNX artifact, and the layout edgepack's better
+# int4 methods (edgepack.quant) write into; --gguf-type q4_k_m is there when quality matters more.
+DEFAULT_GGUF_TYPE = "q4_0"
+
+TYPES = ("q4_0", "q4_k_m", "f16", "f32")
+
+
+def _ggml(gguf_type):
+    import gguf
+
+    T, F = gguf.GGMLQuantizationType, gguf.LlamaFileType
+    return {  # gguf_type -> (type of 2-D weights written here, general.file_type, file label)
+        "q4_0": (T.Q4_0, F.MOSTLY_Q4_0, "Q4_0"),
+        "q4_k_m": (T.F16, F.MOSTLY_F16, "Q4_K_M"),  # written as f16, then llama.cpp quantizes
+        "f16": (T.F16, F.MOSTLY_F16, "F16"),
+        "f32": (T.F32, F.ALL_F32, "F32"),
+    }[gguf_type]
+
+
+def gguf_filename(gguf_type):
+    return f"model-{_ggml(gguf_type)[2]}.gguf"
+
+
+def write_gguf(ckpt, out_dir: Path, *, gguf_type=DEFAULT_GGUF_TYPE, threads=None, progress=None, quantized=None) -> dict:
+    """Write out_dir/model-<TYPE>.gguf for a Checkpoint. Returns the manifest's artifact fields.
+
+    quantized: edgepack.quant's Quantized model, encoded exactly as GGUF blocks (symmetric -> Q4_0,
+    asymmetric -> Q4_1, an 8- or 5-bit embedding -> Q8_0 / Q5_0) with its AWQ-rescaled norms; None
+    quantizes Q4_0 here with gguf.quants (llama-quantize's rule) or goes through llama.cpp (Q4_K_M)."""
+    if gguf_type not in TYPES:
+        raise BadInput(f"unknown GGUF type {gguf_type!r} (choose from {', '.join(TYPES)})")
+    out_dir = Path(out_dir)
+    out = out_dir / gguf_filename(gguf_type)
+    if quantized is not None:
+        q = quantized
+        if gguf_type != "q4_0":
+            raise BadInput(f"int4 method {q.method.name} writes Q4_0/Q4_1 blocks itself; use GGUF type q4_0, not {gguf_type}")
+        if q.block8 != 32 and q.method.embed_bits == 8:
+            raise BadInput("GGUF's Q8_0 holds 8-bit blocks of 32: quantize with block8=32")
+        out = out_dir / f"model-{'Q4_0' if q.method.sym else 'Q4_1'}.gguf"
+        _write(ckpt, out, gguf_type, progress, q, threads)
+        written = describe(out, gguf_type)  # the file's own figures win over the quantizer's estimate
+        return {"format": "gguf", "file": out.name, "quantization": {**written, **q.describe(),
+                                                                        "bits_per_weight": written["bits_per_weight"]}}
+    if gguf_type == "q4_k_m":
+        tmp = out_dir / ".tmp-f16-for-q4_k_m.gguf"
+        try:
+            _write(ckpt, tmp, "f16", progress, threads=threads)
+            if progress:
+                progress("quantize Q4_K_M (llama.cpp)", 0, 1)
+            llama_quantize(tmp, out, "q4_k_m", threads)
+            if progress:
+                progress("quantize Q4_K_M (llama.cpp)", 1, 1)
+        finally:
+            tmp.unlink(missing_ok=True)
+    else:
+        _write(ckpt, out, gguf_type, progress, threads=threads)
+    return {"format": "gguf", "file": out.name, "quantization": describe(out, gguf_type)}
+
+
+# -- tensors -------------------------------------------------------------------------------------
+def permute_qk(w, n_head):
+    """llama.cpp rotates adjacent pairs (x0,x1),(x2,x3)...; Hugging Face rotates halves. Reorder the
+    rows of q_proj/k_proj within each head so llama.cpp's RoPE sees HF's pairs (LlamaModel.permute
+    in convert_hf_to_gguf.py; k_proj uses the KV head count)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _plan(ckpt, gguf_type, q=None):
+    """(gguf name, hf name, shape, ggml type) for every tensor, in checkpoint order."""
+    import gguf
+
+    cfg = ckpt.config
+    names = gguf.TensorNameMap(_arch(cfg), cfg.num_hidden_layers)
+    wtype = _ggml(gguf_type)[0]
+    plan = []
+    for hf in ckpt.names:
+        name = names.get_name(hf, try_suffixes=(".weight",))
+        if name is None:
+            raise InternalError(f"{ckpt.path}: no GGUF name for tensor {hf}")
+        shape = tuple(ckpt.shape(hf))
+        qtype = wtype
+        if len(shape) == 1:
+            qtype = gguf.GGMLQuantizationType.F32  # norms: llama.cpp only reads them as f32
+        elif qtype not in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32):
+            block = gguf.GGML_QUANT_SIZES[qtype][0]
+            if shape[-1] % block:  # rows must be whole blocks; same fallback as convert_hf_to_gguf
+                qtype = gguf.GGMLQuantizationType.F16
+            elif q is not None:
+                qtype = _block_type(q.planned_bits(hf), q.method.sym)
+        plan.append((name, hf, shape, qtype))
+    if cfg.rope.kind == "longrope":  # not checkpoint tensors: the description's RoPE factors
+        for which in ("long", "short"):
+            t = getattr(gguf.MODEL_TENSOR, f"ROPE_FACTORS_{which.upper()}")
+            plan.append((gguf.TENSOR_NAMES[t] + ".weight", f"rope.{which}_factor", (cfg.head_dim // 2,),
+                         gguf.GGMLQuantizationType.F32))
+    return plan
+
+
+def _arch(cfg):
+    import gguf
+
+    return {"minicpm": gguf.MODEL_ARCH.MINICPM, "llama": gguf.MODEL_ARCH.LLAMA}[cfg.gguf_arch]
+
+
+def _nbytes(shape, qtype):
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    return int(np.prod(shape[:-1], dtype=np.int64)) * (shape[-1] // block) * size
+
+
+def _tensor(ckpt, hf, qtype, q=None, pool=None):
+    """One tensor, read, permuted if needed and converted to its GGUF type."""
+    from gguf import quants
+
+    cfg = ckpt.config
+    if hf.startswith("rope."):  # LongRoPE factors (edgepack.model.rope's divisors of the inverse frequencies)
+        return np.asarray(getattr(cfg.rope, hf[len("rope."):]), np.float32)
+    if q is not None and qtype != quants.GGMLQuantizationType.F32:  # the quant stage's blocks, rows permuted
+        qt, rows = q.qtensor(hf), np.arange(ckpt.shape(hf)[0])
+        if hf.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight")):
+            heads = cfg.num_attention_heads if "q_proj" in hf else cfg.num_key_value_heads
+            qt = qt.rows(permute_qk(rows, heads))
+        return blocks(qt)[0]
+    chunked = q is None and pool is not None and qtype not in (quants.GGMLQuantizationType.F16, quants.GGMLQuantizationType.F32)
+    # quantized here in row chunks: read in the stored dtype, each chunk made float32 on its own (peak RSS)
+    w = (ckpt.stored(hf) if chunked else ckpt.torch(hf)) if q is None else q.weight(hf)  # norms: AWQ-rescaled
+    if hf.endswith("self_attn.q_proj.weight"):
+        w = permute_qk(w, cfg.num_attention_heads)
+    elif hf.endswith("self_attn.k_proj.weight"):
+        w = permute_qk(w, cfg.num_key_value_heads)
+    return _quantize(w.contiguous() if chunked else np.ascontiguousarray(w.numpy(), dtype=np.float32), qtype, pool)
+
+
+def _block_type(bits, sym):
+    """The GGML type that holds a QTensor of these bits (known before the tensor exists)."""
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    return {8: T.Q8_0, 5: T.Q5_0, 4: T.Q4_0 if sym else T.Q4_1}[bits]
+
+
+def blocks(qt):
+    """A QTensor as GGUF block bytes: (uint8 (N, nb·block_bytes), GGMLQuantizationType), exactly.
+
+    4-bit symmetric -> Q4_0 {f16 d; 16 B of codes, low nibbles = first 16}; 4-bit asymmetric -> Q4_1
+    {f16 d; f16 m = −d·zero; codes}; 8-bit symmetric (block 32) -> Q8_0 {f16 d; int8 code−128}."""
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    n, nb = qt.scales.shape
+    codes = qt.codes
+    d = qt.scales.astype(np.float16).view(np.uint8).reshape(n, nb, 2)
+    if qt.bits == 5:  # Q5_0: re-quantizing the dequantized grid with gguf's own Q5_0 gives the same codes
+        from gguf import quants
+
+        if not qt.sym or qt.block_size != 32:
+            raise BadInput("GGUF's Q5_0 holds symmetric 5-bit blocks of 32 only")
+        return quants.quantize(qt.dequantize(), T.Q5_0), T.Q5_0
+    if qt.bits == 8:
+        if not qt.sym or qt.block_size != 32:
+            raise BadInput("GGUF's Q8_0 holds symmetric 8-bit blocks of 32 only")
+        out, t = np.concatenate([d, (codes.astype(np.int16) - 128).astype(np.int8).view(np.uint8)], -1), T.Q8_0
+    elif qt.block_size != 32:
+        raise BadInput("GGUF's Q4_0/Q4_1 hold blocks of 32 only")
+    else:
+        qs = codes[..., :16] | (codes[..., 16:] << 4)
+        if qt.sym:
+            out, t = np.concatenate([d, qs], -1), T.Q4_0
+        else:
+            m = (-qt.scales * qt.zeros).astype(np.float16).view(np.uint8).reshape(n, nb, 2)
+            out, t = np.concatenate([d, m, qs], -1), T.Q4_1
+    return np.ascontiguousarray(out.reshape(n, -1)), t
+
+
+def _quantize(w, qtype, pool):
+    import gguf
+    from gguf import quants
+
+    if pool is None or qtype in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32):
+        return quants.quantize(w, qtype)
+    # row chunks on a thread pool (numpy releases the GIL): ~1.8x faster on 2 cores, and the
+    # temporaries stay one chunk big instead of the whole tensor's
+    out = np.empty(quants.quant_shape_to_byte_shape(w.shape, qtype), np.uint8)
+
+    def part(s, rows=512):  # w: float32 numpy, or a torch tensor in its stored dtype (made float32 per chunk)
+        chunk = w[s:s + rows]
+        if not isinstance(chunk, np.ndarray):
+            chunk = chunk.float().numpy()
+        out[s:s + rows] = quants.quantize(chunk, qtype)
+
+    list(pool.map(part, range(0, w.shape[0], 512)))
+    return out
+
+
+def _write(ckpt, path, gguf_type, progress, q=None, threads=None):
+    import gguf
+
+    cfg = ckpt.config
+    plan = _plan(ckpt, gguf_type, q)
+    w = gguf.GGUFWriter(path, cfg.gguf_arch)
+    _add_hparams(w, ckpt, gguf_type, q)
+    add_tokenizer(w, ckpt)
+    for name, _, shape, qtype in plan:
+        w.add_tensor_info(name, shape, np.dtype(np.float32), _nbytes(shape, qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    # safetensors are memory-mapped and every page read stays in our RSS while the file is open:
+    # closing the handles after each tensor keeps peak RSS near one tensor, not the whole checkpoint
+    # (MiniCPM-2B shape: 4.15 GB peak without this)
+    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
+    pool = ThreadPoolExecutor(threads or os.cpu_count() or 1)
+    try:
+        for i, (name, hf, shape, qtype) in enumerate(plan):
+            data = _tensor(ckpt, hf, qtype, q, pool)
+            release()
+            w.write_tensor_data(data)
+            del data
+            if progress:
+                progress(f"gguf {_ggml(gguf_type)[2]}", i + 1, len(plan))
+    finally:
+        pool.shutdown()
+        w.close()
+    del cfg
+
+
+def _add_hparams(w, ckpt, gguf_type, q=None):
+    import gguf
+
+    c = ckpt.config
+    w.add_name(ckpt.path.name)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_rope_freq_base(c.rope.theta)
+    w.add_rope_dimension_count(c.head_dim)
+    if c.head_dim != c.hidden_size // c.num_attention_heads:  # llama.cpp assumes hidden/heads otherwise
+        w.add_key_length(c.head_dim)
+        w.add_value_length(c.head_dim)
+    if c.rope.kind == "longrope":
+        from ..model.rope import attention_factor
+
+        w.add_rope_scaling_type(gguf.RopeScalingType.LONGROPE)
+        w.add_rope_scaling_orig_ctx_len(c.rope.original_max_position_embeddings)
+        w.add_rope_scaling_attn_factors(attention_factor(c))
+    w.add_vocab_size(c.vocab_size)
+    if c.gguf_arch == "minicpm":
+        w.add_embedding_scale(c.embedding_scale)
+        w.add_residual_scale(c.residual_scale)
+        w.add_logit_scale(c.logit_scale)
+    w.add_file_type(_ggml(gguf_type)[1] if q is None or q.method.sym else gguf.LlamaFileType.MOSTLY_Q4_1)
+    if gguf_type == "q4_0":
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+# -- tokenizer -----------------------------------------------------------------------------------
+def add_tokenizer(w, ckpt):
+    """Vocabulary, special ids and chat template, from the same files edgepack's tokenizer reads."""
+    import gguf
+
+    from ..model.tokenizer import load_tokenizer
+
+    d, c = ckpt.path, ckpt.config
+    tok = load_tokenizer(d, bos_id=c.bos_token_id, eos_ids=list(c.eos_token_ids))
+    if tok.kind == "sentencepiece":
+        tokens, scores, types = _spm_vocab(d)
+        w.add_tokenizer_model("llama")
+        special = gguf.SpecialVocab(d, load_merges=False, n_vocab=c.vocab_size)
+        if (proto := _spm_proto(d / "tokenizer.model")) is not None:
+            w.add_add_space_prefix(bool(proto.normalizer_spec.add_dummy_prefix))
+    else:
+        tokens, types, pre = _bpe_vocab(d / "tokenizer.json")
+        scores = None
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre)
+        special = gguf.SpecialVocab(d, load_merges=True, n_vocab=c.vocab_size)
+    if len(tokens) > c.vocab_size:
+        raise BadInput(f"{d}: the tokenizer has {len(tokens)} tokens but config.json vocab_size is {c.vocab_size}")
+    for i in range(len(tokens), c.vocab_size):  # embedding rows past the tokenizer (as convert_hf_to_gguf)
+        tokens.append(f"[PAD{i}]".encode())
+        types.append(gguf.TokenType.UNUSED)
+        if scores is not None:
+            scores.append(-1000.0)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    if scores is not None:
+        w.add_token_scores(scores)
+    # ids and flags as edgepack's tokenizer uses them (config.json wins), then the rest from the files
+    special.special_token_ids["bos"] = tok.bos_id if tok.bos_id is not None else c.bos_token_id
+    special.special_token_ids["eos"] = c.eos_token_ids[0]
+    special.add_special_token["bos"] = bool(tok.add_bos)
+    special.add_special_token.setdefault("eos", False)
+    special.chat_template = tok.chat_template
+    special.add_to_gguf(w, quiet=True)
+    if len(c.eos_token_ids) > 1:
+        w.add_eot_token_id(c.eos_token_ids[1])
+
+
+def _spm_vocab(d):
+    import gguf
+
+    vocab = gguf.SentencePieceVocab(d)
+    proto = _spm_proto(d / "tokenizer.model")
+    user_defined = {i for i, p in enumerate(proto.pieces) if p.type == p.USER_DEFINED} if proto else set()
+    tokens, scores, types = [], [], []
+    for i, (text, score, ttype) in enumerate(vocab.all_tokens()):
+        if i in user_defined:
+            # MiniCPM's <用户>/<AI> are user-defined pieces: llama.cpp must split them out whole, as
+            # sentencepiece does (gguf-py leaves them NORMAL; convert_hf_to_gguf marks them like this)
+            ttype = gguf.TokenType.USER_DEFINED
+        tokens.append(text)
+        scores.append(score)
+        types.append(ttype)
+    return tokens, scores, types
+
+
+def _spm_proto(model_file):
+    try:
+        from sentencepiece import sentencepiece_model_pb2 as pb
+    except ImportError:  # protobuf missing
+        return None
+    m = pb.ModelProto()
+    m.ParseFromString(Path(model_file).read_bytes())
+    return m
+
+
+
+# tokenizer.json pre-tokenizer -> the llama.cpp pre-tokenizer with the same regex split
+def _bpe_pre(spec, path):
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [(s.get("type"), s.get("use_regex", True)) for s in steps]
+    if kinds == [("ByteLevel", True)]:
+        return "gpt-2"  # GPT-2's regex, digits grouped
+    regex = [(s.get("pattern") or {}).get("Regex") if s.get("type") == "Split" else None for s in steps]
+    digits = regex[0] if regex else None
+    if len(steps) == 2 and digits == "\\p{N}" and kinds[1] == ("ByteLevel", True):
+        return "smollm"  # GPT-2's regex after splitting every digit (SmolLM's original tokenizer)
+    if (len(steps) == 3 and regex[:2] == [MINICPM5_DIGITS, MINICPM5_SPLIT] and kinds[2] == ("ByteLevel", False)
+            and all(s.get("behavior") == "Isolated" for s in steps[:2])):
+        return "minicpm5"
+    raise NotSupported(f"{path}: pre-tokenizer {json.dumps(pre)[:120]} has no llama.cpp equivalent edgepack knows")
+
+
+def _bpe_vocab(path):
+    import gguf
+
+    try:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInput(f"{path}: not valid JSON ({e})") from None
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE" or (spec.get("decoder") or {}).get("type") != "ByteLevel":
+        raise NotSupported(f"{path}: only byte-level BPE tokenizer.json files can go into a GGUF")
+    by_id = {i: t for t, i in model["vocab"].items()}
+    added = {a["id"]: a for a in spec.get("added_tokens", [])}
+    by_id.update({i: a["content"] for i, a in added.items()})
+    n = max(by_id) + 1
+    tokens, types = [], []
+    for i in range(n):
+        t = by_id.get(i)
+        if t is None:
+            tokens.append(f"[PAD{i}]".encode())
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        tokens.append(t.encode("utf-8"))
+        a = added.get(i)
+        types.append(gguf.TokenType.NORMAL if a is None else
+                     gguf.TokenType.CONTROL if a.get("special") else gguf.TokenType.USER_DEFINED)
+    return tokens, types, _bpe_pre(spec, path)
+
+
+# -- llama.cpp's quantizer and the description of a written file ----------------------------------
+def llama_quantize(src, dst, gguf_type, threads=None):
+    """Quantize a GGUF with llama.cpp's own llama_model_quantize (k-quants with its mixing rules)."""
+    import llama_cpp
+
+    ftype = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}[gguf_type]
+    from .llamacpp import quiet_llama
+
+    quiet_llama()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads or os.cpu_count() or 1
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0:
+        raise InternalError(f"{src}: llama.cpp's quantizer failed (llama_model_quantize returned {rc})")
+
+
+def describe(path, gguf_type):
+    """The manifest's quantization fields, measured from the written file."""
+    from collections import Counter
+
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    weights = [t for t in r.tensors if len(t.shape) > 1 or t.n_elements > 1 << 16]
+    n_bytes = sum(int(t.n_bytes) for t in r.tensors)
+    n_params = sum(int(t.n_elements) for t in r.tensors)
+    by_type = Counter(t.tensor_type.name for t in weights)
+    scheme = _ggml(gguf_type)[2]
+    q = {
+        "scheme": scheme,
+        "bits": {"q4_0": 4, "q4_k_m": 4, "f16": 16, "f32": 32}[gguf_type],
+        "block_size": {"q4_0": 32, "q4_k_m": 256}.get(gguf_type),
+        "method": {
+            "q4_0": "round-to-nearest, symmetric absmax, fp16 scale per 32 weights (gguf.quants)",
+            "q4_k_m": "llama.cpp llama_model_quantize Q4_K_M (k-quant mix, 256-weight super-blocks)",
+        }.get(gguf_type, "unquantized"),
+        "bits_per_weight": round(8 * n_bytes / n_params, 3),
+        "tensor_types": dict(by_type),
+    }
+    del r
+    return q

@@ -1,0 +1,173 @@
+"""The canonical decoder description: what every stage after loading reads, whatever the family.
+
+A model family (edgepack.model.families) recognises a Hugging Face config.json and maps it to one
+DecoderConfig: a pre-norm Llama-style decoder (RMSNorm, SwiGLU, RoPE attention with GQA) with
+
+- explicit head_dim (MiniCPM4's kv_channels, MiniCPM5's head_dim; else hidden/heads),
+- MiniCPM's three μP scalars as *effective* factors (1.0 for a family without μP):
+  embedding_scale, residual_scale, logit_scale,
+- the RoPE description (edgepack.model.rope: plain, or LongRoPE's per-frequency factors),
+- bos/eos ids (eos may be several), a tied or untied head,
+- gguf_arch: the llama.cpp architecture the family's GGUF uses.
+
+The reference forward, the quantizer and both writers consume this and nothing family-specific.
+Only the fields the math needs are kept; the tensors are the Hugging Face names of
+edgepack.model.checkpoint.expected_shapes.
+"""
+import math
+from dataclasses import asdict, dataclass, replace
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Rope:
+    """RoPE: theta, and LongRoPE's factors when kind == "longrope" (edgepack.model.rope computes the tables)."""
+
+    theta: float = 10000.0
+    kind: str = "default"            # "default" | "longrope"
+    short_factor: tuple = ()          # head_dim/2 divisors of the inverse frequencies (context <= original)
+    long_factor: tuple = ()           # ... (context > original)
+    original_max_position_embeddings: int = 0
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    scale_emb: float = 1.0  # μP: embeddings × scale_emb
+    dim_model_base: int = 256  # μP: final hidden ÷ (hidden_size / dim_model_base)
+    scale_depth: float = 1.0  # μP: residual branches × scale_depth / sqrt(num_hidden_layers)
+    tie_word_embeddings: bool = True
+    bos_token_id: int = 1
+    eos_token_ids: tuple = (2,)
+    head_dim: int = 0  # 0: hidden_size // num_attention_heads
+    use_mup: bool = True  # False: the three μP scalars are identity (a Llama)
+    rope: Rope = None  # None: Rope(rope_theta)
+    context_length: int = 0  # the exported context (ONNX caches, LongRoPE factor choice); 0: max_position_embeddings
+    family: str = "minicpm"
+    gguf_arch: str = "minicpm"
+
+    def __post_init__(self):
+        if not self.head_dim:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        if self.rope is None:
+            object.__setattr__(self, "rope", Rope(self.rope_theta))
+        elif isinstance(self.rope, dict):  # from to_dict()
+            r = dict(self.rope)
+            r["short_factor"], r["long_factor"] = tuple(r.get("short_factor", ())), tuple(r.get("long_factor", ()))
+            object.__setattr__(self, "rope", Rope(**r))
+        if not self.context_length:
+            object.__setattr__(self, "context_length", self.max_position_embeddings)
+        object.__setattr__(self, "eos_token_ids", tuple(self.eos_token_ids))
+
+    @property
+    def embedding_scale(self):
+        return self.scale_emb if self.use_mup else 1.0
+
+    @property
+    def residual_scale(self):
+        return self.scale_depth / math.sqrt(self.num_hidden_layers) if self.use_mup else 1.0
+
+    @property
+    def logit_scale(self):
+        return self.hidden_size / self.dim_model_base if self.use_mup else 1.0
+
+    @property
+    def eos_token_id(self):
+        return self.eos_token_ids[0]
+
+    def with_context(self, n):
+        """The same model exported for a context of n tokens (LongRoPE picks its factors by it)."""
+        return replace(self, context_length=int(n))
+
+    def to_dict(self):
+        d = asdict(self)
+        d["eos_token_ids"] = list(self.eos_token_ids)
+        d["rope"] = {**d["rope"], "short_factor": list(self.rope.short_factor), "long_factor": list(self.rope.long_factor)}
+        return d
+
+    @classmethod
+    def from_manifest(cls, d):
+        """Inverse of to_dict (a manifest's model.config); older manifests lack the newer fields."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+MiniCPMConfig = DecoderConfig  # the name edgepack grew up with
+
+
+# -- field readers the families share ------------------------------------------------------------
+def get(raw, path, key, kind, default=None, required=False):
+    """raw[key] checked as a positive int / positive finite float / bool; one ConfigError otherwise."""
+    if key not in raw or raw[key] is None:
+        if required:
+            raise ConfigError(path, key, "is missing")
+        return default
+    v = raw[key]
+    if kind is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(path, key, f"must be an integer, got {v!r}")
+        if v <= 0:
+            raise ConfigError(path, key, f"must be positive, got {v}")
+    elif kind is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(path, key, f"must be a number, got {v!r}")
+        if v <= 0:
+            raise ConfigError(path, key, f"must be positive, got {v}")
+        v = float(v)
+    elif kind is bool and not isinstance(v, bool):
+        raise ConfigError(path, key, f"must be true or false, got {v!r}")
+    return v
+
+
+REQUIRED_INT = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+
+
+def common_fields(raw, path, default_bos=1, default_eos=2):
+    """The fields every family reads the same way (shapes, norm eps, special ids)."""
+    f = {k: get(raw, path, k, int, required=True) for k in REQUIRED_INT}
+    f["num_key_value_heads"] = get(raw, path, "num_key_value_heads", int, f["num_attention_heads"])
+    f["max_position_embeddings"] = get(raw, path, "max_position_embeddings", int, 4096)
+    f["rms_norm_eps"] = get(raw, path, "rms_norm_eps", float, 1e-5)
+    f["rope_theta"] = get(raw, path, "rope_theta", float, 10000.0)
+    bos = raw.get("bos_token_id", default_bos)
+    if isinstance(bos, bool) or not isinstance(bos, int) or bos < 0:
+        raise ConfigError(path, "bos_token_id", f"must be a non-negative integer, got {bos!r}")
+    eos = raw.get("eos_token_id", default_eos)
+    eos = eos if isinstance(eos, list) else [eos]
+    if not eos or any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in eos):
+        raise ConfigError(path, "eos_token_id", f"must be a non-negative integer or a list of them, got {raw.get('eos_token_id')!r}")
+    f["bos_token_id"], f["eos_token_ids"] = bos, tuple(dict.fromkeys(eos))
+    if raw.get("hidden_act", "silu") != "silu":
+        from ..errors import NotSupported
+
+        raise NotSupported(f"{path}: hidden_act {raw['hidden_act']!r} is not supported (these models use silu)")
+    return f
+
+
+def validate(f, path):
+    """Consistency checks on a family's fields (before DecoderConfig is built)."""
+    heads, kv = f["num_attention_heads"], f["num_key_value_heads"]
+    if not f.get("head_dim") and f["hidden_size"] % heads:
+        raise ConfigError(path, "num_attention_heads", f"({heads}) must divide hidden_size ({f['hidden_size']})")
+    if heads % kv:
+        raise ConfigError(path, "num_key_value_heads", f"({kv}) must divide num_attention_heads ({heads})")
+    hd = f.get("head_dim") or f["hidden_size"] // heads
+    if hd % 2:
+        raise ConfigError(path, "num_attention_heads", "gives an odd head size, which RoPE cannot rotate")
+    if f["bos_token_id"] >= f["vocab_size"]:
+        raise ConfigError(path, "bos_token_id", f"({f['bos_token_id']}) is outside the vocabulary (vocab_size {f['vocab_size']})")
+    if any(e >= f["vocab_size"] for e in f["eos_token_ids"]):
+        raise ConfigError(path, "eos_token_id", f"{list(f['eos_token_ids'])} is outside the vocabulary (vocab_size {f['vocab_size']})")
+    return DecoderConfig(**f)
+
+
+__all__ = ["DecoderConfig", "MiniCPMConfig", "Rope"]

@@ -1,0 +1,42 @@
+"""MiniCPM-1B / MiniCPM-2B (-sft, -dpo, -128k): model_type `minicpm`, plain RoPE, μP scalars.
+
+Every value comes from config.json: GQA (1B), an untied head (2B-128k), the μP constants
+scale_emb, dim_model_base and scale_depth. llama.cpp runs it as arch `minicpm` with the scalars as keys.
+"""
+from ..config import common_fields, get, validate
+from ...errors import NotSupported
+
+NAME = "minicpm"
+CONFIG = "model_type minicpm"
+MODELS = "MiniCPM-1B, MiniCPM-2B(-sft/-dpo), MiniCPM-2B-128k"
+
+
+def _scaling_kind(raw):
+    s = raw.get("rope_scaling")
+    if s is None:
+        return None
+    return s.get("rope_type", s.get("type")) if isinstance(s, dict) else s
+
+
+def recognises(raw):  # after minicpm4 (LongRoPE); other scalings get parse's clear refusal
+    return raw.get("model_type", "minicpm") == "minicpm"
+
+
+def fields(raw, path):
+    """MiniCPM's fields: the common ones, μP, head_dim (kv_channels), tie."""
+    f = common_fields(raw, path)
+    f["scale_emb"] = get(raw, path, "scale_emb", float, 1.0)
+    f["dim_model_base"] = get(raw, path, "dim_model_base", int, 256)
+    f["scale_depth"] = get(raw, path, "scale_depth", float, 1.0)
+    # MiniCPM4's code gates all three scalars on use_mup (default on: MiniCPM-2B has no such key)
+    f["use_mup"] = get(raw, path, "use_mup", bool, True)
+    f["tie_word_embeddings"] = get(raw, path, "tie_word_embeddings", bool, True)
+    f["head_dim"] = get(raw, path, "kv_channels", int, 0) or get(raw, path, "head_dim", int, 0)
+    return f
+
+
+def parse(raw, path):
+    kind = _scaling_kind(raw)
+    if kind not in (None, "default"):
+        raise NotSupported(f"{path}: rope_scaling type {kind!r} is not supported (plain RoPE or MiniCPM4's longrope)")
+    return validate({**fields(raw, path), "family": NAME, "gguf_arch": "minicpm"}, path)

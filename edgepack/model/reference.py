@@ -1,0 +1,174 @@
+"""The MiniCPM float reference forward, in one file: the ground truth every export is measured against.
+
+MiniCPM is a Llama with three μP scalars (DESIGN.md): embeddings × scale_emb, each residual branch
+× scale_depth/sqrt(L), final hidden ÷ (hidden_size/dim_model_base) before the (tied) head. It reads
+only the canonical DecoderConfig (edgepack.model.config), so every family runs through this one forward:
+a family without μP has the three factors at 1.0, LongRoPE comes in through edgepack.model.rope.
+Module and tensor names follow the Hugging Face checkpoint, so loading is a name-for-name copy.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import MiniCPMConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(dim)), eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rope(x, pos, c):
+    """Rotate-half RoPE (the Hugging Face convention). x: (B, heads, T, hd), pos: (T,).
+
+    Frequencies and LongRoPE's factors come from edgepack.model.rope (the tables every writer uses)."""
+    from . import rope as tables
+
+    hd = x.shape[-1]
+    # angles in float64, then x's dtype: the same tables on every CPU (float32 SIMD cos/sin are not)
+    ang = pos[:, None].double() * torch.from_numpy(tables.inv_freq(c))[None]  # (T, hd/2)
+    a = tables.attention_factor(c)
+    cos, sin = (torch.cat([f(ang) * a] * 2, -1).to(x.dtype) for f in (torch.cos, torch.sin))
+    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, c: MiniCPMConfig):
+        super().__init__()
+        self.c, hd = c, c.head_dim
+        self.q_proj = nn.Linear(c.hidden_size, c.num_attention_heads * hd, bias=False)
+        self.k_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=False)
+        self.v_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=False)
+        self.o_proj = nn.Linear(c.num_attention_heads * hd, c.hidden_size, bias=False)
+
+    def forward(self, x, pos, cache):
+        B, T, _ = x.shape
+        c, hd = self.c, self.c.head_dim
+        q = self.q_proj(x).view(B, T, c.num_attention_heads, hd).transpose(1, 2)  # (B, nh, T, hd)
+        k = self.k_proj(x).view(B, T, c.num_key_value_heads, hd).transpose(1, 2)  # (B, nkv, T, hd)
+        v = self.v_proj(x).view(B, T, c.num_key_value_heads, hd).transpose(1, 2)
+        q, k = rope(q, pos, c), rope(k, pos, c)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, nkv, past+T, hd)
+        S = k.shape[2]
+        mask = torch.ones(T, S, dtype=torch.bool).tril(S - T)  # query t sees keys up to past+t
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, c: MiniCPMConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, c: MiniCPMConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.self_attn = Attention(c)
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.mlp = MLP(c)
+        self.residual_scale = c.residual_scale
+
+    def forward(self, x, pos, cache):
+        x = x + self.self_attn(self.input_layernorm(x), pos, cache) * self.residual_scale
+        return x + self.mlp(self.post_attention_layernorm(x)) * self.residual_scale
+
+
+class KVCache:
+    """Per-layer key/value tensors that grow by concatenation (readable, not fast)."""
+
+    def __init__(self, n_layers):
+        self.layers, self.length = [None] * n_layers, 0
+
+    def for_layer(self, i):
+        cache = self
+
+        class _Layer:
+            def append(self, k, v):
+                if cache.layers[i] is not None:
+                    k = torch.cat([cache.layers[i][0], k], 2)
+                    v = torch.cat([cache.layers[i][1], v], 2)
+                cache.layers[i] = (k, v)
+                return k, v
+
+        return _Layer()
+
+
+class MiniCPM(nn.Module):
+    def __init__(self, c: MiniCPMConfig):
+        super().__init__()
+        self.config = c
+        self.model = nn.Module()
+        self.model.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.model.layers = nn.ModuleList(Block(c) for _ in range(c.num_hidden_layers))
+        self.model.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.lm_head = None if c.tie_word_embeddings else nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+
+    @torch.no_grad()
+    def forward(self, ids, cache=None):
+        """ids: (B, T) int64 -> logits (B, T, vocab) float32. With a cache, continues after it."""
+        c, m = self.config, self.model
+        past = cache.length if cache is not None else 0
+        pos = torch.arange(past, past + ids.shape[1])
+        x = m.embed_tokens(ids) * c.embedding_scale
+        for i, block in enumerate(m.layers):
+            x = block(x, pos, cache.for_layer(i) if cache is not None else None)
+        x = m.norm(x) / c.logit_scale
+        if cache is not None:
+            cache.length += ids.shape[1]
+        head = m.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return x @ head.T
+
+    @classmethod
+    def from_checkpoint(cls, ckpt, weights=None):
+        """Build from a Checkpoint; `weights(name) -> float32 tensor` may replace ckpt.torch (fake-quant)."""
+        with torch.device("meta"):
+            model = cls(ckpt.config)
+        get = weights or ckpt.torch
+        for name in ckpt.names:
+            model._set(name, get(name))
+        return model.eval()
+
+    def _set(self, name, tensor):
+        *path, leaf = name.split(".")
+        mod = self
+        for p in path:
+            mod = getattr(mod, p)
+        setattr(mod, leaf, nn.Parameter(tensor.float(), requires_grad=False))
+
+
+def load_reference(path_or_ckpt):
+    from .checkpoint import Checkpoint, load
+
+    ckpt = path_or_ckpt if isinstance(path_or_ckpt, Checkpoint) else load(path_or_ckpt)
+    return MiniCPM.from_checkpoint(ckpt)
+
+
+@torch.no_grad()
+def greedy(model, ids, n, eos_ids=()):
+    """Reference greedy decoding with the KV cache (for conformance tests)."""
+    cache = KVCache(model.config.num_hidden_layers)
+    logits = model(torch.tensor([ids]), cache)
+    out = []
+    for _ in range(n):
+        t = int(logits[0, -1].argmax())
+        if t in eos_ids:
+            break
+        out.append(t)
+        logits = model(torch.tensor([[t]]), cache)
+    return out
+
+

@@ -1,0 +1,7 @@
+"""Stage 2, quantization: a Checkpoint (edgepack.model) in, a Quantized model out (int4 codes and scales).
+
+Open methods.py first: the method registry and quantize_model(), which the export calls once per
+format. blocks.py is the block grid every method ends on (QTensor, RTN); calibrate.py streams the
+calibration text through the float model layer by layer; awq.py and gptq.py are the two calibrated
+steps. The writers in edgepack.formats only encode what leaves this stage; nothing here knows a format.
+"""

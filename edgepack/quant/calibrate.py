@@ -1,0 +1,140 @@
+"""Calibration: stream the calibration tokens through the float model one layer at a time.
+
+The hidden states go through one float layer, the inputs of its seven linears are captured,
+AWQ scales and GPTQ Hessians computed from them, the layer quantized, and the *quantized* layer
+produces the next layer's input. Only one layer's weights and activations are alive at a time.
+Everything runs in float64 (CALIBRATION_DTYPE says why), so the codes are the same on every CPU.
+"""
+import torch
+
+from ..errors import BadInput
+from .awq import _awq_layer, _gqa_tie
+from .blocks import quantize
+from .gptq import gptq
+
+
+CALIBRATION_TOKENS = 2048  # default calibration size (tokens of texts.calibration_text())
+CALIBRATION_SEQ = 512      # tokens per calibration sequence
+# Calibration computes in float64 so that its discrete choices (AWQ's α, each block's clip ratio, every
+# GPTQ rounding) do not depend on the CPU: float32 sums and matmuls round differently with the SIMD
+# width and BLAS kernel a CPU gets (AVX2 vs AVX-512 vs AMX), which moved the demo's ONNX Δppl from
+# +4.0% to +6.5% between an Intel and an AMD machine. tests/test_quant.py checks the codes are
+# bit-identical across torch's and MKL's kernel choices and thread counts (and
+# the decision log in benchmarks/README.md on the demo). Cost, against float32: demo 1.47x time; 2B shape, 40 layers: 28.2 min,
+# 4.3 GB peak RSS vs 19.5 min, 5.3 GB (benchmarks/bench_calibration_2b.py, quiet machine).
+CALIBRATION_DTYPE = torch.float64
+LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def calibration_ids(tokenizer, n_tokens=CALIBRATION_TOKENS, seq=CALIBRATION_SEQ):
+    """(n_seq, seq) token ids: consecutive windows of texts.calibration_text(), each starting with
+    bos when the tokenizer adds one (as the evaluation text does)."""
+    from ..model.texts import calibration_text
+
+    ids = tokenizer.encode(calibration_text(), add_bos=False)
+    head = [tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id is not None else []
+    body = seq - len(head)
+    n_seq = max(1, n_tokens // seq)
+    if len(ids) < n_seq * body:
+        raise BadInput(f"calibration text has {len(ids)} tokens, fewer than the {n_seq * body} asked for")
+    return torch.tensor([head + ids[i * body:(i + 1) * body] for i in range(n_seq)])
+
+
+def _attach(module, name, tensor):
+    *path, leaf = name.split(".")
+    for p in path:
+        module = getattr(module, p)
+    setattr(module, leaf, torch.nn.Parameter(tensor, requires_grad=False))
+
+
+@torch.no_grad()
+def _calibrate(q, ids, progress=None, float_only=False):
+    """float_only: apply the AWQ scales but keep every weight float (q.floats), to check the fold."""
+    from ..model.reference import Block
+
+    ckpt, m, c = q.ckpt, q.method, q.ckpt.config
+    B, T = ids.shape
+    pos = torch.arange(T)
+    emb_name = "model.embed_tokens.weight"
+    if float_only:
+        q.floats[emb_name] = ckpt.torch(emb_name)
+    # (B, T, H) from the float table, so the layers' results do not depend on the embedding's bits.
+    # All of the calibration runs in float64 (CALIBRATION_DTYPE's note says why)
+    h = ckpt.torch(emb_name)[ids].to(CALIBRATION_DTYPE) * c.embedding_scale
+    tie = _gqa_tie(c)
+    L = c.num_hidden_layers
+    # mmapped safetensors pages count in RSS while the file is open: let go of them after each layer
+    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
+    for i in range(L):
+        p = f"model.layers.{i}."
+        W = {n: ckpt.torch(p + n + ".weight").to(CALIBRATION_DTYPE) for n in LINEARS}
+        norms = {n: ckpt.torch(p + n + ".weight").to(CALIBRATION_DTYPE) for n in ("input_layernorm", "post_attention_layernorm")}
+        with torch.device("meta"):
+            block = Block(c)
+        for n, t in {**W, **norms}.items():
+            _attach(block, n + ".weight", t)
+        X = _capture(block, h, pos)  # inputs of the seven linears, float layer
+        if m.awq:
+            _awq_layer(W, norms, X, m, c, tie, q.block)
+        for group in SHARED_INPUT:
+            x = X[group[0]]
+            if float_only:
+                for n in group:
+                    q.floats[p + n + ".weight"] = W[n].float()
+                    _attach(block, n + ".weight", W[n])
+                continue
+            if m.gptq:  # one pass over the stacked rows: GPTQ treats rows independently given H
+                qt = gptq(torch.cat([W[n] for n in group]), 2 * x.T @ x / len(x), 4, m.sym, m.clip, block=q.block)
+                lo = 0
+                for n in group:
+                    q.tensors[p + n + ".weight"], lo = qt.rows(slice(lo, lo + len(W[n]))), lo + len(W[n])
+            else:
+                imp = x.pow(2).mean(0) if m.clip else None
+                for n in group:
+                    q.tensors[p + n + ".weight"] = quantize(W[n], 4, m.sym, m.clip, imp=imp, block=q.block)
+            for n in group:  # the float64 original goes as soon as its quantized twin is attached (peak RSS)
+                _attach(block, n + ".weight", torch.from_numpy(q.tensors[p + n + ".weight"].dequantize()).to(CALIBRATION_DTYPE))
+                del W[n]
+        for n, t in norms.items():
+            q.floats[p + n + ".weight"] = t.float()
+            _attach(block, n + ".weight", t)
+        del X, W
+        release()
+        _trim_heap()
+        h = block(h, pos, None)  # the quantized layer feeds the next one
+        if progress:
+            progress("calibrate", i + 1, L)
+
+
+def _trim_heap():
+    """Give the layer's freed float64 temporaries back to the OS (glibc keeps them in its heap
+    otherwise, and RSS climbed by ~20 MB per demo layer more than the codes kept)."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
+
+
+# linears that read the same activations: one Hessian, one GPTQ pass over their stacked rows (2B shape:
+# 12,672 column steps per layer instead of 19,584, 4 Cholesky factorizations instead of 7)
+SHARED_INPUT = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.o_proj",),
+                ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",))
+
+
+def _capture(block, h, pos):
+    """Run the float block on h; return {linear: its input as (tokens, K)} (q/k/v share one, gate/up too)."""
+    X, hooks = {}, []
+    for n in ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"):
+        mod = block.get_submodule(n)
+        hooks.append(mod.register_forward_pre_hook(lambda mod, args, n=n: X.__setitem__(n, args[0].reshape(-1, args[0].shape[-1]))))
+    block(h, pos, None)
+    for hk in hooks:
+        hk.remove()
+    X["self_attn.k_proj"] = X["self_attn.v_proj"] = X["self_attn.q_proj"]
+    X["mlp.up_proj"] = X["mlp.gate_proj"]
+    return X

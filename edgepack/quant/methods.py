@@ -1,0 +1,204 @@
+"""The int4 methods (rtn, asym, mse, awq, gptq and their mixes, +emb8/+emb5) and quantize_model.
+
+This is export's quantization stage: export calls quantize_model once per format (inside
+shared_calibration(), so ONNX and GGUF share one calibration) and hands the Quantized model to the
+writers, which only fold and encode its codes and scales. All methods are deterministic (fixed
+calibration tokens and order, no sampling). Why the defaults are what they are, with the figures:
+benchmarks/README.md, decision log ("int4 method").
+"""
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from ..errors import BadInput
+from .blocks import BLOCK, quantize
+from .calibrate import CALIBRATION_TOKENS, _calibrate, calibration_ids
+
+
+# The export defaults: the best measured method within 1.15x the plain RTN artifact (benchmarks/README.md, decision log).
+DEFAULT_METHOD = "awq_gptq_sym+emb8"       # ONNX: MatMulNBits/GatherBlockQuantized take an 8-bit table
+DEFAULT_GGUF_METHOD = "awq_gptq_sym+emb5"  # GGUF: Q8_0's 8.5 bits/weight table would cost 1.19x; Q5_0 fits
+KEEP8_BLOCK = 256  # 8-bit tensors: the largest power-of-two block ≤ this dividing K (int8 error is tiny
+                   # even per 256 weights; fewer fp32 scales: 8.125 bits/weight instead of 9 at block 32)
+
+
+# -- methods ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Method:
+    name: str
+    sym: bool = True
+    clip: bool = False
+    awq: bool = False
+    gptq: bool = False
+    embed_bits: int = 4  # bits of the tied table / lm_head: 4, 5 (GGUF Q5_0's grid) or 8
+    describe: str = ""
+
+    @property
+    def calibrated(self):
+        return self.awq or self.gptq or (self.clip and not self.sym and False)
+
+
+METHODS = {m.name: m for m in [
+    Method("rtn", describe="symmetric round-to-nearest (onnxruntime's packer / Q4_0 rule)"),
+    Method("asym", sym=False, describe="asymmetric min/max with a zero point"),
+    Method("mse", sym=False, clip=True, describe="asymmetric, per-block clip search on weight MSE"),
+    Method("awq", sym=False, clip=True, awq=True, describe="AWQ scales folded into norms/v/up rows, asym, clip search"),
+    Method("gptq", sym=False, clip=True, gptq=True, describe="GPTQ rounding with calibration Hessians, asym, clip search"),
+    Method("awq_gptq", sym=False, clip=True, awq=True, gptq=True, describe="AWQ scales, then GPTQ rounding, asym"),
+    Method("gptq_sym", clip=True, gptq=True, describe="GPTQ rounding, symmetric (Q4_0's grid), clip search"),
+    Method("awq_gptq_sym", clip=True, awq=True, gptq=True, describe="AWQ scales, then GPTQ rounding, symmetric"),
+]}
+
+
+def method(spec):
+    """A Method from a name, optionally with '+emb8' or '+emb5' (the tied embedding/lm_head at 8 or 5 bits)."""
+    if isinstance(spec, Method):
+        return spec
+    base, *extras = spec.split("+")
+    if base not in METHODS or len(extras) > 1 or any(e not in ("emb8", "emb5") for e in extras):
+        raise BadInput(f"unknown int4 method {spec!r} (choose from {', '.join(METHODS)}, optionally +emb8 or +emb5)")
+    m = METHODS[base]
+    return replace(m, name=spec, embed_bits=int(extras[0][3:])) if extras else m
+
+
+@dataclass
+class Quantized:
+    """A checkpoint's quantized weights: QTensors for 2-D weights, float tensors for (rescaled) norms.
+
+    weight(name) is a drop-in `weights=` function for reference.MiniCPM / fidelity / fold.folded:
+    the float32 tensor the quantized model computes with (dequantized or AWQ-rescaled)."""
+    ckpt: object
+    method: Method
+    tensors: dict = field(default_factory=dict)
+    floats: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    block8: int = KEEP8_BLOCK  # largest block of an 8-bit tensor (GGUF's Q8_0 needs 32)
+    block4: int = BLOCK  # block of the 4-bit tensors (MatMulNBits takes 16..256; GGUF's Q4_0 is 32)
+
+    def qtensor(self, name):
+        if name not in self.tensors:  # calibration-free methods: computed on demand
+            self.tensors[name] = self._plain(name)
+        return self.tensors[name]
+
+    def weight(self, name):
+        if name in self.floats:
+            return self.floats[name]
+        if len(self.ckpt.shape(name)) == 1:
+            return self.ckpt.torch(name)
+        return torch.from_numpy(self.qtensor(name).dequantize())
+
+    def bits(self, name):
+        return self.qtensor(name).bits
+
+    def planned_bits(self, name):
+        """The bits qtensor(name) has or will have, without computing it (writers plan their layout)."""
+        return self.method.embed_bits if _is_embed(name, self.ckpt.config) else 4
+
+    @property
+    def block(self):
+        return self.block4
+
+    def describe(self):
+        return describe(self)
+
+    def _plain(self, name):
+        m, w = self.method, self.ckpt.torch(name)
+        bits = m.embed_bits if _is_embed(name, self.ckpt.config) else 4
+        if bits == 8:
+            K = w.shape[1]
+            return quantize(w, 8, sym=True, block=max(b for b in (32, 64, 128, 256) if b <= self.block8 and K % b == 0))
+        if bits == 5:  # Q5_0's grid: symmetric, block 32
+            return quantize(w, 5, sym=True)
+        return quantize(w, 4, m.sym, m.clip, block=self.block)
+
+
+def _is_embed(name, cfg):
+    return name == "lm_head.weight" or (name == "model.embed_tokens.weight" and cfg.tie_word_embeddings)
+
+
+_SHARED = None  # inside shared_calibration(): {key: the calibrated layers}, else no cache at all
+
+
+@contextmanager
+def shared_calibration():
+    """Within the block, calibrated methods calibrate a checkpoint once and reuse its layers (the ONNX
+    and GGUF of one export); leaving it lets go of them (a 2B model's layers are ~1.8 GB of codes)."""
+    global _SHARED
+    outer, _SHARED = _SHARED, ({} if _SHARED is None else _SHARED)
+    try:
+        yield
+    finally:
+        if outer is None:
+            _SHARED = None
+
+
+def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS, progress=None, block8=KEEP8_BLOCK,
+                   block=BLOCK):
+    """Quantize ckpt with a method; calibrated methods stream the calibration layer by layer."""
+    from ..model.texts import sources
+
+    m = method(spec)
+    q = Quantized(ckpt, m, block8=block8, block4=block)
+    q.info = {"method": m.name, "description": m.describe, "bits": 4, "block_size": block,
+              "symmetric": m.sym, "embedding_bits": m.embed_bits}
+    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, n_tokens, block)
+    if (m.awq or m.gptq) and _SHARED and key in _SHARED:  # the other format of the same export: same layers
+        q.tensors.update(_SHARED[key].tensors)
+        q.floats.update(_SHARED[key].floats)
+        q.info["calibration"] = _SHARED[key].info["calibration"]
+    elif m.awq or m.gptq:
+        if tokenizer is None:
+            from ..model.tokenizer import load_tokenizer
+
+            c = ckpt.config
+            tokenizer = load_tokenizer(ckpt.path, bos_id=c.bos_token_id, eos_ids=c.eos_token_ids)
+        ids = calibration_ids(tokenizer, n_tokens)
+        _calibrate(q, ids, progress)
+        q.info["calibration"] = {"source": sources()[1], "tokens": int(ids.numel()), "sequences": int(ids.shape[0])}
+        if _SHARED is not None:
+            _SHARED.clear()
+            _SHARED[key] = Quantized(ckpt, m, {n: t for n, t in q.tensors.items() if n.startswith("model.layers.")},
+                                     dict(q.floats), dict(q.info), block4=block)
+    else:
+        q.info["calibration"] = None
+    return q
+
+
+def digest(q):
+    """sha256 (hex) of every code, scale and zero point and every float tensor of a Quantized model, in
+    checkpoint order: equal digests mean bit-identical weights (calibration reproducibility checks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in q.ckpt.names:
+        if len(q.ckpt.shape(name)) == 2:
+            t = q.qtensor(name)
+            h.update(t.data.tobytes() + t.scales.tobytes() + t.zeros.tobytes())
+        else:
+            h.update(q.weight(name).numpy().tobytes())
+    return h.hexdigest()
+
+
+def size_bytes(q):
+    """Bytes of all quantized weights (codes + scales + zero points), norms as float32."""
+    total = 0
+    for name in q.ckpt.names:
+        if len(q.ckpt.shape(name)) == 1:
+            total += 4 * q.ckpt.shape(name)[0]
+        else:
+            total += q.qtensor(name).nbytes
+    return total
+
+
+def describe(q):
+    """The manifest's quantization fields for a Quantized model (bits/weight over all 2-D weights)."""
+    names = [n for n in q.ckpt.names if len(q.ckpt.shape(n)) == 2]
+    n_weights = sum(int(np.prod(q.ckpt.shape(n))) for n in names)
+    nbytes = sum(q.qtensor(n).nbytes for n in names)
+    m = q.method
+    return {"scheme": f"int4_{'sym' if m.sym else 'asym'}_block{q.block}" + (f"_emb{m.embed_bits}" if m.embed_bits != 4 else ""),
+            "bits": 4, "block_size": q.block, "method": m.name, "method_description": m.describe,
+            "embedding_bits": m.embed_bits, "bits_per_weight": round(8 * nbytes / n_weights, 3),
+            "calibration": q.info.get("calibration")}
