@@ -4,8 +4,8 @@ import statistics
 import time
 from pathlib import Path
 
-from ..engines import LOOKUP
-from ..prompts import OPEN_ENDED
+from .engines import LOOKUP
+from .prompts import OPEN_ENDED
 
 OVERHEAD_FILE = "edgepack.bench.json"  # beside edgepack.json: measured runtime overhead, read by inspect
 

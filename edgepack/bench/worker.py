@@ -10,7 +10,7 @@ import sys
 import time
 
 from ..errors import InternalError
-from ..engines import ENGINE_CLASSES
+from .engines import ENGINE_CLASSES
 
 _MARK = "@@edgepack-bench "
 
