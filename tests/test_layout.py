@@ -22,8 +22,9 @@ def module_name(path, root=PKG):
     return ".".join(parts)
 
 
-def imports(path, root=PKG):
-    """{imported edgepack module} for one file: relative and absolute, at any depth of the file."""
+def imports(path, root=PKG, unresolved=None):
+    """{imported edgepack module} for one file: relative and absolute, at any depth of the file.
+    An import of an edgepack module that does not exist goes into `unresolved` (a set), if given."""
     me = module_name(path, root)
     pkg = me if path.name == "__init__.py" else me.rsplit(".", 1)[0]
     known = {module_name(p, root) for p in root.rglob("*.py")}
@@ -39,6 +40,8 @@ def imports(path, root=PKG):
                 mod = node.module or ""
             if mod.split(".")[0] != root.name:
                 continue
+            if mod not in known and unresolved is not None:
+                unresolved.add(f"{me}: from {'.' * node.level}{node.module or ''} -> {mod}")
             for a in node.names:  # `from pkg import module` imports the module itself
                 found.add(f"{mod}.{a.name}" if f"{mod}.{a.name}" in known else mod)
     return {m for m in found if m in known and m != me}
@@ -87,6 +90,14 @@ def cycles(g):
         if v not in index:
             visit(v)
     return out
+
+
+def test_every_edgepack_import_names_a_module_that_exists():
+    """A relative import that climbs one package too far still parses; it fails only when it runs."""
+    missing = set()
+    for p in PKG.rglob("*.py"):
+        imports(p, unresolved=missing)
+    assert missing == set()
 
 
 def test_imports_run_down_the_stages():
@@ -147,6 +158,7 @@ def toy(tmp_path):
     (root / "runtime" / "backend.py").write_text("from ..model.checkpoint import f\n")
     (root / "export.py").write_text("from . import verify\n")
     (root / "verify.py").write_text("def g():\n    from .export import x\n")
+    (root / "runtime" / "meter.py").write_text("from ..backend import Backend\n")  # one dot too many
     return root
 
 
@@ -156,3 +168,6 @@ def test_the_checks_catch_an_upward_import_and_a_loop(toy):
     assert ("edgepack.model.checkpoint", "edgepack.runtime.backend") in upward(g)
     assert ["edgepack.export", "edgepack.verify"] in cycles(g)
     assert ["edgepack.model.checkpoint", "edgepack.runtime.backend"] in cycles(g)
+    missing = set()
+    imports(toy / "runtime" / "meter.py", toy, missing)
+    assert missing == {"edgepack.runtime.meter: from ..backend -> edgepack.backend"}

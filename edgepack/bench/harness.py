@@ -56,6 +56,7 @@ from .machine import machine_info
 from .prompts import PROMPTS
 from .report import _add_bounds, _add_ratios, _dir_weight_bytes, _fp32_bytes, _gb, _record, _record_overhead
 from .worker import _run_interleaved
+
 DEVICES = ("cpu",)
 
 
