@@ -37,7 +37,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
            force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None, kv_dtype=None):
     """Export `model` (a checkpoint dir, a Hugging Face id org/name, "demo" or "demo-llama"); returns the artifact folder.
 
-    context: the tokens the artifact serves (default: the model's max_position_embeddings); the ONNX
+    context: the tokens the artifact serves (default: the description's context_length, i.e. max_position_embeddings, or 4096 for a dynamic-NTK model); the ONNX
     RoPE caches, genai's context_length and, for LongRoPE, the factor set follow it.
 
     method: the int4 method of edgepack.quant (default: methods.DEFAULT_METHOD for ONNX and
@@ -73,7 +73,8 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     ckpt = load(model)
     if context is not None:
         if not 16 <= int(context) <= ckpt.config.max_position_embeddings:
-            raise BadInput(f"--context {context} must lie between 16 and the model's {ckpt.config.max_position_embeddings} tokens")
+            why = " (its dynamic NTK RoPE scaling beyond that is not exported)" if ckpt.config.rope.kind == "dynamic" else ""
+            raise BadInput(f"--context {context} must lie between 16 and the model's {ckpt.config.max_position_embeddings} tokens{why}")
         ckpt.config = ckpt.config.with_context(context)
     if dtype == "int4" and "onnx" in formats:
         from .formats.onnx_writer import check_block_size

@@ -6,7 +6,8 @@ DecoderConfig: a pre-norm Llama-style decoder (RMSNorm, SwiGLU, RoPE attention w
 - explicit head_dim (MiniCPM4's kv_channels, MiniCPM5's head_dim; else hidden/heads),
 - MiniCPM's three μP scalars as *effective* factors (1.0 for a family without μP):
   embedding_scale, residual_scale, logit_scale,
-- the RoPE description (edgepack.model.rope: plain, or LongRoPE's per-frequency factors),
+- the RoPE description (edgepack.model.rope: plain, LongRoPE's per-frequency factors, or dynamic NTK,
+  which is plain RoPE up to max_position_embeddings and is exported only that far),
 - bos/eos ids (eos may be several), a tied or untied head,
 - gguf_arch: the llama.cpp architecture the family's GGUF uses.
 
@@ -25,10 +26,13 @@ class Rope:
     """RoPE: theta, and LongRoPE's factors when kind == "longrope" (edgepack.model.rope computes the tables)."""
 
     theta: float = 10000.0
-    kind: str = "default"            # "default" | "longrope"
+    kind: str = "default"            # "default" | "longrope" | "dynamic"
     short_factor: tuple = ()          # head_dim/2 divisors of the inverse frequencies (context <= original)
     long_factor: tuple = ()           # ... (context > original)
     original_max_position_embeddings: int = 0
+    # dynamic NTK (MiniCPM-2B-128k): past max_position_embeddings the original raises theta by this factor's
+    # rule; up to it the rotation is plain RoPE, and no export goes past it (the manifest records the factor)
+    factor: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ def rope(x, pos, c):
     from . import rope as tables
 
     hd = x.shape[-1]
+    if c.rope.kind == "dynamic" and pos[-1] >= c.max_position_embeddings:
+        raise ValueError(f"dynamic NTK RoPE is plain only up to {c.max_position_embeddings} positions")
     # angles in float64, then x's dtype: the same tables on every CPU (float32 SIMD cos/sin are not)
     ang = pos[:, None].double() * torch.from_numpy(tables.inv_freq(c))[None]  # (T, hd/2)
     a = tables.attention_factor(c)

@@ -88,9 +88,19 @@ def train_bpe(out_dir, vocab_size=1000):
 
 
 FAMILIES = ("minicpm", "minicpm4", "minicpm5")
+TOKENIZER_VOCAB = 800  # pieces of the trained sentencepiece model (a config's vocab_size may be larger)
+# shapes of family "minicpm" beside MiniCPM-2B's, as config.json overrides (make_tiny(shape=...)):
+SHAPES = {
+    # MiniCPM-2B-128k: dynamic NTK x4, theta 1e6, an untied head and more embedding rows than tokenizer pieces
+    # (122760 vs 122753); 8192 positions so the default exported context (4096) is below them
+    "128k": dict(rope_scaling={"type": "dynamic", "factor": 4.0}, rope_theta=1e6, max_position_embeddings=8192,
+                 vocab_size=TOKENIZER_VOCAB + 8, tie_word_embeddings=False),
+}
 
 
-def tiny_config(gqa=False, tied=True, vocab_size=800, family="minicpm", **over):
+def tiny_config(gqa=False, tied=True, vocab_size=TOKENIZER_VOCAB, family="minicpm", shape=None, **over):
+    if shape is not None:
+        over = {**SHAPES[shape], **over}
     if family == "minicpm4":
         hd = 16
         cfg = dict(
@@ -128,8 +138,9 @@ def tiny_config(gqa=False, tied=True, vocab_size=800, family="minicpm", **over):
     return cfg
 
 
-def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors", seed=0, tokenizer=True, family="minicpm"):
-    """A random model of `family`'s layout, small enough to build in about a second."""
+def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors", seed=0, tokenizer=True, family="minicpm",
+              shape=None):
+    """A random model of `family`'s layout (and, for "minicpm", one of SHAPES), built in about a second."""
     import torch
 
     from .checkpoint import expected_shapes
@@ -142,7 +153,7 @@ def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors",
         raw = tiny_config(family=family, torch_dtype=dtype, vocab_size=1024, bos_token_id=bpe["bos"], eos_token_id=bpe["eos"])
         tokenizer = False
     else:
-        raw = tiny_config(gqa=gqa, tied=tied, torch_dtype=dtype, family=family)
+        raw = tiny_config(gqa=gqa, tied=tied, torch_dtype=dtype, family=family, shape=shape)
     (out / "config.json").write_text(json.dumps(raw, indent=2))
     cfg = parse_config(raw)
     g = torch.Generator().manual_seed(seed)
@@ -178,5 +189,5 @@ def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors",
     else:
         raise ValueError(fmt)
     if tokenizer:
-        train_sentencepiece(out, raw["vocab_size"])
+        train_sentencepiece(out, min(raw["vocab_size"], TOKENIZER_VOCAB))
     return out

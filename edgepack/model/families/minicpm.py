@@ -2,13 +2,20 @@
 
 Every value comes from config.json: GQA (1B), an untied head (2B-128k), the μP constants
 scale_emb, dim_model_base and scale_depth. llama.cpp runs it as arch `minicpm` with the scalars as keys.
+
+MiniCPM-2B-128k: rope_scaling {"type": "dynamic", "factor": 4}, rope_theta 1e6, 65536 positions. Dynamic
+NTK scaling (the Hugging Face rule) only changes theta for sequences longer than max_position_embeddings,
+so up to it the model is plain RoPE and that is what is exported; the context can never exceed it
+(llama.cpp's minicpm arch ignores the scaling as well). The default exported context is DYNAMIC_CONTEXT:
+the whole 65536 would need a 22.5 GiB float16 KV cache, 4096 needs 1.41 GiB (edgepack inspect).
 """
-from ..config import common_fields, get, validate
-from ...errors import NotSupported
+from ...errors import ConfigError, NotSupported
+from ..config import Rope, common_fields, get, validate
 
 NAME = "minicpm"
 CONFIG = "model_type minicpm"
-MODELS = "MiniCPM-1B, MiniCPM-2B(-sft/-dpo), MiniCPM-2B-128k"
+MODELS = "MiniCPM-1B, MiniCPM-2B(-sft/-dpo), MiniCPM-2B-128k (dynamic NTK: plain RoPE up to its 65536 positions)"
+DYNAMIC_CONTEXT = 4096  # default exported context of a dynamic-NTK model (--context up to max_position_embeddings)
 
 
 def _scaling_kind(raw):
@@ -37,6 +44,15 @@ def fields(raw, path):
 
 def parse(raw, path):
     kind = _scaling_kind(raw)
-    if kind not in (None, "default"):
-        raise NotSupported(f"{path}: rope_scaling type {kind!r} is not supported (plain RoPE or MiniCPM4's longrope)")
-    return validate({**fields(raw, path), "family": NAME, "gguf_arch": "minicpm"}, path)
+    f = fields(raw, path)
+    if kind == "dynamic":
+        if not isinstance(raw["rope_scaling"], dict):
+            raise ConfigError(path, "rope_scaling", "must be an object with type and factor")
+        factor = get({"rope_scaling.factor": raw["rope_scaling"].get("factor")}, path, "rope_scaling.factor", float,
+                     required=True)
+        f["rope"] = Rope(f["rope_theta"], "dynamic", factor=factor)
+        f["context_length"] = min(f["max_position_embeddings"], DYNAMIC_CONTEXT)
+    elif kind not in (None, "default"):
+        raise NotSupported(f"{path}: rope_scaling type {kind!r} is not supported (plain RoPE, dynamic NTK "
+                           "or MiniCPM4's longrope)")
+    return validate({**f, "family": NAME, "gguf_arch": "minicpm"}, path)
