@@ -191,3 +191,46 @@ def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors",
     if tokenizer:
         train_sentencepiece(out, min(raw["vocab_size"], TOKENIZER_VOCAB))
     return out
+
+
+def make_llama_format(src_dir, out_dir):
+    """MiniCPM-2B's "llama-format" release of a μP checkpoint: a LlamaForCausalLM with the scalars folded into
+    the weights and an untied head, as OpenBMB published it: embed_tokens × scale_emb, o_proj and down_proj ×
+    scale_depth/sqrt(L), lm_head = the (tied) embedding ÷ (hidden_size/dim_model_base); the sentencepiece
+    tokenizer and MiniCPM's chat format travel along. Differs from edgepack.model.fold (which folds the
+    head's factor into the final norm) only in where the 1/logit_scale goes."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from .checkpoint import load
+    from .tokenizer import MINICPM_CHAT_TEMPLATE
+
+    src, out = Path(src_dir), Path(out_dir)
+    ck = load(src)
+    c = ck.config
+    if not c.tie_word_embeddings or not c.use_mup:
+        raise ValueError("the llama-format release folds a tied μP MiniCPM")
+    tensors = {}
+    for name in ck.names:
+        t = ck.torch(name)
+        if name == "model.embed_tokens.weight":
+            tensors["lm_head.weight"] = (t / c.logit_scale).contiguous()
+            t = t * c.embedding_scale
+        elif name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")):
+            t = t * c.residual_scale
+        tensors[name] = t.to(torch.float32).contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "model.safetensors"))
+    raw = json.loads((src / "config.json").read_text())
+    for k in ("scale_emb", "dim_model_base", "scale_depth", "use_mup"):
+        raw.pop(k, None)
+    raw.update(architectures=["LlamaForCausalLM"], model_type="llama", tie_word_embeddings=False, head_dim=c.head_dim,
+               attention_bias=False, mlp_bias=False, rope_scaling=None)
+    (out / "config.json").write_text(json.dumps(raw, indent=2))
+    shutil.copyfile(src / "tokenizer.model", out / "tokenizer.model")
+    tcfg = json.loads((src / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps({**tcfg, "chat_template": MINICPM_CHAT_TEMPLATE}, indent=2,
+                                                          ensure_ascii=False))
+    return out
