@@ -87,6 +87,8 @@ def format_checkpoint(info):
                                                         if rope["kind"] == "longrope" else ""),
         *([f"RoPE scaling      {beyond(rope, c['max_position_embeddings'])}"] if beyond(rope, c["max_position_embeddings"]) else []),
         f"μP scales         {mup}",
+        *([f"experts           {c['num_experts']} per layer, {c['num_experts_per_tok']} per token (softmax router, top-k, "
+           "renormalised)"] if c.get("num_experts") else []),
         f"parameters        {info['parameters'] / 1e6:.1f}M ({info['embedding_parameters'] / 1e6:.1f}M embedding, "
         f"{info['non_embedding_parameters'] / 1e6:.1f}M non-embedding)",
     ]

@@ -9,6 +9,7 @@ DecoderConfig: a pre-norm Llama-style decoder (RMSNorm, SwiGLU, RoPE attention w
 - the RoPE description (edgepack.model.rope: plain, LongRoPE's per-frequency factors, or dynamic NTK,
   which is plain RoPE up to max_position_embeddings and is exported only that far),
 - bos/eos ids (eos may be several), a tied or untied head,
+- experts (count, used per token) for a mixture-of-experts MLP, 0 for a dense one,
 - gguf_arch: the llama.cpp architecture the family's GGUF uses.
 
 The reference forward, the quantizer and both writers consume this and nothing family-specific.
@@ -56,6 +57,10 @@ class DecoderConfig:
     use_mup: bool = True  # False: the three μP scalars are identity (a Llama)
     rope: Rope = None  # None: Rope(rope_theta)
     context_length: int = 0  # the exported context (ONNX caches, LongRoPE factor choice); 0: max_position_embeddings
+    # mixture of experts (MiniCPM-MoE-8x2B): each layer's MLP is num_experts SwiGLU experts of intermediate_size,
+    # a router (mlp.gate) picks num_experts_per_tok per token: softmax, top-k, renormalised weights; 0: dense
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
     family: str = "minicpm"
     gguf_arch: str = "minicpm"
 
@@ -167,6 +172,9 @@ def validate(f, path):
     hd = f.get("head_dim") or f["hidden_size"] // heads
     if hd % 2:
         raise ConfigError(path, "num_attention_heads", "gives an odd head size, which RoPE cannot rotate")
+    if f.get("num_experts_per_tok", 0) > f.get("num_experts", 0):
+        raise ConfigError(path, "num_experts_per_tok", f"({f['num_experts_per_tok']}) must not exceed num_experts "
+                                                       f"({f.get('num_experts', 0)})")
     if f["bos_token_id"] >= f["vocab_size"]:
         raise ConfigError(path, "bos_token_id", f"({f['bos_token_id']}) is outside the vocabulary (vocab_size {f['vocab_size']})")
     if any(e >= f["vocab_size"] for e in f["eos_token_ids"]):

@@ -95,6 +95,8 @@ SHAPES = {
     # (122760 vs 122753); 8192 positions so the default exported context (4096) is below them
     "128k": dict(rope_scaling={"type": "dynamic", "factor": 4.0}, rope_theta=1e6, max_position_embeddings=8192,
                  vocab_size=TOKENIZER_VOCAB + 8, tie_word_embeddings=False),
+    # MiniCPM-MoE-8x2B: MiniCPM-2B with num_experts / num_experts_per_tok (mlp.gate, mlp.experts.N.w1/w2/w3)
+    "moe": dict(architectures=["MiniCPMForCausalLM"], num_experts=4, num_experts_per_tok=2),
 }
 
 

@@ -8,13 +8,17 @@ NTK scaling (the Hugging Face rule) only changes theta for sequences longer than
 so up to it the model is plain RoPE and that is what is exported; the context can never exceed it
 (llama.cpp's minicpm arch ignores the scaling as well). The default exported context is DYNAMIC_CONTEXT:
 the whole 65536 would need a 22.5 GiB float16 KV cache, 4096 needs 1.41 GiB (edgepack inspect).
+
+MiniCPM-MoE-8x2B: the same config plus num_experts (8) and num_experts_per_tok (2); each layer's MLP is
+mlp.gate (the router, num_experts x hidden) and mlp.experts.N.w1/w3/w2 (gate/up/down of a SwiGLU expert).
 """
 from ...errors import ConfigError, NotSupported
 from ..config import Rope, common_fields, get, validate
 
 NAME = "minicpm"
 CONFIG = "model_type minicpm"
-MODELS = "MiniCPM-1B, MiniCPM-2B(-sft/-dpo), MiniCPM-2B-128k (dynamic NTK: plain RoPE up to its 65536 positions)"
+MODELS = ("MiniCPM-1B, MiniCPM-2B(-sft/-dpo), MiniCPM-2B-128k (dynamic NTK: plain RoPE up to its 65536 positions), "
+          "MiniCPM-MoE-8x2B (num_experts/num_experts_per_tok)")
 DYNAMIC_CONTEXT = 4096  # default exported context of a dynamic-NTK model (--context up to max_position_embeddings)
 
 
@@ -39,6 +43,9 @@ def fields(raw, path):
     f["use_mup"] = get(raw, path, "use_mup", bool, True)
     f["tie_word_embeddings"] = get(raw, path, "tie_word_embeddings", bool, True)
     f["head_dim"] = get(raw, path, "kv_channels", int, 0) or get(raw, path, "head_dim", int, 0)
+    if raw.get("num_experts"):  # MiniCPM-MoE-8x2B: 8 experts, 2 per token, router mlp.gate
+        f["num_experts"] = get(raw, path, "num_experts", int)
+        f["num_experts_per_tok"] = get(raw, path, "num_experts_per_tok", int, required=True)
     return f
 
 
