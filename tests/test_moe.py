@@ -227,3 +227,41 @@ def test_a_released_bin_is_mapped_again_on_the_next_read(tmp_path):
     ck.release()
     assert ck._bin is None
     assert torch.equal(ck.torch("model.layers.1.mlp.experts.2.w3.weight"), a)
+
+
+def test_qmoe_layer_equals_the_routed_ffn_on_its_dequantized_int4_weights(tmp_path):
+    """The QMoE node alone (router MatMul -> Reshape -> QMoE) against the reference MoE module holding the
+    same int4 weights dequantized: gate/up interleaving, nibble order, scales and routing are exact."""
+    from types import SimpleNamespace
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgepack.formats import onnx_moe
+    from edgepack.formats.onnx_graph import OPSET, Rows, _DataFile, _Graph, dequantize_int4, quantize_int4
+
+    c = parse_config(tiny_config(shape="moe"))
+    E, F, H = c.num_experts, c.intermediate_size, c.hidden_size
+    g = torch.Generator().manual_seed(1)
+    w = {(e, n): torch.randn(*((H, F) if n == "w2" else (F, H)), generator=g) * 0.1 for e in range(E) for n in ("w1", "w2", "w3")}
+    gate = torch.randn(E, H, generator=g)
+    data = _DataFile(tmp_path / "m.onnx.data")
+    wr = SimpleNamespace(g=_Graph(data), c=c, x="x", int4=True, bs=32, moe=None, pending=None)
+    onnx_moe.add(wr, 0, "mlp.gate.weight", gate.numpy())
+    for (e, n), t in w.items():
+        onnx_moe.add(wr, 0, f"mlp.experts.{e}.{n}.weight", Rows(t.to(torch.bfloat16), 1.0))
+    data.close()
+    graph = helper.make_graph(wr.g.nodes, "moe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", H])],
+                              [helper.make_tensor_value_info(wr.pending, TensorProto.FLOAT, ["n", H])], wr.g.inits)
+    onnx.save_model(helper.make_model(graph, opset_imports=OPSET, ir_version=10), str(tmp_path / "m.onnx"))
+    x = torch.randn(40, H, generator=g)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+
+    moe = reference.MoE(c)
+    with torch.no_grad():
+        moe.gate.weight.copy_(gate)
+        for (e, n), t in w.items():
+            getattr(moe.experts[e], n).weight.copy_(torch.from_numpy(dequantize_int4(*quantize_int4(t.to(torch.bfloat16)))))
+        want = moe(x).numpy()
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
