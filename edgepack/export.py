@@ -11,7 +11,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import BadInput
+from .errors import BadInput, NotSupported
 from .formats.manifest import file_entries, files_under, new_manifest, write_manifest
 
 FORMATS = ("onnx", "gguf")
@@ -37,7 +37,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
            force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None, kv_dtype=None):
     """Export `model` (a checkpoint dir, a Hugging Face id org/name, "demo" or "demo-llama"); returns the artifact folder.
 
-    context: the tokens the artifact serves (default: the model's max_position_embeddings); the ONNX
+    context: the tokens the artifact serves (default: the description's context_length, i.e. max_position_embeddings, or 4096 for a dynamic-NTK model); the ONNX
     RoPE caches, genai's context_length and, for LongRoPE, the factor set follow it.
 
     method: the int4 method of edgepack.quant (default: methods.DEFAULT_METHOD for ONNX and
@@ -71,9 +71,13 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     progress = progress or (lambda stage, done, total: None)
 
     ckpt = load(model)
+    if ckpt.config.num_experts and method not in (None, "rtn"):
+        raise NotSupported(f"--method {method}: calibrated int4 is not implemented for mixture-of-experts models; "
+                           "they export with --method rtn (the default for them)")
     if context is not None:
         if not 16 <= int(context) <= ckpt.config.max_position_embeddings:
-            raise BadInput(f"--context {context} must lie between 16 and the model's {ckpt.config.max_position_embeddings} tokens")
+            why = " (its dynamic NTK RoPE scaling beyond that is not exported)" if ckpt.config.rope.kind == "dynamic" else ""
+            raise BadInput(f"--context {context} must lie between 16 and the model's {ckpt.config.max_position_embeddings} tokens{why}")
         ckpt.config = ckpt.config.with_context(context)
     if dtype == "int4" and "onnx" in formats:
         from .formats.onnx_writer import check_block_size
@@ -138,7 +142,7 @@ def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, b
     Q4_K_M). Inside methods.shared_calibration() both formats share one calibration."""
     from .quant import methods
 
-    if dtype != "int4":
+    if dtype != "int4" or ckpt.config.num_experts:  # experts: each format's own RTN (moe_method says why)
         return None
     if fmt == "onnx":
         spec, block8, block = method or methods.DEFAULT_METHOD, methods.KEEP8_BLOCK, block_size
@@ -173,6 +177,12 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
         entry = write_gguf(ckpt, d, threads=threads, progress=progress, quantized=q, **kw)
         entry["path"] = f"gguf/{entry.pop('file')}"
     del q  # its codes go as soon as this format is written (the shared calibration stays for the next)
+    if dtype == "int4" and ckpt.config.num_experts:
+        c = ckpt.config
+        entry["quantization"]["experts"] = {
+            "count": c.num_experts, "used_per_token": c.num_experts_per_tok, "method": "rtn",
+            "calibrated_experts": 0, "rtn_experts": c.num_experts * c.num_hidden_layers,
+            "note": "calibration from routed tokens is not implemented: every expert (and the rest of the model) is RTN"}
     entry["format"] = fmt
     entry["files"] = file_entries(tmp, files_under(tmp, entry["path"]))
     return entry

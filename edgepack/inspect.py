@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats.manifest import human_bytes
+from .formats.manifest import human_bytes, kv_cache_bytes
 
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -32,7 +32,19 @@ def inspect_checkpoint(ckpt, block_size=32):
         "parameters": params, "embedding_parameters": emb, "non_embedding_parameters": params - emb,
         "bytes_by_dtype": by_dtype, "int4_bytes_estimate": int4, "int4_block_size": block_size,
         "hub": {"id": ckpt.hub.repo_id, "revision": ckpt.hub.revision} if getattr(ckpt, "hub", None) else None,
+        "default_context": cfg.context_length, "kv_cache_by_context": _kv_by_context(cfg),
     }
+
+
+def _kv_by_context(cfg):
+    """The float16 KV cache (the int4 export's default) at powers of two up to the model's context:
+    what decides the exported context (--context) on a phone."""
+    d, out, n = cfg.to_dict(), [], 2048
+    while n < cfg.max_position_embeddings:
+        out.append({"context": n, "kv_cache_bytes": kv_cache_bytes(d, n, 2)})
+        n *= 2
+    out.append({"context": cfg.max_position_embeddings, "kv_cache_bytes": kv_cache_bytes(d, cfg.max_position_embeddings, 2)})
+    return out
 
 
 def _family(cfg):
@@ -56,6 +68,8 @@ def inspect_path(path):
 
 
 def format_checkpoint(info):
+    from .model.rope import beyond
+
     c = info["config"]
     gqa = "MHA" if c["num_key_value_heads"] == c["num_attention_heads"] else f"GQA ({c['num_key_value_heads']} KV heads)"
     fam = info.get("family") or {"name": info.get("architecture", "minicpm"), "config": "", "models": ""}
@@ -71,11 +85,17 @@ def format_checkpoint(info):
         f"vocabulary        {c['vocab_size']} ({'tied' if c['tie_word_embeddings'] else 'untied'} head), context {c['max_position_embeddings']}",
         f"RoPE              theta {rope['theta']:g}" + (f", LongRoPE (original context {rope['original_max_position_embeddings']})"
                                                         if rope["kind"] == "longrope" else ""),
+        *([f"RoPE scaling      {beyond(rope, c['max_position_embeddings'])}"] if beyond(rope, c["max_position_embeddings"]) else []),
         f"μP scales         {mup}",
+        *([f"experts           {c['num_experts']} per layer, {c['num_experts_per_tok']} per token (softmax router, top-k, "
+           "renormalised)"] if c.get("num_experts") else []),
         f"parameters        {info['parameters'] / 1e6:.1f}M ({info['embedding_parameters'] / 1e6:.1f}M embedding, "
         f"{info['non_embedding_parameters'] / 1e6:.1f}M non-embedding)",
     ]
     for dt, b in info["bytes_by_dtype"].items():
         lines.append(f"weights ({dt:8s}) {human_bytes(b)}")
     lines.append(f"int4 estimate     {human_bytes(info['int4_bytes_estimate'])} (block {info['int4_block_size']}, fp16 scales)")
+    if info.get("kv_cache_by_context"):
+        kv = ", ".join(f"{r['context']}: {human_bytes(r['kv_cache_bytes'])}" for r in info["kv_cache_by_context"])
+        lines.append(f"KV cache (fp16)   {kv}; exported by default: {info['default_context']} tokens")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput, InternalError, NotSupported
+from . import gguf_moe
 from ..model.tokenizer import MINICPM5_DIGITS, MINICPM5_SPLIT
 
 ARCH = "minicpm"  # MiniCPM-2B's; DecoderConfig.gguf_arch names each family's
@@ -121,6 +122,8 @@ def _plan(ckpt, gguf_type, q=None):
     wtype = _ggml(gguf_type)[0]
     plan = []
     for hf in ckpt.names:
+        if gguf_moe.is_expert(hf):  # stacked per layer after the router (formats/gguf_moe.py)
+            continue
         name = names.get_name(hf, try_suffixes=(".weight",))
         if name is None:
             raise InternalError(f"{ckpt.path}: no GGUF name for tensor {hf}")
@@ -134,6 +137,9 @@ def _plan(ckpt, gguf_type, q=None):
                 qtype = gguf.GGMLQuantizationType.F16
             elif q is not None:
                 qtype = _block_type(q.planned_bits(hf), q.method.sym)
+        if gguf_moe.ROUTER.match(hf):  # the router stays f32, as llama-quantize leaves ffn_gate_inp
+            plan += [(name, hf, shape, gguf.GGMLQuantizationType.F32)] + gguf_moe.stacked_entries(cfg, hf, wtype)
+            continue
         plan.append((name, hf, shape, qtype))
     if cfg.rope.kind == "longrope":  # not checkpoint tensors: the description's RoPE factors
         for which in ("long", "short"):
@@ -161,6 +167,8 @@ def _tensor(ckpt, hf, qtype, q=None, pool=None):
     from gguf import quants
 
     cfg = ckpt.config
+    if gguf_moe.STACKED.match(hf):
+        return gguf_moe.stacked_tensor(ckpt, hf, qtype, lambda w, t: _quantize(w, t, pool))
     if hf.startswith("rope."):  # LongRoPE factors (edgepack.model.rope's divisors of the inverse frequencies)
         return np.asarray(getattr(cfg.rope, hf[len("rope."):]), np.float32)
     if q is not None and qtype != quants.GGMLQuantizationType.F32:  # the quant stage's blocks, rows permuted
@@ -256,7 +264,7 @@ def _write(ckpt, path, gguf_type, progress, q=None, threads=None):
     # safetensors are memory-mapped and every page read stays in our RSS while the file is open:
     # closing the handles after each tensor keeps peak RSS near one tensor, not the whole checkpoint
     # (MiniCPM-2B shape: 4.15 GB peak without this)
-    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
+    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) or ckpt.config.num_experts else (lambda: None)
     pool = ThreadPoolExecutor(threads or os.cpu_count() or 1)
     try:
         for i, (name, hf, shape, qtype) in enumerate(plan):
@@ -296,6 +304,7 @@ def _add_hparams(w, ckpt, gguf_type, q=None):
         w.add_rope_scaling_orig_ctx_len(c.rope.original_max_position_embeddings)
         w.add_rope_scaling_attn_factors(attention_factor(c))
     w.add_vocab_size(c.vocab_size)
+    gguf_moe.add_hparams(w, c)
     if c.gguf_arch == "minicpm":
         w.add_embedding_scale(c.embedding_scale)
         w.add_residual_scale(c.residual_scale)

@@ -175,6 +175,12 @@ def format_artifact(info):
     lines = [f"artifact          {info['path']}",
              f"model             {info['model']['name']} ({info['model'].get('architecture', 'minicpm')}, {c['num_hidden_layers']} layers, hidden {c['hidden_size']})",
              f"edgepack          {info['edgepack_version']} (schema {info['schema']})"]
+    from ..model.rope import beyond
+
+    if c.get("num_experts"):
+        lines.append(f"experts           {c['num_experts']} per layer, {c['num_experts_per_tok']} per token")
+    if note := beyond(c.get("rope") or {}, c["max_position_embeddings"]):
+        lines.append(f"context           {c.get('context_length') or c['max_position_embeddings']} tokens exported; {note}")
     for a in info["artifacts"]:
         q = a.get("quantization", {})
         size = sum(f["bytes"] for f in a["files"])

@@ -53,6 +53,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..errors import BadInput, NotSupported
+from . import onnx_moe
 from .genai import copy_tokenizer, genai_config
 from .onnx_graph import (DATA_FILE, MODEL_FILE, OPSET, PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, Rows,
                          _DataFile, _Graph, quantize_int4)
@@ -216,6 +217,8 @@ class _Writer:
             self.mlp_in = g.node("Mul", [silu, up], f"/model/layers.{i}/mlp/Mul")
         elif rest == "mlp.down_proj.weight":
             self.pending = self._linear(self.mlp_in, t, f"model.layers.{i}.mlp.down_proj")
+        elif onnx_moe.handles(rest):  # a router or an expert: one QMoE node per layer (formats/onnx_moe.py)
+            onnx_moe.add(self, i, rest, t)
         else:
             raise NotSupported(f"unexpected tensor model.layers.{i}.{rest}")
 
@@ -290,7 +293,7 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
     names = ckpt.names
     # safetensors are memory-mapped and every page read stays in our RSS while the file is open:
     # closing the handles after each tensor keeps peak RSS at the working set, not the whole checkpoint.
-    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
+    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) or c.num_experts else (lambda: None)
     data = _DataFile(out_dir / DATA_FILE)
     try:
         w = _Writer(c, data, dtype, block_size, kv_dtype)

@@ -34,10 +34,15 @@ def expected_shapes(cfg: MiniCPMConfig):
             p + "self_attn.v_proj.weight": (kv, H),
             p + "self_attn.o_proj.weight": (H, q),
             p + "post_attention_layernorm.weight": (H,),
-            p + "mlp.gate_proj.weight": (F, H),
-            p + "mlp.up_proj.weight": (F, H),
-            p + "mlp.down_proj.weight": (H, F),
         })
+        if cfg.num_experts:  # router, then each expert's gate (w1), down (w2), up (w3): the checkpoint's order
+            shapes[p + "mlp.gate.weight"] = (cfg.num_experts, H)
+            for j in range(cfg.num_experts):
+                e = f"{p}mlp.experts.{j}."
+                shapes.update({e + "w1.weight": (F, H), e + "w2.weight": (H, F), e + "w3.weight": (F, H)})
+        else:
+            shapes.update({p + "mlp.gate_proj.weight": (F, H), p + "mlp.up_proj.weight": (F, H),
+                           p + "mlp.down_proj.weight": (H, F)})
     shapes["model.norm.weight"] = (H,)
     if not cfg.tie_word_embeddings:
         shapes["lm_head.weight"] = (V, H)
@@ -143,6 +148,15 @@ class Checkpoint:
         chunks convert one chunk at a time (a 2B embedding is 1.13 GB as float32, 0.57 GB as bf16)."""
         f = self._where[name]
         if f.suffix == ".bin":
+            if self._bin is None:  # mapped again after release(): the pages read before are no longer ours
+                self._bin = {}
+                for b in sorted({w for w in self._where.values() if w.suffix == ".bin"}):
+                    import torch
+
+                    try:
+                        self._bin.update(torch.load(b, map_location="cpu", weights_only=True, mmap=True))
+                    except RuntimeError:  # old (non-zip) serialization: read whole, as _index_bin did
+                        self._bin.update(torch.load(b, map_location="cpu", weights_only=True))
             return self._bin[name].clone()
         from safetensors import SafetensorError, safe_open
 
@@ -171,8 +185,12 @@ class Checkpoint:
         return h.hexdigest()
 
     def close(self):
+        """Let go of the mapped files (safetensors handles, the mmapped .bin): every page read so far
+        stops counting in RSS. Reading a tensor afterwards maps the file again."""
         self._open.clear()
         self._bin = None
+
+    release = close  # what the writers call between tensors or layers of a large checkpoint
 
 
 _ST_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}

@@ -6,8 +6,10 @@ DecoderConfig: a pre-norm Llama-style decoder (RMSNorm, SwiGLU, RoPE attention w
 - explicit head_dim (MiniCPM4's kv_channels, MiniCPM5's head_dim; else hidden/heads),
 - MiniCPM's three μP scalars as *effective* factors (1.0 for a family without μP):
   embedding_scale, residual_scale, logit_scale,
-- the RoPE description (edgepack.model.rope: plain, or LongRoPE's per-frequency factors),
+- the RoPE description (edgepack.model.rope: plain, LongRoPE's per-frequency factors, or dynamic NTK,
+  which is plain RoPE up to max_position_embeddings and is exported only that far),
 - bos/eos ids (eos may be several), a tied or untied head,
+- experts (count, used per token) for a mixture-of-experts MLP, 0 for a dense one,
 - gguf_arch: the llama.cpp architecture the family's GGUF uses.
 
 The reference forward, the quantizer and both writers consume this and nothing family-specific.
@@ -25,10 +27,13 @@ class Rope:
     """RoPE: theta, and LongRoPE's factors when kind == "longrope" (edgepack.model.rope computes the tables)."""
 
     theta: float = 10000.0
-    kind: str = "default"            # "default" | "longrope"
+    kind: str = "default"            # "default" | "longrope" | "dynamic"
     short_factor: tuple = ()          # head_dim/2 divisors of the inverse frequencies (context <= original)
     long_factor: tuple = ()           # ... (context > original)
     original_max_position_embeddings: int = 0
+    # dynamic NTK (MiniCPM-2B-128k): past max_position_embeddings the original raises theta by this factor's
+    # rule; up to it the rotation is plain RoPE, and no export goes past it (the manifest records the factor)
+    factor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,10 @@ class DecoderConfig:
     use_mup: bool = True  # False: the three μP scalars are identity (a Llama)
     rope: Rope = None  # None: Rope(rope_theta)
     context_length: int = 0  # the exported context (ONNX caches, LongRoPE factor choice); 0: max_position_embeddings
+    # mixture of experts (MiniCPM-MoE-8x2B): each layer's MLP is num_experts SwiGLU experts of intermediate_size,
+    # a router (mlp.gate) picks num_experts_per_tok per token: softmax, top-k, renormalised weights; 0: dense
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
     family: str = "minicpm"
     gguf_arch: str = "minicpm"
 
@@ -163,6 +172,9 @@ def validate(f, path):
     hd = f.get("head_dim") or f["hidden_size"] // heads
     if hd % 2:
         raise ConfigError(path, "num_attention_heads", "gives an odd head size, which RoPE cannot rotate")
+    if f.get("num_experts_per_tok", 0) > f.get("num_experts", 0):
+        raise ConfigError(path, "num_experts_per_tok", f"({f['num_experts_per_tok']}) must not exceed num_experts "
+                                                       f"({f.get('num_experts', 0)})")
     if f["bos_token_id"] >= f["vocab_size"]:
         raise ConfigError(path, "bos_token_id", f"({f['bos_token_id']}) is outside the vocabulary (vocab_size {f['vocab_size']})")
     if any(e >= f["vocab_size"] for e in f["eos_token_ids"]):

@@ -1,7 +1,7 @@
 """Fold MiniCPM's μP scalars into the weights: the result is a plain (tied) Llama, exactly.
 
     embed_tokens × scale_emb
-    o_proj, down_proj × scale_depth / sqrt(L)
+    o_proj, down_proj (an expert's w2) × scale_depth / sqrt(L)
     final norm ÷ (scale_emb × hidden_size/dim_model_base)   (tied head: it reads the scaled table)
     final norm ÷ (hidden_size/dim_model_base)                (untied head)
 
@@ -14,7 +14,7 @@ def fold_scale(cfg: MiniCPMConfig, name):
     """The constant a MiniCPM tensor is multiplied by to become its Llama twin."""
     if name == "model.embed_tokens.weight":
         return cfg.embedding_scale
-    if name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")):
+    if name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")) or (".mlp.experts." in name and name.endswith(".w2.weight")):
         return cfg.residual_scale
     if name == "model.norm.weight":
         return 1.0 / (cfg.logit_scale * (cfg.embedding_scale if cfg.tie_word_embeddings else 1.0))

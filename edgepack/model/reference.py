@@ -30,6 +30,8 @@ def rope(x, pos, c):
     from . import rope as tables
 
     hd = x.shape[-1]
+    if c.rope.kind == "dynamic" and pos[-1] >= c.max_position_embeddings:
+        raise ValueError(f"dynamic NTK RoPE is plain only up to {c.max_position_embeddings} positions")
     # angles in float64, then x's dtype: the same tables on every CPU (float32 SIMD cos/sin are not)
     ang = pos[:, None].double() * torch.from_numpy(tables.inv_freq(c))[None]  # (T, hd/2)
     a = tables.attention_factor(c)
@@ -73,13 +75,54 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+class Expert(nn.Module):
+    """One SwiGLU expert of a mixture-of-experts MLP, under MiniCPM-MoE's names: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, c: MiniCPMConfig):
+        super().__init__()
+        self.w1 = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)  # gate
+        self.w3 = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)  # up
+        self.w2 = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)  # down
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def route(logits, k, renormalize=True):
+    """Router logits (N, E) -> (weights (N, k), expert ids (N, k)): softmax over all experts, the top k,
+    renormalised to sum to 1 (vLLM's fused_topk(renormalize=True), llama.cpp's SOFTMAX + norm_w).
+    A softmax over the top-k logits alone is the same thing (what onnxruntime's QMoE computes)."""
+    w, idx = torch.softmax(logits.float(), -1).topk(k, -1)
+    return (w / w.sum(-1, keepdim=True) if renormalize else w), idx
+
+
+class MoE(nn.Module):
+    """mlp.gate (the router) and mlp.experts.N: each token's output is the weighted sum of its k experts."""
+
+    def __init__(self, c: MiniCPMConfig):
+        super().__init__()
+        self.k = c.num_experts_per_tok
+        self.gate = nn.Linear(c.hidden_size, c.num_experts, bias=False)
+        self.experts = nn.ModuleList(Expert(c) for _ in range(c.num_experts))
+
+    def forward(self, x):
+        shape, x = x.shape, x.reshape(-1, x.shape[-1])  # (N, H)
+        w, idx = route(self.gate(x), self.k)  # (N, k)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = (idx == e).nonzero(as_tuple=True)  # the tokens routed to e, and where
+            if len(tok):
+                out.index_add_(0, tok, expert(x[tok]) * w[tok, slot, None].to(x.dtype))
+        return out.reshape(shape)
+
+
 class Block(nn.Module):
     def __init__(self, c: MiniCPMConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.self_attn = Attention(c)
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-        self.mlp = MLP(c)
+        self.mlp = MoE(c) if c.num_experts else MLP(c)
         self.residual_scale = c.residual_scale
 
     def forward(self, x, pos, cache):

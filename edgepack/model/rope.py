@@ -10,6 +10,9 @@ the cos/sin cache is built for, and the attention factor scales both tables). ll
 same thing from the GGUF: the factors as tensors rope_factors_long/short (picked by n_ctx against
 rope.scaling.original_context_length) and the attention factor as rope.scaling.attn_factor.
 Angles are computed in float64 so every CPU builds the same tables.
+
+Dynamic NTK (MiniCPM-2B-128k, kind "dynamic"): Hugging Face raises theta only for sequences longer than
+max_position_embeddings, so up to it the tables are plain RoPE; no export goes past it (beyond()).
 """
 import math
 
@@ -51,9 +54,21 @@ def llama_cpp_n_ctx(cfg, n):
     return n
 
 
+def beyond(rope, max_positions):
+    """What the original model does past max_positions, in words (None when nothing changes there);
+    rope is the Rope or its manifest dict."""
+    r = rope if isinstance(rope, dict) else {"kind": rope.kind, "factor": rope.factor}
+    if r.get("kind") != "dynamic":
+        return None
+    return (f"dynamic NTK x{r.get('factor', 0):g}: past {max_positions} tokens the original raises theta with the "
+            f"sequence length; edgepack exports plain RoPE, exact up to {max_positions} tokens, and no more")
+
+
 def tables(cfg, n=None, context=None):
     """cos, sin: float64 (n, head_dim/2) for positions 0..n-1 (n defaults to the context)."""
     n = cfg.context_length if n is None else n
+    if cfg.rope.kind == "dynamic" and n > cfg.max_position_embeddings:
+        raise ValueError(f"dynamic NTK RoPE is plain only up to {cfg.max_position_embeddings} positions, not {n}")
     ang = np.arange(n, dtype=np.float64)[:, None] * inv_freq(cfg, context)[None]
     a = attention_factor(cfg)
     return np.cos(ang) * a, np.sin(ang) * a

@@ -88,9 +88,21 @@ def train_bpe(out_dir, vocab_size=1000):
 
 
 FAMILIES = ("minicpm", "minicpm4", "minicpm5")
+TOKENIZER_VOCAB = 800  # pieces of the trained sentencepiece model (a config's vocab_size may be larger)
+# shapes of family "minicpm" beside MiniCPM-2B's, as config.json overrides (make_tiny(shape=...)):
+SHAPES = {
+    # MiniCPM-2B-128k: dynamic NTK x4, theta 1e6, an untied head and more embedding rows than tokenizer pieces
+    # (122760 vs 122753); 8192 positions so the default exported context (4096) is below them
+    "128k": dict(rope_scaling={"type": "dynamic", "factor": 4.0}, rope_theta=1e6, max_position_embeddings=8192,
+                 vocab_size=TOKENIZER_VOCAB + 8, tie_word_embeddings=False),
+    # MiniCPM-MoE-8x2B: MiniCPM-2B with num_experts / num_experts_per_tok (mlp.gate, mlp.experts.N.w1/w2/w3)
+    "moe": dict(architectures=["MiniCPMForCausalLM"], num_experts=4, num_experts_per_tok=2),
+}
 
 
-def tiny_config(gqa=False, tied=True, vocab_size=800, family="minicpm", **over):
+def tiny_config(gqa=False, tied=True, vocab_size=TOKENIZER_VOCAB, family="minicpm", shape=None, **over):
+    if shape is not None:
+        over = {**SHAPES[shape], **over}
     if family == "minicpm4":
         hd = 16
         cfg = dict(
@@ -128,8 +140,9 @@ def tiny_config(gqa=False, tied=True, vocab_size=800, family="minicpm", **over):
     return cfg
 
 
-def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors", seed=0, tokenizer=True, family="minicpm"):
-    """A random model of `family`'s layout, small enough to build in about a second."""
+def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors", seed=0, tokenizer=True, family="minicpm",
+              shape=None):
+    """A random model of `family`'s layout (and, for "minicpm", one of SHAPES), built in about a second."""
     import torch
 
     from .checkpoint import expected_shapes
@@ -142,7 +155,7 @@ def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors",
         raw = tiny_config(family=family, torch_dtype=dtype, vocab_size=1024, bos_token_id=bpe["bos"], eos_token_id=bpe["eos"])
         tokenizer = False
     else:
-        raw = tiny_config(gqa=gqa, tied=tied, torch_dtype=dtype, family=family)
+        raw = tiny_config(gqa=gqa, tied=tied, torch_dtype=dtype, family=family, shape=shape)
     (out / "config.json").write_text(json.dumps(raw, indent=2))
     cfg = parse_config(raw)
     g = torch.Generator().manual_seed(seed)
@@ -178,5 +191,48 @@ def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors",
     else:
         raise ValueError(fmt)
     if tokenizer:
-        train_sentencepiece(out, raw["vocab_size"])
+        train_sentencepiece(out, min(raw["vocab_size"], TOKENIZER_VOCAB))
+    return out
+
+
+def make_llama_format(src_dir, out_dir):
+    """MiniCPM-2B's "llama-format" release of a μP checkpoint: a LlamaForCausalLM with the scalars folded into
+    the weights and an untied head, as OpenBMB published it: embed_tokens × scale_emb, o_proj and down_proj ×
+    scale_depth/sqrt(L), lm_head = the (tied) embedding ÷ (hidden_size/dim_model_base); the sentencepiece
+    tokenizer and MiniCPM's chat format travel along. Differs from edgepack.model.fold (which folds the
+    head's factor into the final norm) only in where the 1/logit_scale goes."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from .checkpoint import load
+    from .tokenizer import MINICPM_CHAT_TEMPLATE
+
+    src, out = Path(src_dir), Path(out_dir)
+    ck = load(src)
+    c = ck.config
+    if not c.tie_word_embeddings or not c.use_mup:
+        raise ValueError("the llama-format release folds a tied μP MiniCPM")
+    tensors = {}
+    for name in ck.names:
+        t = ck.torch(name)
+        if name == "model.embed_tokens.weight":
+            tensors["lm_head.weight"] = (t / c.logit_scale).contiguous()
+            t = t * c.embedding_scale
+        elif name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")):
+            t = t * c.residual_scale
+        tensors[name] = t.to(torch.float32).contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "model.safetensors"))
+    raw = json.loads((src / "config.json").read_text())
+    for k in ("scale_emb", "dim_model_base", "scale_depth", "use_mup"):
+        raw.pop(k, None)
+    raw.update(architectures=["LlamaForCausalLM"], model_type="llama", tie_word_embeddings=False, head_dim=c.head_dim,
+               attention_bias=False, mlp_bias=False, rope_scaling=None)
+    (out / "config.json").write_text(json.dumps(raw, indent=2))
+    shutil.copyfile(src / "tokenizer.model", out / "tokenizer.model")
+    tcfg = json.loads((src / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps({**tcfg, "chat_template": MINICPM_CHAT_TEMPLATE}, indent=2,
+                                                          ensure_ascii=False))
     return out

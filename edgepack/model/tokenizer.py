@@ -91,13 +91,27 @@ class SentencePieceTokenizer(Tokenizer):
         eos = [self.sp.eos_id()] if eos_ids is None else eos_ids
         super().__init__(path, chat_template, bos if bos >= 0 else None, eos, add_bos)
         self.files = ["tokenizer.model"]
+        self._split = _user_defined_splitter(self.sp)
 
     @property
     def vocab_size(self):
         return self.sp.GetPieceSize()
 
     def _encode(self, text):
-        return self.sp.EncodeAsIds(text)
+        """User-defined pieces (MiniCPM's <用户>, <AI>) are split out first and every text segment is
+        encoded on its own, dummy prefix included: "<用户>Hello" is [<用户>, ▁Hello], as MiniCPM-2B's
+        fine-tuning encoded marker and content separately, as llama.cpp's SPM tokenizer does (space
+        prefix after a special piece) and as onnxruntime-genai does with the artifact's tokenizer.json.
+        sentencepiece on the whole string would give [▁, <用户>, Hello] (tests/test_llama_format.py)."""
+        if self._split is None:
+            return self.sp.EncodeAsIds(text)
+        ids = []
+        for k, part in enumerate(self._split.split(text)):
+            if k % 2:
+                ids.append(self.sp.PieceToId(part))
+            elif part:
+                ids += self.sp.EncodeAsIds(part)
+        return ids
 
     def decode(self, ids):
         # ids past the tokenizer have no text (as in _token_bytes); sentencepiece would raise on them
@@ -166,6 +180,20 @@ class HFTokenizer(Tokenizer):
         if len(p) == 6 and p.startswith("<0x") and p.endswith(">"):
             return bytes([int(p[3:5], 16)])
         return p.replace("\u2581", " ").encode("utf-8")
+
+
+def _user_defined_splitter(sp):
+    """A regex that splits text on the model's user-defined pieces (longest first), or None."""
+    import re
+
+    try:
+        from sentencepiece import sentencepiece_model_pb2 as pb
+    except ImportError:  # protobuf missing: sentencepiece's own handling
+        return None
+    m = pb.ModelProto()
+    m.ParseFromString(sp.serialized_model_proto())
+    pieces = sorted((p.piece for p in m.pieces if p.type == p.USER_DEFINED), key=len, reverse=True)
+    return re.compile("(" + "|".join(map(re.escape, pieces)) + ")") if pieces else None
 
 
 def _bytes_to_unicode():

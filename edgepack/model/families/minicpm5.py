@@ -4,14 +4,17 @@ No μP scalars, explicit head_dim (128, not hidden/heads: q_proj is 2048×1536 f
 head, rope_theta 5e6 without scaling, bos 0 and eos [1, 130073] with add_bos false, a byte-level BPE
 tokenizer.json and the chat template in chat_template.jinja (ChatML with <think>). llama.cpp runs it
 as arch `llama` (pre-tokenizer `minicpm5`, chosen from tokenizer.json by edgepack.formats.gguf_writer).
-Any dense Llama checkpoint of this shape parses here, e.g. the demo model in its original form.
+Any dense Llama checkpoint of this shape parses here, e.g. the demo model in its original form, and
+MiniCPM-2B's "llama-format" release (μP folded into the weights, untied, vocab 122753, 2048 positions,
+MiniCPM-2B's sentencepiece tokenizer.model and <用户>/<AI> chat format: edgepack.model.tokenizer).
 """
 from ..config import common_fields, get, validate
 from ...errors import NotSupported
 
 NAME = "minicpm5"
 CONFIG = "model_type llama"
-MODELS = "MiniCPM5-1B, MiniCPM5-2B (and Llama-layout checkpoints such as the demo's original SmolLM2)"
+MODELS = ("MiniCPM5-1B, MiniCPM5-2B, MiniCPM-2B llama-format (μP folded into the weights, sentencepiece) "
+          "and Llama-layout checkpoints such as the demo's original SmolLM2")
 
 
 def recognises(raw):
