@@ -27,8 +27,9 @@ from edgepack.runtime.gguf_backend import GGUFBackend
 from edgepack.runtime.onnx_backend import OnnxBackend
 
 TEXT = "The quick brown fox jumps over the lazy dog in 2024. " + CHINESE
-REAL_HEADS = dict(hidden_size=2560, num_attention_heads=40, num_key_value_heads=40, q_lora_rank=768, kv_lora_rank=256,
-                  qk_nope_head_dim=64, qk_rope_head_dim=32, intermediate_size=256)  # MiniCPM3-4B's attention, 2 layers
+# MiniCPM3-4B's heads (nope 64 + rope 32, v 64) and ranks (768, 256); 8 heads of them instead of 40, 2 layers
+REAL_HEADS = dict(hidden_size=512, num_attention_heads=8, num_key_value_heads=8, q_lora_rank=768, kv_lora_rank=256,
+                  qk_nope_head_dim=64, qk_rope_head_dim=32, intermediate_size=256)
 
 
 def _ids(d, n):
@@ -155,6 +156,21 @@ def test_fp32_onnx_equals_reference_prefill_and_decode(fp32_art):
         steps = [b.forward(ids[:20], all_logits=True)] + [b.forward([t])[None] for t in ids[20:]]
     print(f"fp32 ONNX: max |error| {_rel(full, ref):.1e} of the logit range")
     assert _rel(full, ref) <= 1e-3 and _rel(np.concatenate(steps), ref) <= 1e-3
+
+
+def test_both_formats_at_minicpm3_4b_head_sizes(tmp_path):
+    """Heads of nope 64 + rope 32 and v 64, ranks 768/256: GQA's 16-wide rotary over 96-wide
+    heads, llama.cpp's 32 rope dims of 96, against the reference."""
+    d = make_tiny(tmp_path / "m", family="minicpm3", **REAL_HEADS)
+    out = export(model=d, out=tmp_path / "a", dtype="fp32", fidelity_tokens=0, threads=2, context=256)
+    ids = _ids(d, 48)
+    ref = _reference(d, ids, 256)
+    with OnnxBackend(out / "onnx", threads=2) as b:
+        onnx_err = _rel(b.forward(ids, all_logits=True), ref)
+    with GGUFBackend(next((out / "gguf").glob("*.gguf")), n_ctx=256, threads=2) as b:
+        gguf_err = _rel(b.forward(ids, all_logits=True), ref)
+    print(f"4B heads: fp32 ONNX {onnx_err:.1e}, f32 GGUF {gguf_err:.1e} of the logit range")
+    assert onnx_err <= 1e-3 and gguf_err <= 1e-3
 
 
 def _edited_onnx(src, dst, edit):
