@@ -231,8 +231,8 @@ class _Writer:
         c, g = self.c, self.g
         half = self.kv_type == TensorProto.FLOAT16
         if half:  # GQA's T is its cache's type on CPU
-            qkv = [g.node("Cast", [x], f"/model/layers.{i}/attn/{'qkv'[k]}/Cast", to=TensorProto.FLOAT16) if x else x
-                   for k, x in enumerate(qkv)]
+            names = ["qkv_proj"] if not qkv[1] else ["q", "k", "v"]  # packed: the node name it always had
+            qkv = [g.node("Cast", [x], f"/model/layers.{i}/attn/{n}/Cast", to=TensorProto.FLOAT16) for n, x in zip(names, qkv)] + qkv[len(names):]
         y = g.node("GroupQueryAttention",
                    [*qkv, PAST_KEY % i, PAST_VALUE % i, self.seqlens_k, self.total_len, "cos_cache", "sin_cache"],
                    f"/model/layers.{i}/attn/GroupQueryAttention", n_out=3, domain="com.microsoft",
