@@ -72,6 +72,9 @@ def format_checkpoint(info):
 
     c = info["config"]
     gqa = "MHA" if c["num_key_value_heads"] == c["num_attention_heads"] else f"GQA ({c['num_key_value_heads']} KV heads)"
+    if c.get("attention") == "mla":
+        gqa = (f"MLA: q rank {c['q_lora_rank']}, kv rank {c['kv_lora_rank']}, heads of nope {c['head_dim'] - c['rope_dim']}"
+               f" + rope {c['rope_dim']}, v {c['v_head_dim']}")
     fam = info.get("family") or {"name": info.get("architecture", "minicpm"), "config": "", "models": ""}
     rope = c.get("rope") or {"kind": "default", "theta": c.get("rope_theta")}
     mup = (f"scale_emb {c['scale_emb']}, dim_model_base {c['dim_model_base']}, scale_depth {c['scale_depth']}"

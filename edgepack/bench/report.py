@@ -86,7 +86,7 @@ def _add_bounds(results, bandwidth, m, formats):
             r["decode_bound_tok_s"] = r["decode_fraction_of_bound"] = None
             continue
         weights = sum(f["bytes"] for f in a["files"] if f["path"].endswith((".onnx.data", ".gguf")))
-        per_token = kv_cache_bytes(m["model"]["config"], 1, kv_cache_dtype(a)[1])
+        per_token = kv_cache_bytes(m["model"]["config"], 1, kv_cache_dtype(a)[1], a)
         bound = decode_bound_tok_s(bandwidth, weights, per_token, r["prompt_tokens"] + r["new_tokens"] // 2)
         r["decode_bound_tok_s"] = bound
         r["decode_fraction_of_bound"] = r["decode_tok_s"]["median"] / bound
@@ -104,7 +104,7 @@ def _record_overhead(root, m, raw, formats, log):
             continue
         weights = sum(f["bytes"] for f in formats[backend]["files"])
         held = max(p["prompt_tokens"] + len(p["runs"][-1]["ids"]) for p in out["prompts"])
-        kv = kv_cache_bytes(cfg, held, kv_cache_dtype(formats[backend])[1])
+        kv = kv_cache_bytes(cfg, held, kv_cache_dtype(formats[backend])[1], formats[backend])
         over[backend] = {"runtime_overhead_bytes": max(0, out["peak_rss_bytes"] - weights - kv),
                          "peak_rss_bytes": out["peak_rss_bytes"], "weights_bytes": weights, "kv_cache_bytes": kv,
                          "tokens_held": held, "method": "peak RSS of `edgepack bench`'s runtime worker − weights − KV in use",

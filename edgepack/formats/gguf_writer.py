@@ -1,4 +1,4 @@
-"""A checkpoint -> one GGUF file that llama.cpp loads as is (the family's arch: "minicpm" or "llama").
+"""A checkpoint -> one GGUF file that llama.cpp loads as is (the family's arch: "minicpm", "minicpm3" or "llama").
 
 The file is what llama.cpp's own convert_hf_to_gguf.py (MiniCPMModel, LlamaModel) writes: the
 *unfolded* weights under llama.cpp's tensor names, q_proj/k_proj rows permuted for llama.cpp's RoPE
@@ -12,6 +12,11 @@ Everything comes from the canonical DecoderConfig: head_dim ≠ hidden/heads add
 and value_length; LongRoPE adds rope.scaling.type longrope, rope.scaling.original_context_length,
 rope.scaling.attn_factor and the factor tensors rope_factors_long / rope_factors_short (f32), which
 llama.cpp picks by n_ctx against the original context, as edgepack.model.rope does by the exported one.
+
+MiniCPM3's latent attention (arch minicpm3) is written as llama.cpp's converter writes it: attn_q_a(_norm),
+attn_q_b, attn_kv_a_mqa, attn_kv_a_norm, attn_kv_b unpermuted (llama.cpp rotates each head's trailing rope
+dims NeoX-style: rotate-half), q_lora_rank / kv_lora_rank, key_length, value_length, rope.dimension_count =
+the rope dims. Its graph hard-codes MiniCPM3-4B's μP (12, 1.4, 256): other values are folded into tensors.
 
 Tensors are streamed: every tensor's name, shape and type goes into the header first (sizes are
 known up front), then the data is read, converted and written one tensor at a time and dropped, so
@@ -144,7 +149,7 @@ def _plan(ckpt, gguf_type, q=None):
     if cfg.rope.kind == "longrope":  # not checkpoint tensors: the description's RoPE factors
         for which in ("long", "short"):
             t = getattr(gguf.MODEL_TENSOR, f"ROPE_FACTORS_{which.upper()}")
-            plan.append((gguf.TENSOR_NAMES[t] + ".weight", f"rope.{which}_factor", (cfg.head_dim // 2,),
+            plan.append((gguf.TENSOR_NAMES[t] + ".weight", f"rope.{which}_factor", (cfg.rope_dim // 2,),
                          gguf.GGMLQuantizationType.F32))
     return plan
 
@@ -152,7 +157,22 @@ def _plan(ckpt, gguf_type, q=None):
 def _arch(cfg):
     import gguf
 
-    return {"minicpm": gguf.MODEL_ARCH.MINICPM, "llama": gguf.MODEL_ARCH.LLAMA}[cfg.gguf_arch]
+    return {"minicpm": gguf.MODEL_ARCH.MINICPM, "minicpm3": gguf.MODEL_ARCH.MINICPM3, "llama": gguf.MODEL_ARCH.LLAMA}[cfg.gguf_arch]
+
+
+def arch_fold(cfg, hf):
+    """The constant a tensor is multiplied by so that llama.cpp's minicpm3 graph, which uses MiniCPM3-4B's
+    μP constants instead of keys (src/models/minicpm3.cpp), computes cfg's μP (1.0 for the 4B, other archs)."""
+    if cfg.gguf_arch != "minicpm3":
+        return 1.0
+    emb, f = cfg.embedding_scale / 12.0, 1.0  # llama.cpp: table × 12
+    if hf == "model.embed_tokens.weight":
+        f = emb
+    elif hf.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")):  # llama.cpp: × 1.4/sqrt(L)
+        f = cfg.residual_scale * cfg.num_hidden_layers ** 0.5 / 1.4
+    elif hf == "model.norm.weight":  # llama.cpp: × 256/hidden before the head (the scaled table when tied)
+        f = cfg.hidden_size / 256 / cfg.logit_scale / (emb if cfg.tie_word_embeddings else 1.0)
+    return 1.0 if abs(f - 1.0) < 1e-9 else f  # the 4B's own constants: no rounding of a ×0.99999999
 
 
 def _nbytes(shape, qtype):
@@ -171,8 +191,11 @@ def _tensor(ckpt, hf, qtype, q=None, pool=None):
         return gguf_moe.stacked_tensor(ckpt, hf, qtype, lambda w, t: _quantize(w, t, pool))
     if hf.startswith("rope."):  # LongRoPE factors (edgepack.model.rope's divisors of the inverse frequencies)
         return np.asarray(getattr(cfg.rope, hf[len("rope."):]), np.float32)
+    fold = arch_fold(cfg, hf)
     if q is not None and qtype != quants.GGMLQuantizationType.F32:  # the quant stage's blocks, rows permuted
         qt, rows = q.qtensor(hf), np.arange(ckpt.shape(hf)[0])
+        if fold != 1.0:
+            qt = qt.scaled(fold)
         if hf.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight")):
             heads = cfg.num_attention_heads if "q_proj" in hf else cfg.num_key_value_heads
             qt = qt.rows(permute_qk(rows, heads))
@@ -180,6 +203,8 @@ def _tensor(ckpt, hf, qtype, q=None, pool=None):
     chunked = q is None and pool is not None and qtype not in (quants.GGMLQuantizationType.F16, quants.GGMLQuantizationType.F32)
     # quantized here in row chunks: read in the stored dtype, each chunk made float32 on its own (peak RSS)
     w = (ckpt.stored(hf) if chunked else ckpt.torch(hf)) if q is None else q.weight(hf)  # norms: AWQ-rescaled
+    if fold != 1.0:
+        w = w.float() * fold  # float32: a bf16 product would round again
     if hf.endswith("self_attn.q_proj.weight"):
         w = permute_qk(w, cfg.num_attention_heads)
     elif hf.endswith("self_attn.k_proj.weight"):
@@ -293,10 +318,13 @@ def _add_hparams(w, ckpt, gguf_type, q=None):
     w.add_head_count_kv(c.num_key_value_heads)
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
     w.add_rope_freq_base(c.rope.theta)
-    w.add_rope_dimension_count(c.head_dim)
-    if c.head_dim != c.hidden_size // c.num_attention_heads:  # llama.cpp assumes hidden/heads otherwise
-        w.add_key_length(c.head_dim)
-        w.add_value_length(c.head_dim)
+    w.add_rope_dimension_count(c.rope_dim)
+    if c.attention == "mla":
+        w.add_q_lora_rank(c.q_lora_rank)
+        w.add_kv_lora_rank(c.kv_lora_rank)
+    if c.head_dim != c.hidden_size // c.num_attention_heads or c.v_head_dim != c.head_dim:
+        w.add_key_length(c.head_dim)  # llama.cpp assumes hidden/heads otherwise
+        w.add_value_length(c.v_head_dim)
     if c.rope.kind == "longrope":
         from ..model.rope import attention_factor
 

@@ -125,10 +125,17 @@ def new_manifest(ckpt, name, tokenizer, tokenizer_files):
     }
 
 
-def kv_cache_bytes(cfg, n_ctx, bytes_per=4):
-    """K and V for every layer at context n_ctx, `bytes_per` bytes an element (kv_cache_dtype())."""
+def kv_cache_bytes(cfg, n_ctx, bytes_per=4, artifact=None):
+    """K and V for every layer at context n_ctx, `bytes_per` bytes an element (kv_cache_dtype()).
+
+    As the engine holds them: an artifact entry's kv_cache.bytes_per_token when its writer recorded it;
+    else K and V of head_dim each, except llama.cpp's V of v_head_dim (MLA: MiniCPM3's 64 against K's 96)."""
+    rec = (artifact or {}).get("kv_cache") or {}
+    if rec.get("bytes_per_token"):
+        return rec["bytes_per_token"] * n_ctx
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * n_ctx * bytes_per
+    v_dim = (cfg.get("v_head_dim") or head_dim) if (artifact or {}).get("format") == "gguf" else head_dim
+    return cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * (head_dim + v_dim) * n_ctx * bytes_per
 
 
 def kv_cache_dtype(artifact):
@@ -153,9 +160,10 @@ def inspect_artifact(root):
         for ctx in (512, 2048, 4096):
             if ctx > (cfg.get("context_length") or cfg["max_position_embeddings"]):
                 continue
-            total = weights + kv_cache_bytes(cfg, ctx, kv_bytes) + (over or 0)
+            kv = kv_cache_bytes(cfg, ctx, kv_bytes, a)
+            total = weights + kv + (over or 0)
             mem.append({"format": a["format"], "context": ctx, "weights_bytes": weights,
-                        "kv_cache_bytes": kv_cache_bytes(cfg, ctx, kv_bytes), "kv_cache_dtype": kv_dtype,
+                        "kv_cache_bytes": kv, "kv_cache_dtype": kv_dtype,
                         "runtime_overhead_bytes": over or 0, "overhead_measured": over is not None, "total_bytes": total,
                         "fits_phone_ram_gb": [g for g in (4, 6, 8, 12) if total <= 0.5 * g * 2**30]})
     return dict(m, kind="artifact", path=str(root), memory_by_context=mem)

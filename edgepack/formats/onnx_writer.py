@@ -40,6 +40,23 @@ The KV cache is float16 by default (KV_DTYPE): GroupQueryAttention keeps its cac
 the fused q|k|v is Cast to float16 in front of GQA and the output Cast back. Why float16, and why no int8
 cache: benchmarks/README.md, decision log ("KV cache dtype").
 
+Multi-head latent attention (MiniCPM3, attention "mla"): onnxruntime has no MLA operator, so each step
+decompresses the latent into the same GroupQueryAttention (kv heads = heads), exactly:
+
+    MatMulNBits(q_a | kv_a_mqa) ─ Split ─ q_a ─ SimplifiedLayerNorm ─ MatMulNBits(q_b, rows per head [rope | nope])
+                                        ├ latent ─ SimplifiedLayerNorm ─ MatMulNBits(kv_b, rows [k nope … | v …]) ─ Split
+                                        └ k_rope (one head) ─ Expand to every head
+    K = [k_rope | k_nope] per head;  V = [v | 0] (zero-padded to the q/k width: GQA wants k and v equally wide)
+    GroupQueryAttention(q, K, V; rotary over the first rope_dim dims: the cos/sin caches are rope_dim/2 wide)
+    ─ Slice each head's first v_head_dim outputs ─ MatMulNBits(o_proj, the checkpoint's own rows)
+
+The rope part goes first in each head because GQA rotates the first 2·(cache width) dims of a head and
+leaves the rest as they are (tests/test_mla.py checks it against the reference and that the other order
+fails). Slicing the output instead of giving o_proj zero columns keeps o_proj's int4 blocks those of the
+checkpoint (shared with the GGUF and the quant stage) and its cost that of the real model. The cache holds
+decompressed K and V, (batch, heads, seq, nope + rope) each: what llama.cpp keeps too, and what `inspect`
+reports.
+
 dtype="fp32" writes the same graph with plain Gather/MatMul and float weights and a float32 cache: the
 conformance anchor.
 For an untied checkpoint the lm_head is its own MatMulNBits and the embedding its own int4 table.
@@ -75,7 +92,7 @@ class _Writer:
         self.c, self.g, self.bs = cfg, _Graph(data), block_size
         self.int4 = dtype == "int4"
         self.kv_type, self.kv_np = KV_DTYPES[kv_dtype]
-        self.qkv = {}  # parts of the current layer's fused q/k/v
+        self.qkv = {}  # parts of the current layer's fused q/k/v (MLA: its q_a/kv_a and the decompression's activations)
         self.mlp_in = None
         self.residual = None  # running residual stream (SkipSimplifiedLayerNormalization output 3)
         self.pending = None  # output of the last sublayer, added to the residual by the next norm
@@ -176,27 +193,17 @@ class _Writer:
 
     def _layer(self, i, rest, t):
         c, g, p = self.c, self.g, f"model.layers.{i}"
-        if rest == "input_layernorm.weight":
+        if c.attention == "mla" and rest.startswith("self_attn.") and rest != "self_attn.o_proj.weight":
+            self._latent_attention(i, rest, t)
+        elif rest == "input_layernorm.weight":
             self.x = self._norm(t, f"/model/layers.{i}/input_layernorm", f"{p}.input_layernorm.weight")
         elif rest in ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"):
             self.qkv[rest[10]] = t
             if len(self.qkv) == 3:  # fused projection: GQA takes packed q|k|v
                 parts = [self.qkv[k] for k in "qkv"]
-                w = np.concatenate(parts) if isinstance(parts[0], np.ndarray) else type(parts[0]).cat(parts)
                 self.qkv = {}
-                qkv = self._linear(self.x, w, f"model.layers.{i}.attn.qkv_proj")
-                half = self.kv_type == TensorProto.FLOAT16
-                if half:  # GQA's T is its cache's type on CPU
-                    qkv = g.node("Cast", [qkv], f"/model/layers.{i}/attn/qkv_proj/Cast", to=TensorProto.FLOAT16)
-                self.x = g.node("GroupQueryAttention",
-                                [qkv, "", "", PAST_KEY % i, PAST_VALUE % i, self.seqlens_k, self.total_len, "cos_cache", "sin_cache"],
-                                f"/model/layers.{i}/attn/GroupQueryAttention", n_out=3, domain="com.microsoft",
-                                num_heads=c.num_attention_heads, kv_num_heads=c.num_key_value_heads,
-                                scale=float(1.0 / np.sqrt(c.head_dim)), local_window_size=-1, softcap=0.0,
-                                do_rotary=1, rotary_interleaved=0)[0]
-                g.nodes[-1].output[1], g.nodes[-1].output[2] = PRESENT_KEY % i, PRESENT_VALUE % i
-                if half:
-                    self.x = g.node("Cast", [self.x], f"/model/layers.{i}/attn/GroupQueryAttention/Cast", to=TensorProto.FLOAT)
+                qkv = self._linear(self.x, _cat(parts), f"model.layers.{i}.attn.qkv_proj")
+                self.x = self._gqa(i, [qkv, "", ""])
         elif rest == "self_attn.o_proj.weight":
             self.pending = self._linear(self.x, t, f"model.layers.{i}.attn.o_proj")
         elif rest == "post_attention_layernorm.weight":
@@ -221,6 +228,63 @@ class _Writer:
             onnx_moe.add(self, i, rest, t)
         else:
             raise NotSupported(f"unexpected tensor model.layers.{i}.{rest}")
+
+    def _gqa(self, i, qkv):
+        """GroupQueryAttention over [packed q|k|v, "", ""] or [q, k, v], with the cache's type (float16: Casts around)."""
+        c, g = self.c, self.g
+        half = self.kv_type == TensorProto.FLOAT16
+        if half:  # GQA's T is its cache's type on CPU
+            names = ["qkv_proj"] if not qkv[1] else ["q", "k", "v"]  # packed: the node name it always had
+            qkv = [g.node("Cast", [x], f"/model/layers.{i}/attn/{n}/Cast", to=TensorProto.FLOAT16) for n, x in zip(names, qkv)] + qkv[len(names):]
+        y = g.node("GroupQueryAttention",
+                   [*qkv, PAST_KEY % i, PAST_VALUE % i, self.seqlens_k, self.total_len, "cos_cache", "sin_cache"],
+                   f"/model/layers.{i}/attn/GroupQueryAttention", n_out=3, domain="com.microsoft",
+                   num_heads=c.num_attention_heads, kv_num_heads=c.num_key_value_heads,
+                   scale=float(1.0 / np.sqrt(c.head_dim)), local_window_size=-1, softcap=0.0,
+                   do_rotary=1, rotary_interleaved=0)[0]
+        g.nodes[-1].output[1], g.nodes[-1].output[2] = PRESENT_KEY % i, PRESENT_VALUE % i
+        if half:
+            y = g.node("Cast", [y], f"/model/layers.{i}/attn/GroupQueryAttention/Cast", to=TensorProto.FLOAT)
+        return y
+
+    def _latent_attention(self, i, rest, t):
+        """MLA decompressed into GroupQueryAttention (the module docstring's picture), one tensor at a time."""
+        c, g, st = self.c, self.g, self.qkv
+        n, hd, r, vd = c.num_attention_heads, c.head_dim, c.rope_dim, c.v_head_dim
+        name, node = f"model.layers.{i}.attn", f"/model/layers.{i}/attn"
+        st[rest] = t
+        if rest == "self_attn.kv_a_proj_with_mqa.weight":  # both read the layer's normed input: one MatMul
+            a = self._linear(self.x, _cat([st.pop("self_attn.q_a_proj.weight"), st.pop(rest)]), f"{name}.q_a_kv_a_proj")
+            st["q_a"], st["latent"], st["k_rope"] = g.node("Split", [a, g.const([c.q_lora_rank, c.kv_lora_rank, r])],
+                                                           f"{node}/q_a_kv_a_proj/Split", n_out=3, axis=-1)
+        elif rest == "self_attn.q_a_layernorm.weight":
+            st["q_a"] = self._plain_norm(st.pop("q_a"), st.pop(rest), f"{node}/q_a_layernorm", f"model.layers.{i}.{rest}")
+        elif rest == "self_attn.q_b_proj.weight":  # rows of each head reordered to [rope | nope]
+            st["q"] = self._linear(st.pop("q_a"), _rows(st.pop(rest), mla_q_rows(c)), f"{name}.q_b_proj")
+        elif rest == "self_attn.kv_a_layernorm.weight":
+            st["latent"] = self._plain_norm(st.pop("latent"), st.pop(rest), f"{node}/kv_a_layernorm", f"model.layers.{i}.{rest}")
+        elif rest == "self_attn.kv_b_proj.weight":  # rows reordered to [k_nope of every head | v of every head]
+            kv = self._linear(st.pop("latent"), _rows(st.pop(rest), mla_kv_rows(c)), f"{name}.kv_b_proj")
+            k_nope, v = g.node("Split", [kv, g.const([n * (hd - r), n * vd])], f"{node}/kv_b_proj/Split", n_out=2, axis=-1)
+            k_nope = g.node("Reshape", [k_nope, g.const([0, 0, n, hd - r])], f"{node}/k_nope/Reshape")
+            k_rope = g.node("Reshape", [st.pop("k_rope"), g.const([0, 0, 1, r])], f"{node}/k_rope/Reshape")
+            k_rope = g.node("Expand", [k_rope, g.const([1, 1, n, 1])], f"{node}/k_rope/Expand")  # shared by every head
+            k = g.node("Concat", [k_rope, k_nope], f"{node}/k/Concat", axis=-1)
+            k = g.node("Reshape", [k, g.const([0, 0, n * hd])], f"{node}/k/Reshape")
+            if vd != hd:  # GQA wants v as wide as k: zeros after each head's v (their outputs are sliced off)
+                v = g.node("Reshape", [v, g.const([0, 0, n, vd])], f"{node}/v/Reshape")
+                v = g.node("Pad", [v, g.const([0, 0, 0, 0, 0, 0, 0, hd - vd])], f"{node}/v/Pad")
+                v = g.node("Reshape", [v, g.const([0, 0, n * hd])], f"{node}/v/Reshape_1")
+            y = self._gqa(i, [st.pop("q"), k, v])  # (B, T, n·hd)
+            if vd != hd:
+                y = g.node("Reshape", [y, g.const([0, 0, n, hd])], f"{node}/y/Reshape")
+                y = g.node("Slice", [y, g.const([0]), g.const([vd]), g.const([3])], f"{node}/y/Slice")
+                y = g.node("Reshape", [y, g.const([0, 0, n * vd])], f"{node}/y/Reshape_1")
+            self.x = y
+
+    def _plain_norm(self, x, weight, name, init_name):
+        return self.g.node("SimplifiedLayerNormalization", [x, self.g.init(init_name, weight)], name + "/LayerNorm",
+                           epsilon=self.c.latent_norm_eps, axis=-1, stash_type=1)
 
     def _lm_head(self, w):
         g = self.g
@@ -253,12 +317,42 @@ class _Writer:
         return helper.make_model(graph, opset_imports=OPSET, ir_version=10, producer_name="edgepack")
 
 
+def mla_q_rows(c):
+    """q_b_proj's rows in the graph's order: each head [rope | nope] (the checkpoint has [nope | rope])."""
+    hd, r = c.head_dim, c.rope_dim
+    return np.concatenate([h * hd + np.r_[hd - r:hd, 0:hd - r] for h in range(c.num_attention_heads)])
+
+
+def mla_kv_rows(c):
+    """kv_b_proj's rows in the graph's order: k_nope of every head, then v of every head."""
+    nope, vd, n = c.head_dim - c.rope_dim, c.v_head_dim, c.num_attention_heads
+    per = nope + vd
+    return np.concatenate([h * per + np.arange(nope) for h in range(n)] + [h * per + nope + np.arange(vd) for h in range(n)])
+
+
+def _cat(parts):
+    """Row-wise concatenation of float arrays, Rows or QTensors (fused projections)."""
+    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else type(parts[0]).cat(parts)
+
+
+def _rows(w, index):
+    """The same weight with its rows reordered (float array, Rows or QTensor)."""
+    if isinstance(w, np.ndarray):
+        return w[index]
+    if isinstance(w, Rows):
+        import torch
+
+        return Rows(w.t[torch.as_tensor(index)], w.scale)
+    return w.rows(index)
+
+
 def check_block_size(ckpt, block_size):
     """MatMulNBits blocks run along each weight's input dimension: every one must divide by the block size."""
     if block_size not in (16, 32, 64, 128, 256):
         raise BadInput(f"block size {block_size} is not supported by MatMulNBits (16, 32, 64, 128 or 256)")
-    c = ckpt.config
-    for dim in (c.hidden_size, c.intermediate_size, c.num_attention_heads * c.head_dim):
+    from ..model.checkpoint import expected_shapes
+
+    for dim in sorted({s[1] for s in expected_shapes(ckpt.config).values() if len(s) == 2}):
         if dim % block_size:
             raise NotSupported(f"{ckpt.path}: dimension {dim} is not a multiple of the int4 block size {block_size}")
 
@@ -334,7 +428,10 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
          {"scheme": "fp32", "bits": 32, "block_size": None, "method": "none", "bits_per_weight": 32.0})
     if q_model is not None:
         q = q_model.describe()
-    kv = {"dtype": kv_dtype, "bytes_per_element": int(np.dtype(KV_DTYPES[kv_dtype][1]).itemsize),
-          "layout": "K and V per layer, (batch, kv_heads, seq, head_dim)"}
+    per = int(np.dtype(KV_DTYPES[kv_dtype][1]).itemsize)
+    kv = {"dtype": kv_dtype, "bytes_per_element": per,
+          "layout": "K and V per layer, (batch, kv_heads, seq, head_dim)" + (
+              " (MLA decompressed: V zero-padded to head_dim)" if c.attention == "mla" else ""),
+          "bytes_per_token": 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * per}
     return {"format": "onnx", "quantization": q, "dtype": dtype, "threads": threads, "kv_cache": kv,
             "files": [MODEL_FILE, DATA_FILE, "genai_config.json", *tok_files], "quantized_weights": n_weights}

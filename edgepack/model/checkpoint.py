@@ -22,17 +22,13 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 def expected_shapes(cfg: MiniCPMConfig):
     """Every tensor a MiniCPM checkpoint must hold, by Hugging Face name, with its shape."""
-    H, F, V, hd = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.head_dim
-    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    H, F, V = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
     shapes = {"model.embed_tokens.weight": (V, H)}
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
+        shapes[p + "input_layernorm.weight"] = (H,)
+        shapes.update({p + k: v for k, v in attention_shapes(cfg).items()})
         shapes.update({
-            p + "input_layernorm.weight": (H,),
-            p + "self_attn.q_proj.weight": (q, H),
-            p + "self_attn.k_proj.weight": (kv, H),
-            p + "self_attn.v_proj.weight": (kv, H),
-            p + "self_attn.o_proj.weight": (H, q),
             p + "post_attention_layernorm.weight": (H,),
         })
         if cfg.num_experts:  # router, then each expert's gate (w1), down (w2), up (w3): the checkpoint's order
@@ -47,6 +43,25 @@ def expected_shapes(cfg: MiniCPMConfig):
     if not cfg.tie_word_embeddings:
         shapes["lm_head.weight"] = (V, H)
     return shapes
+
+
+def attention_shapes(cfg: MiniCPMConfig):
+    """One layer's attention tensors (names under self_attn.), in the order the writers consume them."""
+    H, hd, n = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads
+    if cfg.attention == "mla":  # MiniCPM3: q and kv through low-rank bottlenecks (edgepack.families.minicpm3)
+        r = cfg.rope_dim
+        return {
+            "self_attn.q_a_proj.weight": (cfg.q_lora_rank, H),
+            "self_attn.kv_a_proj_with_mqa.weight": (cfg.kv_lora_rank + r, H),
+            "self_attn.q_a_layernorm.weight": (cfg.q_lora_rank,),
+            "self_attn.q_b_proj.weight": (n * hd, cfg.q_lora_rank),
+            "self_attn.kv_a_layernorm.weight": (cfg.kv_lora_rank,),
+            "self_attn.kv_b_proj.weight": (n * (hd - r + cfg.v_head_dim), cfg.kv_lora_rank),
+            "self_attn.o_proj.weight": (H, n * cfg.v_head_dim),
+        }
+    q, kv = n * hd, cfg.num_key_value_heads * hd
+    return {"self_attn.q_proj.weight": (q, H), "self_attn.k_proj.weight": (kv, H),
+            "self_attn.v_proj.weight": (kv, H), "self_attn.o_proj.weight": (H, q)}
 
 
 class Checkpoint:

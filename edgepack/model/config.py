@@ -10,7 +10,11 @@ DecoderConfig: a pre-norm Llama-style decoder (RMSNorm, SwiGLU, RoPE attention w
   which is plain RoPE up to max_position_embeddings and is exported only that far),
 - bos/eos ids (eos may be several), a tied or untied head,
 - experts (count, used per token) for a mixture-of-experts MLP, 0 for a dense one,
-- gguf_arch: the llama.cpp architecture the family's GGUF uses.
+- gguf_arch: the llama.cpp architecture the family's GGUF uses,
+- the attention kind: "gqa" (q/k/v projections) or "mla" (MiniCPM3's multi-head latent attention:
+  q through a rank-q_lora_rank bottleneck, k and v decompressed from a rank-kv_lora_rank latent, each
+  q/k head [nope | rope] with only rope_dim dims rotated and the rope part of k shared by all heads,
+  v heads v_head_dim wide). For "mla", head_dim is the q/k head width (nope + rope).
 
 The reference forward, the quantizer and both writers consume this and nothing family-specific.
 Only the fields the math needs are kept; the tensors are the Hugging Face names of
@@ -63,6 +67,12 @@ class DecoderConfig:
     num_experts_per_tok: int = 0
     family: str = "minicpm"
     gguf_arch: str = "minicpm"
+    attention: str = "gqa"  # "gqa" | "mla"
+    rope_dim: int = 0  # dims of each q/k head that RoPE rotates (0: head_dim); MLA: the trailing rope part
+    v_head_dim: int = 0  # 0: head_dim
+    q_lora_rank: int = 0  # MLA: q_a_proj's rank
+    kv_lora_rank: int = 0  # MLA: the latent's rank (kv_a_proj_with_mqa's first kv_lora_rank outputs)
+    latent_norm_eps: float = 1e-6  # MLA: q_a_layernorm / kv_a_layernorm (the modeling code's RMSNorm default)
 
     def __post_init__(self):
         if not self.head_dim:
@@ -75,6 +85,10 @@ class DecoderConfig:
             object.__setattr__(self, "rope", Rope(**r))
         if not self.context_length:
             object.__setattr__(self, "context_length", self.max_position_embeddings)
+        if not self.rope_dim:
+            object.__setattr__(self, "rope_dim", self.head_dim)
+        if not self.v_head_dim:
+            object.__setattr__(self, "v_head_dim", self.head_dim)
         object.__setattr__(self, "eos_token_ids", tuple(self.eos_token_ids))
 
     @property
@@ -88,6 +102,11 @@ class DecoderConfig:
     @property
     def logit_scale(self):
         return self.hidden_size / self.dim_model_base if self.use_mup else 1.0
+
+    @property
+    def nope_dim(self):
+        """Dims of each q/k head without RoPE (MLA; 0 for a plain attention)."""
+        return self.head_dim - self.rope_dim
 
     @property
     def eos_token_id(self):

@@ -3,7 +3,8 @@
 MiniCPM is a Llama with three μP scalars (DESIGN.md): embeddings × scale_emb, each residual branch
 × scale_depth/sqrt(L), final hidden ÷ (hidden_size/dim_model_base) before the (tied) head. It reads
 only the canonical DecoderConfig (edgepack.model.config), so every family runs through this one forward:
-a family without μP has the three factors at 1.0, LongRoPE comes in through edgepack.model.rope.
+a family without μP has the three factors at 1.0, LongRoPE comes in through edgepack.model.rope, and
+MiniCPM3's multi-head latent attention (attention "mla") is its own small module beside the plain one.
 Module and tensor names follow the Hugging Face checkpoint, so loading is a name-for-name copy.
 """
 
@@ -64,6 +65,44 @@ class Attention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
+class LatentAttention(nn.Module):
+    """MiniCPM3's multi-head latent attention, as transformers' MiniCPM3Attention computes it.
+
+    q goes through a rank-q_lora_rank bottleneck; k and v are decompressed from a rank-kv_lora_rank
+    latent. Each q/k head is [nope | rope]: RoPE rotates only its rope_dim trailing dims, and the rope
+    part of k is one head shared by all. Scores are scaled by 1/sqrt(nope + rope); v heads are v_head_dim
+    wide. The cache holds the decompressed k and v (what llama.cpp and the ONNX graph keep too)."""
+
+    def __init__(self, c: MiniCPMConfig):
+        super().__init__()
+        self.c, n, hd = c, c.num_attention_heads, c.head_dim
+        self.q_a_proj = nn.Linear(c.hidden_size, c.q_lora_rank, bias=False)
+        self.q_a_layernorm = RMSNorm(c.q_lora_rank, c.latent_norm_eps)
+        self.q_b_proj = nn.Linear(c.q_lora_rank, n * hd, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(c.hidden_size, c.kv_lora_rank + c.rope_dim, bias=False)
+        self.kv_a_layernorm = RMSNorm(c.kv_lora_rank, c.latent_norm_eps)
+        self.kv_b_proj = nn.Linear(c.kv_lora_rank, n * (c.nope_dim + c.v_head_dim), bias=False)
+        self.o_proj = nn.Linear(n * c.v_head_dim, c.hidden_size, bias=False)
+
+    def forward(self, x, pos, cache):
+        B, T, _ = x.shape
+        c, n, r = self.c, self.c.num_attention_heads, self.c.rope_dim
+        q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x))).view(B, T, n, c.head_dim).transpose(1, 2)
+        q_nope, q_rope = q.split([c.nope_dim, r], -1)  # (B, n, T, nope), (B, n, T, rope)
+        latent, k_rope = self.kv_a_proj_with_mqa(x).split([c.kv_lora_rank, r], -1)  # (B, T, kv_lora), (B, T, rope)
+        kv = self.kv_b_proj(self.kv_a_layernorm(latent)).view(B, T, n, c.nope_dim + c.v_head_dim).transpose(1, 2)
+        k_nope, v = kv.split([c.nope_dim, c.v_head_dim], -1)  # (B, n, T, nope), (B, n, T, v_head_dim)
+        k_rope = rope(k_rope[:, None], pos, c).expand(B, n, T, r)  # one rotated key part, shared by all heads
+        q = torch.cat([q_nope, rope(q_rope, pos, c)], -1)
+        k = torch.cat([k_nope, k_rope], -1)  # (B, n, T, nope + rope)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        S = k.shape[2]
+        mask = torch.ones(T, S, dtype=torch.bool).tril(S - T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # scale 1/sqrt(nope + rope)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, n * c.v_head_dim))
+
+
 class MLP(nn.Module):
     def __init__(self, c: MiniCPMConfig):
         super().__init__()
@@ -120,7 +159,7 @@ class Block(nn.Module):
     def __init__(self, c: MiniCPMConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-        self.self_attn = Attention(c)
+        self.self_attn = (LatentAttention if c.attention == "mla" else Attention)(c)
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.mlp = MoE(c) if c.num_experts else MLP(c)
         self.residual_scale = c.residual_scale

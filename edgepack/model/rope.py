@@ -1,6 +1,6 @@
 """RoPE tables from the canonical description: plain RoPE and MiniCPM4's LongRoPE, in one place.
 
-    inv_freq_i = theta^(-2i/head_dim)                        i = 0 .. head_dim/2 - 1
+    inv_freq_i = theta^(-2i/d)                               i = 0 .. d/2 - 1, d = rope_dim
     LongRoPE:   inv_freq_i / f_i,  f = long_factor if context > original_max_position_embeddings
                                         else short_factor
                 cos, sin × sqrt(1 + ln(max_position_embeddings / original) / ln(original))
@@ -9,7 +9,8 @@ as MiniCPM4's modeling code computes them (MiniCPMLongRoPE: the factor set is ch
 the cos/sin cache is built for, and the attention factor scales both tables). llama.cpp reads the
 same thing from the GGUF: the factors as tensors rope_factors_long/short (picked by n_ctx against
 rope.scaling.original_context_length) and the attention factor as rope.scaling.attn_factor.
-Angles are computed in float64 so every CPU builds the same tables.
+d is the description's rope_dim: the whole head, or for MiniCPM3's latent attention the 32 rotated
+dims of each 96-wide q/k head. Angles are computed in float64 so every CPU builds the same tables.
 
 Dynamic NTK (MiniCPM-2B-128k, kind "dynamic"): Hugging Face raises theta only for sequences longer than
 max_position_embeddings, so up to it the tables are plain RoPE; no export goes past it (beyond()).
@@ -38,8 +39,8 @@ def attention_factor(cfg):
 
 
 def inv_freq(cfg, context=None):
-    """float64 (head_dim/2,) inverse frequencies, LongRoPE factors applied."""
-    hd = cfg.head_dim
+    """float64 (rope_dim/2,) inverse frequencies, LongRoPE factors applied."""
+    hd = cfg.rope_dim
     inv = 1.0 / cfg.rope.theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
     f = factors(cfg, context)
     return inv if f is None else inv / f
@@ -65,7 +66,7 @@ def beyond(rope, max_positions):
 
 
 def tables(cfg, n=None, context=None):
-    """cos, sin: float64 (n, head_dim/2) for positions 0..n-1 (n defaults to the context)."""
+    """cos, sin: float64 (n, rope_dim/2) for positions 0..n-1 (n defaults to the context)."""
     n = cfg.context_length if n is None else n
     if cfg.rope.kind == "dynamic" and n > cfg.max_position_embeddings:
         raise ValueError(f"dynamic NTK RoPE is plain only up to {cfg.max_position_embeddings} positions, not {n}")

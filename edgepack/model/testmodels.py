@@ -12,6 +12,10 @@
   rope_theta 5e6, bos 0, eos [</s>, <|im_end|>], no μP) with a byte-level BPE tokenizer.json using
   MiniCPM5's pre-tokenizer (digits in runs of 1-3, then the split regex, ignore_merges), <think>
   and </think> as non-special added tokens, and the ChatML template in chat_template.jinja.
+- family "minicpm3": MiniCPM3-4B's (multi-head latent attention with q_lora_rank/kv_lora_rank, heads of
+  [nope 32 | rope 16] against the real [64 | 32], v heads 32 wide, LongRoPE with 8 factors of each kind,
+  μP at MiniCPM3's 12 / 1.4 / 256, eos list) with the sentencepiece tokenizer; `over` changes any
+  field, e.g. real head sizes (tests build one with qk_nope_head_dim 64, qk_rope_head_dim 32).
 """
 import json
 from pathlib import Path
@@ -87,7 +91,7 @@ def train_bpe(out_dir, vocab_size=1000):
             "eos": [tk.token_to_id("</s>"), tk.token_to_id("<|im_end|>")]}
 
 
-FAMILIES = ("minicpm", "minicpm4", "minicpm5")
+FAMILIES = ("minicpm", "minicpm4", "minicpm5", "minicpm3")
 TOKENIZER_VOCAB = 800  # pieces of the trained sentencepiece model (a config's vocab_size may be larger)
 # shapes of family "minicpm" beside MiniCPM-2B's, as config.json overrides (make_tiny(shape=...)):
 SHAPES = {
@@ -117,6 +121,19 @@ def tiny_config(gqa=False, tied=True, vocab_size=TOKENIZER_VOCAB, family="minicp
             bos_token_id=1, eos_token_id=[2, 3], kv_channels=None, torch_dtype="float32",
             sparse_config={"kernel_size": 32, "kernel_stride": 16, "init_blocks": 1, "block_size": 64,
                            "window_size": 2048, "topk": 64, "use_nope": False, "dense_len": 8192})
+    elif family == "minicpm3":
+        rd = over.get("qk_rope_head_dim", 16)
+        cfg = dict(
+            architectures=["MiniCPM3ForCausalLM"], model_type="minicpm3", hidden_size=128, intermediate_size=160,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, vocab_size=vocab_size,
+            q_lora_rank=64, kv_lora_rank=32, qk_nope_head_dim=32, qk_rope_head_dim=rd,
+            max_position_embeddings=1024, rms_norm_eps=1e-5, rope_theta=10000.0, hidden_act="silu",
+            rope_scaling={"type": "longrope",
+                          "long_factor": [round(1.0 + 0.9 * i, 4) for i in range(rd // 2)],
+                          "short_factor": [round(1.0 + 0.05 * i, 4) for i in range(rd // 2)],
+                          "original_max_position_embeddings": 256},
+            scale_emb=12, dim_model_base=256, scale_depth=1.4, tie_word_embeddings=tied,
+            bos_token_id=1, eos_token_id=[2, 3], torch_dtype="float32", use_cache=True)
     elif family == "minicpm5":
         cfg = dict(
             architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64, intermediate_size=160,
@@ -141,8 +158,9 @@ def tiny_config(gqa=False, tied=True, vocab_size=TOKENIZER_VOCAB, family="minicp
 
 
 def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors", seed=0, tokenizer=True, family="minicpm",
-              shape=None):
-    """A random model of `family`'s layout (and, for "minicpm", one of SHAPES), built in about a second."""
+              shape=None, **over):
+    """A random model of `family`'s layout (and, for "minicpm", one of SHAPES), built in about a second
+    (`over`: config.json fields)."""
     import torch
 
     from .checkpoint import expected_shapes
@@ -155,7 +173,7 @@ def make_tiny(out_dir, gqa=False, tied=True, dtype="float32", fmt="safetensors",
         raw = tiny_config(family=family, torch_dtype=dtype, vocab_size=1024, bos_token_id=bpe["bos"], eos_token_id=bpe["eos"])
         tokenizer = False
     else:
-        raw = tiny_config(gqa=gqa, tied=tied, torch_dtype=dtype, family=family, shape=shape)
+        raw = tiny_config(gqa=gqa, tied=tied, torch_dtype=dtype, family=family, shape=shape, **over)
     (out / "config.json").write_text(json.dumps(raw, indent=2))
     cfg = parse_config(raw)
     g = torch.Generator().manual_seed(seed)

@@ -50,7 +50,6 @@ def _awq_layer(W, norms, X, m, c, tie, block=BLOCK):
     (the float layer computes the same function afterwards)."""
     sub = lambda x: x[:: max(1, len(x) // AWQ_TOKENS)]  # noqa: E731  evenly spaced tokens score α
     q, k, v, o = (f"self_attn.{n}_proj" for n in "qkvo")
-    g, u, d = "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"
     s = awq_scales(sub(X[q]), [W[q], W[k], W[v]], 4, m.sym, block=block)
     norms["input_layernorm"] = norms["input_layernorm"] / s
     for n in (q, k, v):
@@ -61,6 +60,13 @@ def _awq_layer(W, norms, X, m, c, tie, block=BLOCK):
     W[v] = W[v] / sv[:, None]
     W[o] = W[o] * s
     X[o] = X[o] / s
+    _awq_mlp(W, norms, X, m, block)
+
+
+def _awq_mlp(W, norms, X, m, block=BLOCK):
+    """The MLP's two AWQ scales: gate|up's folded into post_attention_layernorm, down's into up_proj rows."""
+    sub = lambda x: x[:: max(1, len(x) // AWQ_TOKENS)]  # noqa: E731
+    g, u, d = "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"
     s = awq_scales(sub(X[g]), [W[g], W[u]], 4, m.sym, block=block)
     norms["post_attention_layernorm"] = norms["post_attention_layernorm"] / s
     W[g], W[u] = W[g] * s, W[u] * s
@@ -69,3 +75,26 @@ def _awq_layer(W, norms, X, m, c, tie, block=BLOCK):
     W[u] = W[u] / s[:, None]
     W[d] = W[d] * s
     X[d] = X[d] / s
+
+
+def _awq_mla_layer(W, norms, X, m, c, tie=None, block=BLOCK):
+    """_awq_layer for multi-head latent attention (MiniCPM3): each scale folds exactly into what feeds its
+    group: the input norm for q_a|kv_a, q_a_layernorm for q_b, kv_a_layernorm for kv_b, kv_b's v rows for o."""
+    sub = lambda x: x[:: max(1, len(x) // AWQ_TOKENS)]  # noqa: E731
+    qa, kva, qb, kvb, o = (f"self_attn.{n}" for n in ("q_a_proj", "kv_a_proj_with_mqa", "q_b_proj", "kv_b_proj", "o_proj"))
+    for group, norm in (((qa, kva), "input_layernorm"), ((qb,), "self_attn.q_a_layernorm"), ((kvb,), "self_attn.kv_a_layernorm")):
+        s = awq_scales(sub(X[group[0]]), [W[n] for n in group], 4, m.sym, block=block)
+        norms[norm] = norms[norm] / s
+        for n in group:
+            W[n] = W[n] * s
+        X[group[0]] = X[group[0]] / s
+        for n in group[1:]:
+            X[n] = X[group[0]]
+    s = awq_scales(sub(X[o]), [W[o]], 4, m.sym, block=block)
+    nope, vd = c.head_dim - c.rope_dim, c.v_head_dim
+    j = torch.arange(c.num_attention_heads * vd)
+    v_rows = (j // vd) * (nope + vd) + nope + j % vd  # o_proj input channel -> the kv_b row that makes it
+    W[kvb] = W[kvb].index_copy(0, v_rows, W[kvb][v_rows] / s[:, None])
+    W[o] = W[o] * s
+    X[o] = X[o] / s
+    _awq_mlp(W, norms, X, m, block)

@@ -1,6 +1,7 @@
 """Calibration: stream the calibration tokens through the float model one layer at a time.
 
-The hidden states go through one float layer, the inputs of its seven linears are captured,
+The hidden states go through one float layer, the inputs of its linears are captured (seven, or
+MiniCPM3's latent-attention projections: each calibrated like any linear),
 AWQ scales and GPTQ Hessians computed from them, the layer quantized, and the *quantized* layer
 produces the next layer's input. Only one layer's weights and activations are alive at a time.
 Everything runs in float64 (CALIBRATION_DTYPE says why), so the codes are the same on every CPU.
@@ -8,7 +9,7 @@ Everything runs in float64 (CALIBRATION_DTYPE says why), so the codes are the sa
 import torch
 
 from ..errors import BadInput
-from .awq import _awq_layer, _gqa_tie
+from .awq import _awq_layer, _awq_mla_layer, _gqa_tie
 from .blocks import quantize
 from .gptq import gptq
 
@@ -23,8 +24,6 @@ CALIBRATION_SEQ = 512      # tokens per calibration sequence
 # the decision log in benchmarks/README.md on the demo). Cost, against float32: demo 1.47x time; 2B shape, 40 layers: 28.2 min,
 # 4.3 GB peak RSS vs 19.5 min, 5.3 GB (benchmarks/bench_calibration_2b.py, quiet machine).
 CALIBRATION_DTYPE = torch.float64
-LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
 def calibration_ids(tokenizer, n_tokens=CALIBRATION_TOKENS, seq=CALIBRATION_SEQ):
@@ -62,22 +61,23 @@ def _calibrate(q, ids, progress=None, float_only=False):
     # (B, T, H) from the float table, so the layers' results do not depend on the embedding's bits.
     # All of the calibration runs in float64 (CALIBRATION_DTYPE's note says why)
     h = ckpt.torch(emb_name)[ids].to(CALIBRATION_DTYPE) * c.embedding_scale
-    tie = _gqa_tie(c)
+    tie = _gqa_tie(c) if c.attention != "mla" else None
+    groups = shared_input(c)
     L = c.num_hidden_layers
     # mmapped safetensors pages count in RSS while the file is open: let go of them after each layer
     release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
     for i in range(L):
         p = f"model.layers.{i}."
-        W = {n: ckpt.torch(p + n + ".weight").to(CALIBRATION_DTYPE) for n in LINEARS}
-        norms = {n: ckpt.torch(p + n + ".weight").to(CALIBRATION_DTYPE) for n in ("input_layernorm", "post_attention_layernorm")}
+        W = {n: ckpt.torch(p + n + ".weight").to(CALIBRATION_DTYPE) for group in groups for n in group}
+        norms = {n: ckpt.torch(p + n + ".weight").to(CALIBRATION_DTYPE) for n in layer_norms(c)}
         with torch.device("meta"):
             block = Block(c)
         for n, t in {**W, **norms}.items():
             _attach(block, n + ".weight", t)
-        X = _capture(block, h, pos)  # inputs of the seven linears, float layer
+        X = _capture(block, h, pos, groups)  # inputs of the layer's linears, float layer
         if m.awq:
-            _awq_layer(W, norms, X, m, c, tie, q.block)
-        for group in SHARED_INPUT:
+            (_awq_mla_layer if c.attention == "mla" else _awq_layer)(W, norms, X, m, c, tie, q.block)
+        for group in groups:
             x = X[group[0]]
             if float_only:
                 for n in group:
@@ -126,15 +126,32 @@ SHARED_INPUT = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("
                 ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",))
 
 
-def _capture(block, h, pos):
-    """Run the float block on h; return {linear: its input as (tokens, K)} (q/k/v share one, gate/up too)."""
+# MLA (MiniCPM3): the same grouping over its low-rank projections; q_a and kv_a read the layer's normed input
+MLA_SHARED_INPUT = (("self_attn.q_a_proj", "self_attn.kv_a_proj_with_mqa"), ("self_attn.q_b_proj",),
+                    ("self_attn.kv_b_proj",), ("self_attn.o_proj",), ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",))
+
+
+def shared_input(c):
+    """One layer's linears grouped by the activation they read (each group: one Hessian, one GPTQ pass)."""
+    return MLA_SHARED_INPUT if c.attention == "mla" else SHARED_INPUT
+
+
+def layer_norms(c):
+    """One layer's RMSNorm weights (where AWQ folds its scales)."""
+    extra = ("self_attn.q_a_layernorm", "self_attn.kv_a_layernorm") if c.attention == "mla" else ()
+    return ("input_layernorm", *extra, "post_attention_layernorm")
+
+
+def _capture(block, h, pos, groups=SHARED_INPUT):
+    """Run the float block on h; return {linear: its input as (tokens, K)} (a group shares one)."""
     X, hooks = {}, []
-    for n in ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"):
+    for n in (group[0] for group in groups):
         mod = block.get_submodule(n)
         hooks.append(mod.register_forward_pre_hook(lambda mod, args, n=n: X.__setitem__(n, args[0].reshape(-1, args[0].shape[-1]))))
     block(h, pos, None)
     for hk in hooks:
         hk.remove()
-    X["self_attn.k_proj"] = X["self_attn.v_proj"] = X["self_attn.q_proj"]
-    X["mlp.up_proj"] = X["mlp.gate_proj"]
+    for group in groups:
+        for n in group[1:]:
+            X[n] = X[group[0]]
     return X

@@ -22,8 +22,14 @@ def recognises(raw):
 
 def parse(raw, path):
     f = minicpm.fields(raw, path)
-    s = raw["rope_scaling"]
     hd = f["head_dim"] or f["hidden_size"] // f["num_attention_heads"]
+    f["rope"] = longrope(raw, path, f["rope_theta"], hd)
+    return validate({**f, "family": NAME, "gguf_arch": "minicpm"}, path)
+
+
+def longrope(raw, path, theta, rope_dim):
+    """The Rope of a `rope_scaling` longrope object: short/long factors (rope_dim/2 each) and the original context."""
+    s = raw["rope_scaling"]
     key = "rope_scaling"
     if not isinstance(s, dict):
         raise ConfigError(path, key, "must be an object with short_factor, long_factor and original_max_position_embeddings")
@@ -31,9 +37,8 @@ def parse(raw, path):
     facs = {}
     for name in ("short_factor", "long_factor"):
         v = s.get(name)
-        if not isinstance(v, list) or len(v) != hd // 2 or not all(
+        if not isinstance(v, list) or len(v) != rope_dim // 2 or not all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v):
-            raise ConfigError(path, f"{key}.{name}", f"must be a list of {hd // 2} positive numbers (head_dim/2)")
+            raise ConfigError(path, f"{key}.{name}", f"must be a list of {rope_dim // 2} positive numbers (one per rotated pair)")
         facs[name] = tuple(float(x) for x in v)
-    f["rope"] = Rope(f["rope_theta"], "longrope", facs["short_factor"], facs["long_factor"], orig)
-    return validate({**f, "family": NAME, "gguf_arch": "minicpm"}, path)
+    return Rope(theta, "longrope", facs["short_factor"], facs["long_factor"], orig)
