@@ -34,7 +34,8 @@ def demo_artifact(threads=None, log=None):
 
 
 def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32, gguf_type=None, threads=None,
-           force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None, kv_dtype=None):
+           force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None, kv_dtype=None,
+           mmproj_type="f16"):
     """Export `model` (a checkpoint dir, a Hugging Face id org/name, "demo" or "demo-llama"); returns the artifact folder.
 
     context: the tokens the artifact serves (default: the model's max_position_embeddings); the ONNX
@@ -42,7 +43,8 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
 
     method: the int4 method of edgepack.quant (default: methods.DEFAULT_METHOD for ONNX and
     methods.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget).
-    kv_dtype: the ONNX KV cache's type (default: onnx_writer.KV_DTYPE for int4, float32 for fp32)."""
+    kv_dtype: the ONNX KV cache's type (default: onnx_writer.KV_DTYPE for int4, float32 for fp32).
+    mmproj_type: a MiniCPM-V's mmproj GGUF beside the LLM GGUF: f16 (default), q8_0 or f32."""
     from .model.checkpoint import load
     from .model.tokenizer import load_tokenizer
 
@@ -71,6 +73,12 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     progress = progress or (lambda stage, done, total: None)
 
     ckpt = load(model)
+    if ckpt.config.vision is not None and "gguf" in formats:
+        from .formats.mmproj import TYPES, check_mtmd
+
+        check_mtmd(ckpt.config.vision)  # MiniCPM-V 2.0: ONNX only, said now
+        if mmproj_type not in TYPES:
+            raise BadInput(f"--mmproj-type {mmproj_type} is not supported ({', '.join(TYPES)})")
     if context is not None:
         if not 16 <= int(context) <= ckpt.config.max_position_embeddings:
             raise BadInput(f"--context {context} must lie between 16 and the model's {ckpt.config.max_position_embeddings} tokens")
@@ -111,6 +119,8 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
             for fmt in formats:
                 log(f"writing {fmt} ({dtype})")
                 entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method, kv_dtype)
+                if fmt == "gguf" and ckpt.config.vision is not None:
+                    entry.update(write_vision_gguf(ckpt, tmp, mmproj_type))
                 if fidelity_tokens:
                     if ref is None:
                         from .fidelity import reference_logits
@@ -121,6 +131,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
                     progress(f"fidelity {fmt}", 0, 1)
                     entry["fidelity"] = artifact_fidelity(fmt, tmp / entry["path"], ids, ref, threads, ckpt.config)
                     progress(f"fidelity {fmt}", 1, 1)
+                entry["files"] += entry.pop("files_extra", [])
                 manifest["artifacts"].append(entry)
             ckpt.close()
             write_manifest(tmp, manifest)
@@ -176,6 +187,20 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
     entry["format"] = fmt
     entry["files"] = file_entries(tmp, files_under(tmp, entry["path"]))
     return entry
+
+
+def write_vision_gguf(ckpt, tmp, mmproj_type):
+    """A MiniCPM-V's mmproj beside its LLM GGUF; the manifest entry's `mmproj` path and files."""
+    from .formats.mmproj import write_mmproj
+
+    c = ckpt.config
+    path = tmp / "gguf" / f"mmproj-{mmproj_type.upper()}.gguf"
+    scale = c.embedding_scale if c.gguf_arch == "minicpm" else 1.0  # what llama.cpp's minicpm arch multiplies inputs by
+    info = write_mmproj(c.vision, lambda n: ckpt.vision(n).numpy(), path, mmproj_type, embedding_scale=scale,
+                        name=ckpt.path.name)
+    rel = f"gguf/{path.name}"
+    return {"mmproj": {"path": rel, **{k: v for k, v in info.items() if k != "path"}},
+            "files_extra": file_entries(tmp, files_under(tmp, rel))}
 
 
 def artifact_fidelity(fmt, path, ids, ref, threads, cfg=None):

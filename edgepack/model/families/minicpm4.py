@@ -22,6 +22,12 @@ def recognises(raw):
 
 def parse(raw, path):
     f = minicpm.fields(raw, path)
+    f["rope"] = longrope(raw, path, f)
+    return validate({**f, "family": NAME, "gguf_arch": "minicpm"}, path)
+
+
+def longrope(raw, path, f):
+    """The Rope of a config's `rope_scaling` longrope block (f: the fields read so far, for head_dim)."""
     s = raw["rope_scaling"]
     hd = f["head_dim"] or f["hidden_size"] // f["num_attention_heads"]
     key = "rope_scaling"
@@ -35,5 +41,4 @@ def parse(raw, path):
                 isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v):
             raise ConfigError(path, f"{key}.{name}", f"must be a list of {hd // 2} positive numbers (head_dim/2)")
         facs[name] = tuple(float(x) for x in v)
-    f["rope"] = Rope(f["rope_theta"], "longrope", facs["short_factor"], facs["long_factor"], orig)
-    return validate({**f, "family": NAME, "gguf_arch": "minicpm"}, path)
+    return Rope(f["rope_theta"], "longrope", facs["short_factor"], facs["long_factor"], orig)
