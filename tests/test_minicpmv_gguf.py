@@ -145,3 +145,40 @@ def test_mup_llm_gguf_scales_inputs_and_the_mmproj_compensates(tiny, tmp_path):
     write_mmproj(ckpt.config.vision, lambda n: ckpt.vision(n).numpy(), mm, "f32", embedding_scale=1.0)
     err, _ = teacher_forced(src, art, tiny["pics"][(448, 448)], mmproj=mm)
     assert err > 1e-2, err
+
+
+@pytest.fixture(scope="module")
+def int4(tiny, tmp_path_factory):
+    src, _ = tiny["4.0"]
+    return export(str(src), out=tmp_path_factory.mktemp("int4") / "art", formats=("gguf",), fidelity_tokens=0)
+
+
+def test_int4_pair_answers_in_llama_cpp_pythons_chat_handler(int4, tiny):
+    """llama.cpp's own route: Llama + MiniCPMv26ChatHandler (mtmd) over the exported Q4_0 GGUF and f16 mmproj."""
+    import base64
+
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import MiniCPMv26ChatHandler
+
+    entry = json.loads((int4 / "edgepack.json").read_text())["artifacts"][0]
+    assert entry["quantization"]["bits"] == 4 and entry["mmproj"]["type"] == "f16"
+    url = "data:image/png;base64," + base64.b64encode(tiny["pics"][(896, 448)].read_bytes()).decode()
+    handler = MiniCPMv26ChatHandler(clip_model_path=str(int4 / entry["mmproj"]["path"]), verbose=False)
+    llm = Llama(model_path=str(int4 / entry["path"]), chat_handler=handler, n_ctx=1024, n_threads=2, verbose=False)
+    try:
+        r = llm.create_chat_completion(messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is in this picture?"}]}],
+            max_tokens=6, temperature=0.0)
+    finally:
+        llm.close()
+    assert r["usage"]["prompt_tokens"] > 3 * 64  # the overview and two slices went in as image tokens
+    assert r["usage"]["completion_tokens"] >= 1 and isinstance(r["choices"][0]["message"]["content"], str)
+
+
+def test_int4_edgepack_run_image_streams_on_gguf(int4, tiny):
+    r = CliRunner().invoke(main, ["run", str(int4), "--backend", "gguf", "--image", str(tiny["pics"][(896, 448)]),
+                                  "-p", "What is in this picture?", "--max-tokens", "5", "--json"])
+    assert r.exit_code == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["backend"] == "gguf" and s["tokens"] >= 1 and s["image_slices"] == 3 and s["image_tokens"] == 192
+    assert s["encode_ms"] > 0 and "2x1 slices + overview" in r.stderr
