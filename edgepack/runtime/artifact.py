@@ -27,6 +27,12 @@ def open_artifact(path, backend=None, threads=None, n_ctx=None):
     kw = {}
     if entry["format"] == "onnx":
         from .onnx_backend import OnnxBackend as B
+
+        vision = (m["model"].get("config") or {}).get("vision")
+        if vision and entry.get("multimodal"):  # MiniCPM-V: decoder on inputs_embeds + vision.onnx
+            from ..model.config import VisionConfig
+
+            kw["vision"] = VisionConfig(**vision)
     else:
         from .gguf_backend import GGUFBackend as B
 
