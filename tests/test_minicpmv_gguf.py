@@ -150,7 +150,8 @@ def test_mup_llm_gguf_scales_inputs_and_the_mmproj_compensates(tiny, tmp_path):
 @pytest.fixture(scope="module")
 def int4(tiny, tmp_path_factory):
     src, _ = tiny["4.0"]
-    return export(str(src), out=tmp_path_factory.mktemp("int4") / "art", formats=("gguf",), fidelity_tokens=0)
+    return export(str(src), out=tmp_path_factory.mktemp("int4") / "art", formats=("gguf",), fidelity_tokens=0,
+                  method="rtn")
 
 
 def test_int4_pair_answers_in_llama_cpp_pythons_chat_handler(int4, tiny):
@@ -182,3 +183,19 @@ def test_int4_edgepack_run_image_streams_on_gguf(int4, tiny):
     s = json.loads(r.stdout)
     assert s["backend"] == "gguf" and s["tokens"] >= 1 and s["image_slices"] == 3 and s["image_tokens"] == 192
     assert s["encode_ms"] > 0 and "2x1 slices + overview" in r.stderr
+
+
+@pytest.mark.parametrize("mtype,tol", [("f16", 5e-3), ("q8_0", 3e-2)])
+def test_smaller_mmproj_types_load_and_stay_close(tiny, tmp_path, mtype, tol):
+    from edgepack.formats.mmproj import write_mmproj
+
+    src, art = tiny["4.0"]
+    ckpt = load(src)
+    mm = tmp_path / f"mmproj-{mtype}.gguf"
+    write_mmproj(ckpt.config.vision, lambda n: ckpt.vision(n).numpy(), mm, mtype)
+    ref = reference_image(ckpt, tiny["pics"][(896, 448)])
+    with open_gguf(art, ckpt.config, mmproj=mm) as be:
+        emb, _ = be.image_encoder.encode(np.asarray(Image.open(tiny["pics"][(896, 448)]).convert("RGB")))
+    rel = max(np.abs(emb[k] - ref.embeds[k]).max() / np.abs(ref.embeds[k]).max() for k in range(len(emb)))
+    print(f"mmproj {mtype}: max rel {rel:.2e}, {mm.stat().st_size} bytes")
+    assert rel <= tol

@@ -115,7 +115,7 @@ def test_onnx_files_share_one_weight_file(tiny):
 @pytest.fixture(scope="module")
 def int4(tiny, tmp_path_factory):
     src, _ = tiny["4.0"]
-    return export(str(src), out=tmp_path_factory.mktemp("o4") / "art", formats=("onnx",), fidelity_tokens=0)
+    return export(str(src), out=tmp_path_factory.mktemp("o4") / "art", formats=("onnx",), fidelity_tokens=0, method="rtn")
 
 
 def test_int4_vision_weights_fp16_and_close(int4, tiny):
@@ -161,3 +161,23 @@ def test_2_0_gguf_is_one_error_line(tiny, tmp_path):
     r = CliRunner().invoke(main, ["export", "--model", str(src), "--format", "gguf", "--out", str(tmp_path / "x")])
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "ONNX only" in lines[0] and not (tmp_path / "x").exists()
+
+
+def test_image_prompt_speculation_gives_the_same_text(int4, tiny):
+    pic = str(tiny["pics"][(896, 448)])
+    with open_artifact(int4, backend="onnx") as m:
+        a = m.complete("Describe the picture.", images=[pic], max_new_tokens=12, speculate=True)
+        ids_a = list(a.ids)
+        b = m.complete("Describe the picture.", images=[pic], max_new_tokens=12, speculate=False)
+    assert ids_a == list(b.ids) and a.image_tokens == 192
+
+
+def test_chat_image_command(int4, tiny, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("no")
+    script = f"/image {bad}\n/image {tiny['pics'][(896, 448)]}\nWhat is this?\nAnd now?\n/exit\n"
+    r = CliRunner().invoke(main, ["chat", str(int4), "--backend", "onnx", "--max-tokens", "3"], input=script)
+    assert r.exit_code == 0, r.stderr
+    assert "edgepack: error:" in r.stderr and "not an image" in r.stderr  # said, and the chat went on
+    assert "2x1 slices + overview, 192 image tokens" in r.stderr
+    assert r.stderr.count("tokens | TTFT") == 2  # two replies, the second with the image still in the history
