@@ -115,7 +115,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
             for f in tok.files + [n for n in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja") if (ckpt.path / n).is_file()]:
                 shutil.copyfile(ckpt.path / f, tdir / f)
             manifest = new_manifest(ckpt, name, tok, file_entries(tmp, files_under(tmp, "tokenizer")))
-            ref = None
+            ref = image_ref = None
             for fmt in formats:
                 log(f"writing {fmt} ({dtype})")
                 entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method, kv_dtype)
@@ -130,6 +130,14 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
                         progress("float reference", 1, 1)
                     progress(f"fidelity {fmt}", 0, 1)
                     entry["fidelity"] = artifact_fidelity(fmt, tmp / entry["path"], ids, ref, threads, ckpt.config)
+                    if ckpt.config.vision is not None:  # MiniCPM-V: image prompts too (image_fidelity.py)
+                        from .image_fidelity import image_fidelity, reference_cases
+
+                        if image_ref is None:
+                            image_ref = reference_cases(ckpt, tok)
+                        mm = tmp / entry["mmproj"]["path"] if entry.get("mmproj") else None
+                        entry["fidelity"]["image"] = image_fidelity(fmt, tmp / entry["path"], ckpt.config, tok,
+                                                                    image_ref, threads, mmproj=mm)
                     progress(f"fidelity {fmt}", 1, 1)
                 entry["files"] += entry.pop("files_extra", [])
                 manifest["artifacts"].append(entry)

@@ -199,3 +199,13 @@ def test_prompt_ids_place_image_rows(tiny):
     assert tok.piece(ids[first - 1]) == "<image>" and tok.piece(ids[first + 64]) == "</image>"
     assert [tok.piece(i) for i in ids[first - 4:first - 1]][0] == "<image_id>"
     assert [tok.piece(ids[first + k]) for k in (65, 130, 131)] == ["<slice>", "</slice>", "<slice>"]
+
+
+def test_inspect_names_the_family_and_the_vision_half(tiny):
+    from click.testing import CliRunner
+
+    from edgepack.cli import main
+
+    r = CliRunner().invoke(main, ["inspect", str(tiny["4.0"])])
+    assert r.exit_code == 0, r.stderr
+    assert "minicpmv" in r.stdout and "MiniCPM-V 4.0: SigLIP 2 layers" in r.stdout and "70x70" in r.stdout

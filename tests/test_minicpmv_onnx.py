@@ -181,3 +181,12 @@ def test_chat_image_command(int4, tiny, tmp_path):
     assert "edgepack: error:" in r.stderr and "not an image" in r.stderr  # said, and the chat went on
     assert "2x1 slices + overview, 192 image tokens" in r.stderr
     assert r.stderr.count("tokens | TTFT") == 2  # two replies, the second with the image still in the history
+
+
+def test_manifest_records_image_fidelity(tiny, tmp_path):
+    """fp32: the artifact's image path is the reference's (KL ~ 0, every top-1 the same)."""
+    src, _ = tiny["4.0"]
+    art = export(str(src), out=tmp_path / "f", formats=("onnx",), dtype="fp32", fidelity_tokens=64)
+    f = json.loads((art / "edgepack.json").read_text())["artifacts"][0]["fidelity"]["image"]
+    assert f["prompts"] == 2 and f["positions"] >= 80 and f["images"] == ["448x448", "896x448"]
+    assert f["mean_kl"] < 1e-6 and f["top1_agreement"] == 1.0
