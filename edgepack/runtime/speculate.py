@@ -221,5 +221,6 @@ class Speculator:
 def can_roll_back(backend):
     from .backend import Backend
 
-    backend = getattr(backend, "inner", backend)  # vision.WithImages wraps a backend
+    if getattr(backend, "has_rows", False):  # vision.WithImages: the backend it wraps decides
+        backend = backend.inner
     return type(backend).truncate is not Backend.truncate
