@@ -103,9 +103,12 @@ def _not_yet(name, issue):
               help="Context the artifact serves (default: the model's own; LongRoPE picks its factors by it).")
 @click.option("--kv-dtype", type=click.Choice(["float16", "float32"]), default=None,
               help="ONNX KV cache type (default: float16 for int4, float32 for fp32; see edgepack/formats/onnx_writer.py).")
+@click.option("--mmproj-type", type=click.Choice(["f16", "q8_0", "f32"]), default="f16", show_default=True,
+              help="MiniCPM-V: the vision half's GGUF (mmproj) weights.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @threads_option
-def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fidelity_tokens, context, kv_dtype, force, threads):
+def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fidelity_tokens, context, kv_dtype, mmproj_type,
+           force, threads):
     """Export a MiniCPM checkpoint to int4 ONNX and GGUF artifacts."""
     from .export import export as run_export
 
@@ -115,7 +118,7 @@ def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fide
         path = run_export(model=model, out=out, formats=[f.strip() for f in formats.split(",") if f.strip()],
                           dtype=dtype or "int4", block_size=block_size, gguf_type=gguf_type, threads=threads,
                           force=force, fidelity_tokens=fidelity_tokens, progress=progress, method=method,
-                          context=context, kv_dtype=kv_dtype)
+                          context=context, kv_dtype=kv_dtype, mmproj_type=mmproj_type)
     from .formats.manifest import format_artifact
     from .formats.manifest import inspect_artifact
 
@@ -198,6 +201,13 @@ def _stream(model, out, err, thinking="show", **gen):
     return model.stats
 
 
+def _say_image(enc, path, err):
+    """One stderr line: how the image was cut and what was done to the file."""
+    grid = f"{enc.grid[0]}x{enc.grid[1]} slices + overview" if enc.grid else "overview only"
+    notes = f" ({'; '.join(enc.notes)})" if enc.notes else ""
+    click.echo(f"{path}: {grid}, {enc.tokens} image tokens, encoded in {enc.encode_ms:.0f} ms{notes}", err=True)
+
+
 def _thinking_mode(mode, out):
     """auto: a thinking block dimmed on a terminal, plain text when piped."""
     return ("dim" if out.isatty() else "show") if mode == "auto" else mode
@@ -211,20 +221,26 @@ thinking_option = click.option(
 @main.command()
 @click.argument("artifact", type=click.Path())
 @click.option("--prompt", "-p", required=True, help="The user's message (the chat template is applied).")
+@click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
+              help="An image the message is about (MiniCPM-V artifacts; repeatable).")
 @_generation_options
 @thinking_option
 @json_flag
-def run(artifact, prompt, as_json, thinking, **kw):
+def run(artifact, prompt, images, as_json, thinking, **kw):
     """Stream text from an artifact."""
     from .runtime import load
 
     out, err = click.get_text_stream("stdout"), click.get_text_stream("stderr")
     with load(artifact, backend=kw["backend"], threads=kw["threads"]) as model:
+        if images:  # read and encode now: a bad image is one error line before any text
+            for path in images:
+                _say_image(model.encode_image(path), path, err)
         if as_json:
-            stats = model.complete(prompt, **_sampling(kw))
+            stats = model.complete(prompt, images=list(images), **_sampling(kw))
             click.echo(json.dumps(stats.summary(), ensure_ascii=False))
             return
-        stats = _stream(model, out, err, thinking=_thinking_mode(thinking, out), prompt=prompt, **_sampling(kw))
+        stats = _stream(model, out, err, thinking=_thinking_mode(thinking, out), prompt=prompt, images=list(images),
+                        **_sampling(kw))
     out.write("\n")
     click.echo(stats.format(), err=True)
 
@@ -235,13 +251,17 @@ def run(artifact, prompt, as_json, thinking, **kw):
 @_generation_options
 @thinking_option
 def chat(artifact, system, thinking, **kw):
-    """Chat interactively with an artifact (/exit or end of input quits; Ctrl-C stops a reply)."""
+    """Chat interactively with an artifact (/image PATH attaches an image to the next message; /exit or end of
+    input quits; Ctrl-C stops a reply)."""
     from .runtime import load
 
     out, err = click.get_text_stream("stdout"), click.get_text_stream("stderr")
     inp = click.get_text_stream("stdin")
     interactive = inp.isatty()
+    from .runtime.vision import MARK, user_content
+
     history = [{"role": "system", "content": system}] if system else []
+    images, pending = [], []  # images in the history (in order), images for the next message
     with load(artifact, backend=kw["backend"], threads=kw["threads"]) as model:
         if interactive:
             click.echo(f"chatting with {artifact} ({model.name}); /exit or Ctrl-D quits, Ctrl-C stops a reply", err=True)
@@ -257,11 +277,24 @@ def chat(artifact, system, thinking, **kw):
                 break
             if not line.strip():
                 continue
-            history.append({"role": "user", "content": line.rstrip("\n")})
-            while len(model.prompt_ids(messages=history)) >= model.backend.n_ctx and len(history) > 2:
+            if line.startswith("/image"):  # attach an image to the next message
+                path = line[len("/image"):].strip()
+                try:
+                    _say_image(model.encode_image(path), path, err)
+                    pending.append(path)
+                except EdgepackError as e:
+                    click.echo(f"edgepack: error: {e}", err=True)
+                continue
+            history.append({"role": "user", "content": user_content(line.rstrip("\n"), len(pending)) if pending
+                            else line.rstrip("\n")})
+            images, pending = images + pending, []
+            while len(model.prompt_ids(messages=history, images=images)) >= model.backend.n_ctx and len(history) > 2:
+                first = history[1 if system else 0: 3 if system else 2]
+                images = images[sum(m["content"].count(MARK) for m in first):]
                 del history[1 if system else 0: 3 if system else 2]  # forget the oldest exchange
             try:
-                stats = _stream(model, out, err, thinking=_thinking_mode(thinking, out), messages=history, **_sampling(kw))
+                stats = _stream(model, out, err, thinking=_thinking_mode(thinking, out), messages=history, images=images,
+                                **_sampling(kw))
             except KeyboardInterrupt:
                 stats = model.stats
                 err.write("\n[reply stopped]")

@@ -34,7 +34,8 @@ def demo_artifact(threads=None, log=None):
 
 
 def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32, gguf_type=None, threads=None,
-           force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None, kv_dtype=None):
+           force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None, kv_dtype=None,
+           mmproj_type="f16"):
     """Export `model` (a checkpoint dir, a Hugging Face id org/name, "demo" or "demo-llama"); returns the artifact folder.
 
     context: the tokens the artifact serves (default: the description's context_length, i.e. max_position_embeddings, or 4096 for a dynamic-NTK model); the ONNX
@@ -42,7 +43,8 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
 
     method: the int4 method of edgepack.quant (default: methods.DEFAULT_METHOD for ONNX and
     methods.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget).
-    kv_dtype: the ONNX KV cache's type (default: onnx_writer.KV_DTYPE for int4, float32 for fp32)."""
+    kv_dtype: the ONNX KV cache's type (default: onnx_writer.KV_DTYPE for int4, float32 for fp32).
+    mmproj_type: a MiniCPM-V's mmproj GGUF beside the LLM GGUF: f16 (default), q8_0 or f32."""
     from .model.checkpoint import load
     from .model.tokenizer import load_tokenizer
 
@@ -74,6 +76,12 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     if ckpt.config.num_experts and method not in (None, "rtn"):
         raise NotSupported(f"--method {method}: calibrated int4 is not implemented for mixture-of-experts models; "
                            "they export with --method rtn (the default for them)")
+    if ckpt.config.vision is not None and "gguf" in formats:
+        from .formats.mmproj import TYPES, check_mtmd
+
+        check_mtmd(ckpt.config.vision)  # MiniCPM-V 2.0: ONNX only, said now
+        if mmproj_type not in TYPES:
+            raise BadInput(f"--mmproj-type {mmproj_type} is not supported ({', '.join(TYPES)})")
     if context is not None:
         if not 16 <= int(context) <= ckpt.config.max_position_embeddings:
             why = " (its dynamic NTK RoPE scaling beyond that is not exported)" if ckpt.config.rope.kind == "dynamic" else ""
@@ -111,10 +119,12 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
             for f in tok.files + [n for n in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja") if (ckpt.path / n).is_file()]:
                 shutil.copyfile(ckpt.path / f, tdir / f)
             manifest = new_manifest(ckpt, name, tok, file_entries(tmp, files_under(tmp, "tokenizer")))
-            ref = None
+            ref = image_ref = None
             for fmt in formats:
                 log(f"writing {fmt} ({dtype})")
                 entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method, kv_dtype)
+                if fmt == "gguf" and ckpt.config.vision is not None:
+                    entry.update(write_vision_gguf(ckpt, tmp, mmproj_type))
                 if fidelity_tokens:
                     if ref is None:
                         from .fidelity import reference_logits
@@ -124,7 +134,16 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
                         progress("float reference", 1, 1)
                     progress(f"fidelity {fmt}", 0, 1)
                     entry["fidelity"] = artifact_fidelity(fmt, tmp / entry["path"], ids, ref, threads, ckpt.config)
+                    if ckpt.config.vision is not None:  # MiniCPM-V: image prompts too (image_fidelity.py)
+                        from .image_fidelity import image_fidelity, reference_cases
+
+                        if image_ref is None:
+                            image_ref = reference_cases(ckpt, tok)
+                        mm = tmp / entry["mmproj"]["path"] if entry.get("mmproj") else None
+                        entry["fidelity"]["image"] = image_fidelity(fmt, tmp / entry["path"], ckpt.config, tok,
+                                                                    image_ref, threads, mmproj=mm)
                     progress(f"fidelity {fmt}", 1, 1)
+                entry["files"] += entry.pop("files_extra", [])
                 manifest["artifacts"].append(entry)
             ckpt.close()
             write_manifest(tmp, manifest)
@@ -186,6 +205,20 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
     entry["format"] = fmt
     entry["files"] = file_entries(tmp, files_under(tmp, entry["path"]))
     return entry
+
+
+def write_vision_gguf(ckpt, tmp, mmproj_type):
+    """A MiniCPM-V's mmproj beside its LLM GGUF; the manifest entry's `mmproj` path and files."""
+    from .formats.mmproj import write_mmproj
+
+    c = ckpt.config
+    path = tmp / "gguf" / f"mmproj-{mmproj_type.upper()}.gguf"
+    scale = c.embedding_scale if c.gguf_arch == "minicpm" else 1.0  # what llama.cpp's minicpm arch multiplies inputs by
+    info = write_mmproj(c.vision, lambda n: ckpt.vision(n).numpy(), path, mmproj_type, embedding_scale=scale,
+                        name=ckpt.path.name)
+    rel = f"gguf/{path.name}"
+    return {"mmproj": {"path": rel, **{k: v for k, v in info.items() if k != "path"}},
+            "files_extra": file_entries(tmp, files_under(tmp, rel))}
 
 
 def artifact_fidelity(fmt, path, ids, ref, threads, cfg=None):

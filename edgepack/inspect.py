@@ -27,8 +27,14 @@ def inspect_checkpoint(ckpt, block_size=32):
         dt = ckpt.dtype(name)
         by_dtype[dt] = by_dtype.get(dt, 0) + n * BYTES.get(dt, 4)
         int4 += int4_bytes(shape, block_size) if len(shape) == 2 else n * 4
+    vision = None
+    if cfg.vision is not None:  # MiniCPM-V: counted apart from the LLM's figures (which the int4 estimate covers)
+        from .model.config import vision_shapes
+
+        vision = int(sum(np.prod(s) for s in vision_shapes(cfg.vision).values()))
     return {
         "kind": "checkpoint", "path": str(ckpt.path), "architecture": cfg.family, "family": _family(cfg), "config": cfg.to_dict(),
+        "vision_parameters": vision,
         "parameters": params, "embedding_parameters": emb, "non_embedding_parameters": params - emb,
         "bytes_by_dtype": by_dtype, "int4_bytes_estimate": int4, "int4_block_size": block_size,
         "hub": {"id": ckpt.hub.repo_id, "revision": ckpt.hub.revision} if getattr(ckpt, "hub", None) else None,
@@ -95,6 +101,12 @@ def format_checkpoint(info):
         f"parameters        {info['parameters'] / 1e6:.1f}M ({info['embedding_parameters'] / 1e6:.1f}M embedding, "
         f"{info['non_embedding_parameters'] / 1e6:.1f}M non-embedding)",
     ]
+    v = c.get("vision")
+    if v:
+        tower = "NaViT, bucketed" if v["position"] == "bucketed" else "ViT, resized"
+        lines.append(f"vision            MiniCPM-V {v['version']}: SigLIP {v['num_hidden_layers']} layers, hidden {v['hidden_size']}, "
+                     f"{v['position_grid']}x{v['position_grid']} positions ({tower}); resampler {v['query_num']} queries -> "
+                     f"{v['embed_dim']}; {info['vision_parameters'] / 1e6:.1f}M parameters, not in the figures above")
     for dt, b in info["bytes_by_dtype"].items():
         lines.append(f"weights ({dt:8s}) {human_bytes(b)}")
     lines.append(f"int4 estimate     {human_bytes(info['int4_bytes_estimate'])} (block {info['int4_block_size']}, fp16 scales)")

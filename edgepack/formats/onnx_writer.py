@@ -358,13 +358,14 @@ def check_block_size(ckpt, block_size):
 
 
 def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None, quantized=None,
-               kv_dtype=None) -> dict:
+               kv_dtype=None, vision_dtype=None) -> dict:
     """Write the onnxruntime-genai folder for `ckpt` into the existing empty `out_dir`.
 
     quantized: edgepack.quant's Quantized model (its codes, scales and rescaled norms are encoded as
     they are); None with dtype int4 encodes plain RTN with onnxruntime's own packer (above).
     kv_dtype: the KV cache's element type, "float16" or "float32" (default: KV_DTYPE for int4,
-    float32 for the fp32 anchor)."""
+    float32 for the fp32 anchor). vision_dtype: a MiniCPM-V's vision.onnx weights, fp16 (default for int4)
+    or fp32 (default for the fp32 anchor); the decoder is then also split for inputs_embeds (vision_onnx.py)."""
     from ..model.fold import fold_scale
 
     if dtype not in ("int4", "fp32"):
@@ -417,7 +418,15 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
                 progress("onnx", k + 1, len(names))
     finally:
         data.close()
-    onnx.save_model(w.model(), str(out_dir / MODEL_FILE))
+    model = w.model()
+    onnx.save_model(model, str(out_dir / MODEL_FILE))
+    multimodal = None
+    if c.vision is not None:
+        from .vision_onnx import write_multimodal
+
+        multimodal = write_multimodal(model, out_dir, c, lambda n: ckpt.vision(n).numpy(),
+                                      vision_dtype or ("fp32" if dtype == "fp32" else "fp16"))
+    del model
     tok, tok_files = copy_tokenizer(ckpt.path, out_dir, c.context_length)
     eos = list(c.eos_token_ids)
     (out_dir / "genai_config.json").write_text(json.dumps(genai_config(c, threads, eos, c.bos_token_id), indent=4))
@@ -433,5 +442,8 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
           "layout": "K and V per layer, (batch, kv_heads, seq, head_dim)" + (
               " (MLA decompressed: V zero-padded to head_dim)" if c.attention == "mla" else ""),
           "bytes_per_token": 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * per}
-    return {"format": "onnx", "quantization": q, "dtype": dtype, "threads": threads, "kv_cache": kv,
-            "files": [MODEL_FILE, DATA_FILE, "genai_config.json", *tok_files], "quantized_weights": n_weights}
+    out = {"format": "onnx", "quantization": q, "dtype": dtype, "threads": threads, "kv_cache": kv,
+           "files": [MODEL_FILE, DATA_FILE, "genai_config.json", *tok_files], "quantized_weights": n_weights}
+    if multimodal:
+        out["multimodal"] = multimodal
+    return out

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput, IntegrityError
-from .config import MiniCPMConfig
+from .config import MiniCPMConfig, vision_shapes
 from .families import read_config
 from .files import file_sha256
 
@@ -75,7 +75,10 @@ class Checkpoint:
         self._where = {}  # tensor name -> file holding it
         self._shape, self._dtype = {}, {}
         self._open = {}
+        self._src = {}  # canonical name -> name in the file, where they differ (MiniCPM-V's `llm.` prefix)
         self._index_weights()
+        if self.config.vision is not None:
+            self._unprefix("llm.")
         self._check_tensors()
 
     # -- discovery -------------------------------------------------------------------------
@@ -124,8 +127,41 @@ class Checkpoint:
             self._bin[name] = t
             self._where[name], self._dtype[name], self._shape[name] = f, str(t.dtype).removeprefix("torch."), tuple(t.shape)
 
+    def _unprefix(self, prefix):
+        """MiniCPM-V keeps its LLM under `llm.`: index those tensors by their canonical (LLM) names."""
+        for stored in [n for n in self._where if n.startswith(prefix)]:
+            name = stored[len(prefix):]
+            for d in (self._where, self._shape, self._dtype):
+                d[name] = d.pop(stored)
+            self._src[name] = stored
+
+    def _vision_want(self):
+        """{stored name: shape} of the vision tensors (2.0's timm layout fuses q|k|v and keeps pos_embed 3-D)."""
+        from .families import by_name
+
+        v, want = self.config.vision, {}
+        shapes = vision_shapes(v)
+        for canon, (stored, part) in by_name(self.config.family).vision_sources(v).items():
+            shape = shapes[canon]
+            if part is not None:
+                shape = (3 * shape[0], *shape[1:])
+            elif stored == "vpm.pos_embed":
+                shape = (1, *shape)
+            want[stored] = shape
+        return want
+
+    def _ignored_vision(self, name):
+        """Tensors of MiniCPM-V's tower that never run: blocks past drop_vision_last_layer, timm's pooling head."""
+        import re
+
+        m = re.match(r"vpm\.(?:blocks|encoder\.layers)\.(\d+)\.", name)
+        return bool(m and int(m.group(1)) >= self.config.vision.num_hidden_layers) or \
+            name.startswith(("vpm.attn_pool.", "vpm.fc_norm.", "vpm.head."))
+
     def _check_tensors(self):
         want = expected_shapes(self.config)
+        if self.config.vision is not None:
+            want = {**want, **self._vision_want()}
         cfg_file = self.path / "config.json"
         for name, shape in want.items():
             if name not in self._where:
@@ -134,7 +170,8 @@ class Checkpoint:
                 raise BadInput(f"{self._where[name]}: tensor {name} has shape {list(self._shape[name])}, "
                                f"but {cfg_file} implies {list(shape)}")
         extra = [n for n in self._where if n not in want and not n.endswith(_IGNORED_SUFFIXES)
-                 and not (n == "lm_head.weight" and self.config.tie_word_embeddings)]
+                 and not (n == "lm_head.weight" and self.config.tie_word_embeddings)
+                 and not (self.config.vision is not None and self._ignored_vision(n))]
         if extra:
             raise BadInput(f"{self._where[extra[0]]}: unexpected tensor {extra[0]} for a MiniCPM model")
         for name in want:
@@ -162,6 +199,7 @@ class Checkpoint:
         """One tensor in its stored dtype (bf16/fp16/fp32), read now: writers that quantize in row
         chunks convert one chunk at a time (a 2B embedding is 1.13 GB as float32, 0.57 GB as bf16)."""
         f = self._where[name]
+        name = self._src.get(name, name)
         if f.suffix == ".bin":
             if self._bin is None:  # mapped again after release(): the pages read before are no longer ours
                 self._bin = {}
@@ -188,6 +226,18 @@ class Checkpoint:
     def numpy(self, name):
         """One tensor as a float32 numpy array."""
         return self.torch(name).numpy()
+
+    def vision(self, name):
+        """One canonical vision tensor (edgepack.model.config.vision_shapes) as float32 torch.Tensor."""
+        from .families import by_name
+
+        stored, part = by_name(self.config.family).vision_sources(self.config.vision)[name]
+        t = self.torch(stored)
+        if part is not None:
+            t = t.chunk(3, 0)[part].contiguous()
+        elif stored == "vpm.pos_embed":
+            t = t[0]
+        return t
 
     def weights_sha256(self):
         """sha256 over the weight files, in name order (the manifest's source identity)."""

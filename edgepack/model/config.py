@@ -14,7 +14,8 @@ DecoderConfig: a pre-norm Llama-style decoder (RMSNorm, SwiGLU, RoPE attention w
 - the attention kind: "gqa" (q/k/v projections) or "mla" (MiniCPM3's multi-head latent attention:
   q through a rank-q_lora_rank bottleneck, k and v decompressed from a rank-kv_lora_rank latent, each
   q/k head [nope | rope] with only rope_dim dims rotated and the rope part of k shared by all heads,
-  v heads v_head_dim wide). For "mla", head_dim is the q/k head width (nope + rope).
+  v heads v_head_dim wide). For "mla", head_dim is the q/k head width (nope + rope),
+- for MiniCPM-V, the image path (VisionConfig): tower, resampler and slicing sizes.
 
 The reference forward, the quantizer and both writers consume this and nothing family-specific.
 Only the fields the math needs are kept; the tensors are the Hugging Face names of
@@ -38,6 +39,43 @@ class Rope:
     # dynamic NTK (MiniCPM-2B-128k): past max_position_embeddings the original raises theta by this factor's
     # rule; up to it the rotation is plain RoPE, and no export goes past it (the manifest records the factor)
     factor: float = 0.0
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """A MiniCPM-V image path (edgepack.model.vision): SigLIP tower -> resampler -> LLM-width rows.
+
+    Slices of up to max_slices (+ an overview) of ~slice_size² pixels, patch_size patches, a learned
+    position_grid² table read by bucketed NaViT coordinates ("bucketed", 4.0) or resized to the slice
+    ("interpolated", 2.0); query_num rows per slice from one cross-attention of resampler_heads 128-wide
+    heads (2.0 adds a sin-cos grid to the queries: query_pos). layout: the prompt's slice markers ("4.0"
+    or "2.0"); minicpmv_version: llama.cpp mtmd's number for it (0: no llama.cpp route)."""
+
+    version: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int  # after drop_vision_last_layer
+    num_attention_heads: int
+    embed_dim: int  # the LLM's hidden size
+    resampler_heads: int
+    patch_size: int = 14
+    layer_norm_eps: float = 1e-6
+    position: str = "bucketed"  # "bucketed" | "interpolated"
+    position_grid: int = 70
+    query_num: int = 64
+    query_pos: bool = False
+    slice_size: int = 448
+    max_slices: int = 9
+    slice_mode: bool = True
+    use_image_id: bool = True
+    layout: str = "4.0"
+    image_mean: tuple = (0.5, 0.5, 0.5)
+    image_std: tuple = (0.5, 0.5, 0.5)
+    minicpmv_version: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "image_mean", tuple(self.image_mean))
+        object.__setattr__(self, "image_std", tuple(self.image_std))
 
 
 @dataclass(frozen=True)
@@ -73,8 +111,11 @@ class DecoderConfig:
     q_lora_rank: int = 0  # MLA: q_a_proj's rank
     kv_lora_rank: int = 0  # MLA: the latent's rank (kv_a_proj_with_mqa's first kv_lora_rank outputs)
     latent_norm_eps: float = 1e-6  # MLA: q_a_layernorm / kv_a_layernorm (the modeling code's RMSNorm default)
+    vision: VisionConfig = None  # MiniCPM-V: the image path (None: a text model)
 
     def __post_init__(self):
+        if isinstance(self.vision, dict):  # from to_dict()
+            object.__setattr__(self, "vision", VisionConfig(**self.vision))
         if not self.head_dim:
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
         if self.rope is None:
@@ -120,6 +161,10 @@ class DecoderConfig:
         d = asdict(self)
         d["eos_token_ids"] = list(self.eos_token_ids)
         d["rope"] = {**d["rope"], "short_factor": list(self.rope.short_factor), "long_factor": list(self.rope.long_factor)}
+        if self.vision is None:
+            del d["vision"]  # text models' manifests stay as they were
+        else:
+            d["vision"] = {**d["vision"], "image_mean": list(self.vision.image_mean), "image_std": list(self.vision.image_std)}
         return d
 
     @classmethod
@@ -201,4 +246,31 @@ def validate(f, path):
     return DecoderConfig(**f)
 
 
-__all__ = ["DecoderConfig", "MiniCPMConfig", "Rope"]
+def vision_shapes(v):
+    """Every canonical vision tensor (module names above, `vpm.` / `resampler.` prefixed) with its shape."""
+    H, F_, D = v.hidden_size, v.intermediate_size, v.embed_dim
+    s = {"vpm.embeddings.patch_embedding.weight": (H, 3, v.patch_size, v.patch_size),
+         "vpm.embeddings.patch_embedding.bias": (H,),
+         "vpm.embeddings.position_embedding.weight": (v.position_grid ** 2, H)}
+    for i in range(v.num_hidden_layers):
+        p = f"vpm.encoder.layers.{i}."
+        for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            s[p + f"self_attn.{n}.weight"], s[p + f"self_attn.{n}.bias"] = (H, H), (H,)
+        for n in ("layer_norm1", "layer_norm2"):
+            s[p + f"{n}.weight"], s[p + f"{n}.bias"] = (H,), (H,)
+        s[p + "mlp.fc1.weight"], s[p + "mlp.fc1.bias"] = (F_, H), (F_,)
+        s[p + "mlp.fc2.weight"], s[p + "mlp.fc2.bias"] = (H, F_), (H,)
+    s["vpm.post_layernorm.weight"], s["vpm.post_layernorm.bias"] = (H,), (H,)
+    s["resampler.query"] = (v.query_num, D)
+    s["resampler.kv_proj.weight"] = (D, H)
+    s["resampler.attn.in_proj_weight"], s["resampler.attn.in_proj_bias"] = (3 * D, D), (3 * D,)
+    s["resampler.attn.out_proj.weight"], s["resampler.attn.out_proj.bias"] = (D, D), (D,)
+    for n in ("ln_q", "ln_kv", "ln_post"):
+        s[f"resampler.{n}.weight"], s[f"resampler.{n}.bias"] = (D,), (D,)
+    s["resampler.proj"] = (D, D)
+    if v.query_pos:
+        s["resampler.pos_embed"] = (v.query_num, D)
+    return s
+
+
+__all__ = ["DecoderConfig", "MiniCPMConfig", "Rope", "VisionConfig"]

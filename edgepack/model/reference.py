@@ -200,17 +200,30 @@ class MiniCPM(nn.Module):
         self.lm_head = None if c.tie_word_embeddings else nn.Linear(c.hidden_size, c.vocab_size, bias=False)
 
     @torch.no_grad()
-    def forward(self, ids, cache=None):
-        """ids: (B, T) int64 -> logits (B, T, vocab) float32. With a cache, continues after it."""
+    def embed(self, ids, rows=None):
+        """Input embeddings (1, T, H) for a list of ids: tokens × embedding_scale; a negative id -1 - r takes
+        image row r of `rows` (MiniCPM-V's splice), unscaled (edgepack.runtime.vision writes prompts so)."""
+        t = torch.tensor([max(int(i), 0) for i in ids])
+        x = self.model.embed_tokens(t) * self.config.embedding_scale
+        img = [k for k, i in enumerate(ids) if i < 0]
+        if img:
+            x[img] = torch.as_tensor(rows, dtype=x.dtype)[[-1 - int(ids[k]) for k in img]]
+        return x[None]
+
+    @torch.no_grad()
+    def forward(self, ids, cache=None, x=None):
+        """ids: (B, T) int64 -> logits (B, T, vocab) float32. With a cache, continues after it.
+        x: input embeddings (B, T, H) instead of ids (from embed())."""
         c, m = self.config, self.model
         past = cache.length if cache is not None else 0
-        pos = torch.arange(past, past + ids.shape[1])
-        x = m.embed_tokens(ids) * c.embedding_scale
+        T = ids.shape[1] if x is None else x.shape[1]
+        pos = torch.arange(past, past + T)
+        x = m.embed_tokens(ids) * c.embedding_scale if x is None else x
         for i, block in enumerate(m.layers):
             x = block(x, pos, cache.for_layer(i) if cache is not None else None)
         x = m.norm(x) / c.logit_scale
         if cache is not None:
-            cache.length += ids.shape[1]
+            cache.length += T
         head = m.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return x @ head.T
 

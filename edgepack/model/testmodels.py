@@ -16,6 +16,7 @@
   [nope 32 | rope 16] against the real [64 | 32], v heads 32 wide, LongRoPE with 8 factors of each kind,
   μP at MiniCPM3's 12 / 1.4 / 256, eos list) with the sentencepiece tokenizer; `over` changes any
   field, e.g. real head sizes (tests build one with qk_nope_head_dim 64, qk_rope_head_dim 32).
+- MiniCPM-V ("minicpmv-4.0", "-4.0-mup", "-2.0"): make_tiny_minicpmv, below (its own docstring).
 """
 import json
 from pathlib import Path
@@ -29,7 +30,7 @@ CHINESE = (
 )
 
 
-def train_sentencepiece(out_dir, vocab_size=800):
+def train_sentencepiece(out_dir, vocab_size=800, extra_symbols=()):
     """Train a Llama-style sentencepiece model (bos 1, eos 2, byte fallback) into out_dir/tokenizer.model."""
     import io
 
@@ -40,7 +41,7 @@ def train_sentencepiece(out_dir, vocab_size=800):
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter([t for t in text if t.strip()]), model_writer=buf, vocab_size=vocab_size,
         model_type="bpe", byte_fallback=True, character_coverage=0.98, unk_id=0, bos_id=1, eos_id=2,
-        pad_id=-1, user_defined_symbols=["<用户>", "<AI>"], add_dummy_prefix=True, num_threads=1,
+        pad_id=-1, user_defined_symbols=["<用户>", "<AI>", *extra_symbols], add_dummy_prefix=True, num_threads=1,
         # no NFKC, no whitespace collapsing: like Llama's/MiniCPM's tokenizer.model, and reproducible by llama.cpp
         normalization_rule_name="identity", remove_extra_whitespaces=False,
         minloglevel=2, max_sentence_length=100000)
@@ -253,4 +254,103 @@ def make_llama_format(src_dir, out_dir):
     tcfg = json.loads((src / "tokenizer_config.json").read_text())
     (out / "tokenizer_config.json").write_text(json.dumps({**tcfg, "chat_template": MINICPM_CHAT_TEMPLATE}, indent=2,
                                                           ensure_ascii=False))
+    return out
+
+
+# -- MiniCPM-V ----------------------------------------------------------------------------------
+IMAGE_SYMBOLS = ["<image>", "</image>", "<slice>", "</slice>", "<image_id>", "</image_id>"]
+CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def tiny_minicpmv_config(version="4.0", vocab_size=800):
+    if version.startswith("4.0"):
+        hd = 64
+        cfg = dict(
+            architectures=["MiniCPMV"], model_type="minicpmv", version=4.0, hidden_size=256, intermediate_size=512,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=hd, vocab_size=vocab_size,
+            max_position_embeddings=1024, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu",
+            rope_scaling={"rope_type": "longrope", "long_factor": [round(1.0 + 0.5 * i, 4) for i in range(hd // 2)],
+                          "short_factor": [round(1.0 + 0.03 * i, 4) for i in range(hd // 2)],
+                          "original_max_position_embeddings": 256},
+            tie_word_embeddings=False, bos_token_id=1, eos_token_id=[2, 4], query_num=64, image_size=448, patch_size=14,
+            slice_mode=True, use_image_id=True, drop_vision_last_layer=False, batch_vision_input=True,
+            slice_config={"max_slice_nums": 9, "model_type": "minicpmv", "patch_size": 14, "scale_resolution": 448},
+            vision_config={"hidden_size": 64, "image_size": 980, "intermediate_size": 160, "model_type": "siglip_vision_model",
+                           "num_attention_heads": 2, "num_hidden_layers": 2, "patch_size": 14},
+            torch_dtype="float32")
+        if version == "4.0-mup":
+            cfg.update(use_mup=True, scale_emb=12.0, dim_model_base=64, scale_depth=1.4)
+        return cfg
+    return dict(
+        architectures=["MiniCPMV"], model_type="minicpmv", hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, vocab_size=vocab_size, max_position_embeddings=512,
+        rms_norm_eps=1e-5, rope_theta=10000.0, hidden_act="silu", scale_emb=12.0, dim_model_base=64, scale_depth=1.4,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, vision_encoder="vit_so400m_patch14_siglip_384.webli",
+        drop_vision_last_layer=True, query_num=64, image_size=448, patch_size=14, max_slice_nums=9, scale_resolution=448,
+        slice_mode=True, vision_config={"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 3,
+                                        "num_attention_heads": 2, "patch_size": 14, "image_size": 378},
+        torch_dtype="float32")
+
+
+def make_tiny_minicpmv(out_dir, version="4.0", seed=0):
+    """Write config.json, model.safetensors (llm.*, vpm.*, resampler.*) and a sentencepiece tokenizer."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .checkpoint import expected_shapes
+    from .config import vision_shapes
+    from .families import parse_config
+    from .families.minicpmv import vision_sources
+    from .image import sincos_2d
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chat = version.startswith("4.0")
+    symbols = IMAGE_SYMBOLS + (["<|im_start|>", "<|im_end|>"] if chat else [])
+    train_sentencepiece(out, 800, extra_symbols=symbols)
+    raw = tiny_minicpmv_config(version)
+    if chat:  # eos: </s> and <|im_end|>
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+        raw["eos_token_id"] = [2, sp.PieceToId("<|im_end|>")]
+        tc = json.loads((out / "tokenizer_config.json").read_text())
+        tc["chat_template"] = CHATML
+        (out / "tokenizer_config.json").write_text(json.dumps(tc, indent=2))
+    (out / "config.json").write_text(json.dumps(raw, indent=2))
+    cfg = parse_config(raw)
+    v = cfg.vision
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+
+    def rnd(shape, name):
+        if len(shape) == 1:
+            return (1.0 + 0.1 * torch.randn(shape, generator=g)) if ("norm" in name or "ln_" in name) and name.endswith("weight") \
+                else 0.02 * torch.randn(shape, generator=g)
+        fan_in = shape[1] if len(shape) == 2 else shape[1] * shape[2] * shape[3]
+        return torch.randn(shape, generator=g) * (0.1 if "embed" in name else 0.5 / fan_in ** 0.5)
+
+    for name, shape in expected_shapes(cfg).items():
+        tensors["llm." + name] = rnd(shape, name)
+    src = vision_sources(v)
+    for canon, shape in vision_shapes(v).items():
+        if canon == "resampler.pos_embed":  # 2.0: the queries' fixed sin-cos table, as OpenBMB stores it
+            q = int(v.query_num ** 0.5)
+            t = torch.from_numpy(sincos_2d(v.embed_dim, q, q))
+        elif canon == "resampler.query":
+            t = 0.5 * torch.randn(shape, generator=g)
+        elif canon == "vpm.embeddings.position_embedding.weight":
+            t = 0.5 * torch.randn(shape, generator=g)
+        else:
+            t = rnd(shape, canon)
+        name, part = src[canon]
+        if part is None:
+            tensors[name] = t.reshape((1, *shape)) if name == "vpm.pos_embed" else t
+        else:  # 2.0's fused qkv: written part by part
+            full = tensors.setdefault(name, torch.zeros((3 * shape[0], *shape[1:])))
+            full[part * shape[0]:(part + 1) * shape[0]] = t
+    if version == "2.0":  # the dropped last block is still in MiniCPM-V-2's file; edgepack ignores it
+        tensors[f"vpm.blocks.{v.num_hidden_layers}.norm1.weight"] = torch.ones(v.hidden_size)
+    save_file({k: t.contiguous() for k, t in tensors.items()}, str(out / "model.safetensors"))
     return out

@@ -120,6 +120,11 @@ class SentencePieceTokenizer(Tokenizer):
     def piece(self, token_id):
         return self.sp.IdToPiece(int(token_id))
 
+    def token_id(self, text):
+        """The id of the piece spelled exactly `text` (a marker such as "<image>"), or None."""
+        tid = self.sp.PieceToId(text)
+        return None if tid == self.sp.unk_id() and text != self.sp.IdToPiece(tid) else tid
+
     def _token_bytes(self, token_id):
         # ids past the tokenizer (an embedding padded beyond it, as in the random 2B-shaped model) have no text
         if not 0 <= token_id < self.vocab_size or self.sp.IsControl(token_id) or self.sp.IsUnknown(token_id):
@@ -168,6 +173,10 @@ class HFTokenizer(Tokenizer):
 
     def piece(self, token_id):
         return self.tk.id_to_token(int(token_id)) or ""
+
+    def token_id(self, text):
+        """The id of the token spelled exactly `text` (a marker such as "<image>"), or None."""
+        return self.tk.token_to_id(text)
 
     def _token_bytes(self, token_id):
         if token_id in self._special:

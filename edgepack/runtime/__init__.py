@@ -41,18 +41,56 @@ class Model:
         self.stats = None  # Stats of the latest generate()
         self._cache = CacheState()
         self._controller = Controller()  # speculation's measured costs, kept across generations
+        self._encoded = {}  # image path -> EncodedImage (a chat re-renders its history every turn)
+        self._cached_images = []  # the images whose rows the cached prompt's negative ids point at
+        self.image = None  # the EncodedImage of the latest image given
+
+    @property
+    def vision(self):
+        """The artifact's VisionConfig (MiniCPM-V), or None."""
+        from ..model.config import VisionConfig
+
+        v = ((self.manifest.get("model") or {}).get("config") or {}).get("vision")
+        return VisionConfig(**v) if v else None
+
+    def encode_image(self, path):
+        """Read and encode an image file (cached per path for this model)."""
+        from .vision import encode_image
+
+        self._check_open()
+        key = str(path)
+        if key not in self._encoded:
+            self._encoded[key] = encode_image(self.backend, path)
+        self.image = self._encoded[key]
+        return self.image
 
     @property
     def name(self):
         return self.backend.name
 
-    def prompt_ids(self, prompt=None, *, messages=None, ids=None, template=True):
+    def prompt_ids(self, prompt=None, *, messages=None, ids=None, template=True, images=None):
         """Token ids for exactly one of: a user prompt (chat template applied unless template=False),
-        chat messages [{"role", "content"}, ...], or raw ids."""
+        chat messages [{"role", "content"}, ...], or raw ids. images: image files, one per
+        edgepack.runtime.vision.MARK in the messages (a prompt gets them before its text); their rows
+        appear as negative ids (prompt_rows() holds them)."""
         given = [x is not None for x in (prompt, messages, ids)]
         if sum(given) != 1:
             raise BadInput("give exactly one of prompt, messages or ids")
         self._check_open()
+        if images:
+            from .vision import prompt_with_images, user_content
+
+            if ids is not None or not template:
+                raise BadInput("images go into a chat prompt (a prompt or messages, with the template)")
+            enc = [self.encode_image(p) for p in images]
+            v = self.vision
+            if v is None:
+                raise BadInput("this artifact's model has no vision description; --image needs a MiniCPM-V artifact")
+            if messages is None:
+                messages = [{"role": "user", "content": user_content(prompt, len(enc))}]
+            out, self._rows = prompt_with_images(self.tokenizer, v, list(messages), enc)
+            return out
+        self._rows = None
         if ids is not None:
             return [int(i) for i in ids]
         if messages is not None:
@@ -64,7 +102,8 @@ class Model:
         return self.tokenizer.encode(prompt)
 
     def generate(self, prompt=None, *, messages=None, ids=None, template=True, max_new_tokens=256,
-                 temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=None, stop=(), speculate=True):
+                 temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=None, stop=(), speculate=True,
+                 images=None):
         """Yield text pieces as they come; afterwards self.stats holds text, ids and timings.
 
         speculate: draft tokens from the prompt and verify several per forward when that measures faster
@@ -74,10 +113,24 @@ class Model:
         sampling = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed)
         if isinstance(stop, str):
             stop = [stop]
-        prompt_ids = self.prompt_ids(prompt, messages=messages, ids=ids, template=template)
-        check_prompt(self.backend, prompt_ids, max_new_tokens)
+        images = [str(p) for p in images or ()]
+        prompt_ids = self.prompt_ids(prompt, messages=messages, ids=ids, template=template, images=images)
+        backend = self.backend
+        if images:
+            from .vision import WithImages
+
+            backend = WithImages(self.backend, self._rows)
+            if self._cached_images != images[:len(self._cached_images)]:
+                self._cache = CacheState()  # other images behind the same negative ids: start over
+        self._cached_images = images
+        check_prompt(backend, prompt_ids, max_new_tokens)
         self.stats = Stats(backend=self.backend.name)
-        return generate(self.backend, self.tokenizer, prompt_ids, max_new_tokens=max_new_tokens,
+        if images:
+            enc = [self._encoded[p] for p in images]
+            self.stats.image_slices = sum(e.slices for e in enc)
+            self.stats.image_tokens = sum(e.tokens for e in enc)
+            self.stats.encode_ms = sum(e.encode_ms for e in enc)
+        return generate(backend, self.tokenizer, prompt_ids, max_new_tokens=max_new_tokens,
                        sampling=sampling, stop=list(stop or ()), stats=self.stats, cache=self._cache,
                        speculate=bool(speculate), controller=self._controller)
 

@@ -24,15 +24,24 @@ def open_artifact(path, backend=None, threads=None, n_ctx=None):
     tokenizer = load_tokenizer(_inside(root, tk.get("path") or "tokenizer"), bos_id=tk.get("bos_id"),
                                eos_ids=tk.get("eos_ids") or None)
     target = _inside(root, entry["path"])
+    kw = {}
     if entry["format"] == "onnx":
         from .onnx_backend import OnnxBackend as B
+
+        vision = (m["model"].get("config") or {}).get("vision")
+        if vision and entry.get("multimodal"):  # MiniCPM-V: decoder on inputs_embeds + vision.onnx
+            from ..model.config import VisionConfig
+
+            kw["vision"] = VisionConfig(**vision)
     else:
         from .gguf_backend import GGUFBackend as B
 
         cfg = m["model"].get("config") or {}
         if n_ctx is None and cfg.get("context_length"):  # the exported context (export --context), as ONNX has it
             n_ctx = min(cfg["context_length"], 4096)
-    return B(target, threads=threads, n_ctx=n_ctx), tokenizer, m
+        if entry.get("mmproj"):  # MiniCPM-V: the vision half, checked with the other files above
+            kw["mmproj"] = _inside(root, entry["mmproj"]["path"])
+    return B(target, threads=threads, n_ctx=n_ctx, **kw), tokenizer, m
 
 
 def _inside(root, rel):

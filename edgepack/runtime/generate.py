@@ -42,6 +42,9 @@ class Stats:
     drafted_tokens: int = 0  # speculation: draft tokens verified
     accepted_tokens: int = 0  # ... of which the sampler drew the drafted token (each saved one forward)
     verify_steps: int = 0  # forwards that verified a draft
+    image_slices: int = 0  # image prompts: slices encoded (overview included), rows they take, encode time
+    image_tokens: int = 0
+    encode_ms: float = 0.0
     meter: SpeechMeter = field(default_factory=SpeechMeter)
 
     @property
@@ -64,7 +67,9 @@ class Stats:
                 "prefill_tok_s": round(self.prefill_tok_s, 2), "decode_tok_s": round(self.decode_tok_s, 2),
                 "words_per_s": round(words, 3), "cjk_chars_per_s": round(cjk, 3),
                 "speech_ratio": round(ratio, 3), "backend": self.backend, "drafted_tokens": self.drafted_tokens,
-                "accepted_tokens": self.accepted_tokens, "verify_steps": self.verify_steps}
+                "accepted_tokens": self.accepted_tokens, "verify_steps": self.verify_steps,
+                **({"image_slices": self.image_slices, "image_tokens": self.image_tokens,
+                    "encode_ms": round(self.encode_ms, 1)} if self.image_slices else {})}
 
     def format(self):
         """One human line: TTFT, prefill and decode tok/s, words/s (or chars/s), ×speech."""
@@ -117,7 +122,8 @@ def check_prompt(backend, prompt, max_new_tokens):
     if len(prompt) >= backend.n_ctx:
         raise BadInput(f"the prompt is {len(prompt)} tokens but the context holds {backend.n_ctx} "
                        f"(at most {backend.n_ctx - 1} leave room for an answer)")
-    bad = next((t for t in prompt if not 0 <= t < backend.vocab_size), None)
+    rows = len(backend.rows) if getattr(backend, "has_rows", False) else 0  # image rows: ids -1 .. -rows
+    bad = next((t for t in prompt if not -rows <= t < backend.vocab_size), None)
     if bad is not None:
         raise BadInput(f"token id {bad} is outside the vocabulary (0..{backend.vocab_size - 1})")
 

@@ -6,6 +6,7 @@ keeps its own token history, scores buffer and sampler, and frees memory only wh
 collected. close() here calls llama_free and llama_model_free, so the weights' mapping and the KV
 cache are gone when it returns.
 """
+import ctypes
 import os
 
 import numpy as np
@@ -54,10 +55,11 @@ def _load_model(path, vocab_only=False):
 class GGUFBackend(Backend):
     name = "gguf"
 
-    def __init__(self, path, threads=None, n_ctx=None):
+    def __init__(self, path, threads=None, n_ctx=None, mmproj=None, kv_f32=False):
         self.path = str(path)
         self._llama, self._model = _load_model(path)
         llama = self._llama
+        self._ebatch = self.image_encoder = None
         try:
             self._vocab = llama.llama_model_get_vocab(self._model)
             self.vocab_size = llama.llama_vocab_n_tokens(self._vocab)
@@ -69,11 +71,19 @@ class GGUFBackend(Backend):
             threads = threads or os.cpu_count() or 1
             cp.n_threads = cp.n_threads_batch = threads
             cp.no_perf = True
+            if kv_f32:  # conformance: llama.cpp's default f16 cache alone moves logits by ~5e-4 of their range
+                cp.type_k = cp.type_v = 0  # GGML_TYPE_F32
+                cp.flash_attn_type = 0  # disabled: the CPU flash-attention kernel rounds Q to f16
             self._ctx = llama.llama_init_from_model(self._model, cp)
             if not self._ctx:
                 raise InternalError(f"{self.path}: llama.cpp could not create a context (n_ctx {cp.n_ctx})")
             self.n_ctx = llama.llama_n_ctx(self._ctx)
             self._batch = llama.llama_batch_init(N_BATCH, 0, 1)
+            self.n_embd = llama.llama_model_n_embd(self._model)
+            if mmproj is not None:  # MiniCPM-V: llama.cpp's mtmd encodes images with the mmproj
+                from .mtmd_encoder import MtmdEncoder
+
+                self.image_encoder = MtmdEncoder(mmproj, llama, self._model, threads)
         except BaseException:
             self.close()
             raise
@@ -116,8 +126,45 @@ class GGUFBackend(Backend):
             self._llama.llama_memory_clear(self._llama.llama_get_memory(self._ctx), True)
         self.n_past = 0
 
+    def forward_embeds(self, rows, all_logits=False):
+        """Append input embeddings (T, n_embd) float32 (image rows) to the cache, as forward() does tokens."""
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self.n_embd or not len(rows):
+            raise BadInput(f"forward_embeds() needs (T, {self.n_embd}) rows, got {rows.shape}")
+        if self._ctx is None:
+            raise InternalError("GGUFBackend used after close()")
+        if self.n_past + len(rows) > self.n_ctx:
+            raise BadInput(f"{self.path}: context full ({self.n_past} + {len(rows)} rows > n_ctx {self.n_ctx})")
+        llama = self._llama
+        if self._ebatch is None:
+            self._ebatch = llama.llama_batch_init(N_BATCH, self.n_embd, 1)
+        b, out = self._ebatch, []
+        for start in range(0, len(rows), N_BATCH):
+            chunk = rows[start:start + N_BATCH]
+            n, last = len(chunk), start + N_BATCH >= len(rows)
+            b.n_tokens = n
+            ctypes.memmove(b.embd, chunk.ctypes.data, chunk.nbytes)
+            for i in range(n):
+                b.pos[i] = self.n_past + i
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = 0
+                b.logits[i] = int(all_logits or (last and i == n - 1))
+            rc = llama.llama_decode(self._ctx, b)
+            if rc != 0:
+                raise InternalError(f"{self.path}: llama_decode of embeddings failed (returned {rc})")
+            self.n_past += n
+            if all_logits:
+                out.append(self._logits(n))
+        return np.concatenate(out) if all_logits else self._logits(1)[0]
+
     def close(self):
         llama = self._llama
+        if getattr(self, "image_encoder", None) is not None:
+            self.image_encoder.close()
+            self.image_encoder = None
+        if getattr(self, "_ebatch", None) is not None:
+            llama.llama_batch_free(self._ebatch)
+            self._ebatch = None
         if getattr(self, "_batch", None) is not None:
             llama.llama_batch_free(self._batch)
             self._batch = None

@@ -52,7 +52,7 @@ PREFILL_CHUNK = 512  # tokens per run when a long prompt is fed: bounds the (chu
 class OnnxBackend(Backend):
     name = "onnx"
 
-    def __init__(self, folder, threads=None, n_ctx=None, huge_pages=True):
+    def __init__(self, folder, threads=None, n_ctx=None, huge_pages=True, vision=None):
         import onnxruntime as ort
 
         if huge_pages not in (True, False, "idle", "now"):
@@ -79,6 +79,13 @@ class OnnxBackend(Backend):
         # measured ~10% slower decode on the demo model with it on (genai_config exposes the same switch).
         so.enable_mem_pattern = False
         model = self.folder / dec.get("filename", "model.onnx")
+        self.image_encoder = self._embed = None
+        if vision is not None:  # MiniCPM-V: the decoder on inputs_embeds, text through embedding.onnx (vision_onnx.py)
+            from .onnx_vision import EMBEDDING_FILE, DECODER_EMBEDS_FILE, OnnxImageEncoder, session
+
+            model = self.folder / DECODER_EMBEDS_FILE
+            self._embed = session(self.folder / EMBEDDING_FILE, threads)
+            self.image_encoder = OnnxImageEncoder(self.folder, vision, threads)
         before = hugepages.anon_ranges() if huge_pages else None
         try:
             self.session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
@@ -97,6 +104,8 @@ class OnnxBackend(Backend):
 
         inp, out = io_names
         self._in_ids, self._in_mask, self._logits = inp["input_ids"], inp["attention_mask"], out["logits"]
+        if self._embed is not None:
+            self._in_ids = "inputs_embeds"
         self._io = self.session.io_binding()
         self._step_logits = np.zeros((1, 1, self.vocab_size), np.float32)
         self._step_logits_v = ort.OrtValue.ortvalue_from_numpy(self._step_logits)
@@ -140,10 +149,21 @@ class OnnxBackend(Backend):
         return 2 * self.n_layers * kv * hd * (self.capacity if n is None else n) * np.dtype(self.kv_dtype).itemsize
 
     def _run(self, tokens):
-        """One session run over len(tokens) new tokens; returns logits (T, vocab) (a view for T == 1)."""
+        """One session run over len(tokens) new tokens (or an (T, hidden) array of input rows, for the decoder on
+        inputs_embeds); returns logits (T, vocab) (a view for T == 1)."""
         T = len(tokens)
         total = self.n_past + T
-        if T == 1:  # decode: a persistent id buffer, logits straight into the step buffer
+        if self._embed is not None:  # inputs_embeds: the rows given, or the embedding graph's for token ids
+            x = tokens if isinstance(tokens, np.ndarray) else self._embed.run(
+                None, {"input_ids": np.asarray(tokens, np.int64).reshape(1, T)})[0][0]
+            self._io.bind_cpu_input(self._in_ids, np.ascontiguousarray(x, np.float32).reshape(1, T, -1))
+            if T == 1 and not self._logits_to_step:
+                self._io.bind_ortvalue_output(self._logits, self._step_logits_v)
+                self._logits_to_step = True
+            elif T > 1:
+                self._io.bind_output(self._logits, "cpu")
+                self._logits_to_step = False
+        elif T == 1:  # decode: a persistent id buffer, logits straight into the step buffer
             self._step_id[0, 0] = tokens[0]
             self._io.bind_cpu_input(self._in_ids, self._step_id)
             if not self._logits_to_step:
@@ -170,9 +190,20 @@ class OnnxBackend(Backend):
         finally:
             self._busy, self._last_forward = False, time.monotonic()
 
+    def forward_embeds(self, rows, all_logits=False):
+        """Append input rows (T, hidden) float32 (image embeddings) to the cache, as forward() does tokens."""
+        if self._embed is None:
+            raise BadInput(f"{self.folder}: this ONNX folder has no decoder on inputs_embeds")
+        rows = np.ascontiguousarray(rows, np.float32)
+        self._busy = True
+        try:
+            return self._forward(rows, all_logits)
+        finally:
+            self._busy, self._last_forward = False, time.monotonic()
+
     def _forward(self, tokens, all_logits):
-        tokens = [int(t) for t in tokens]
-        if not tokens:
+        tokens = tokens if isinstance(tokens, np.ndarray) else [int(t) for t in tokens]
+        if not len(tokens):
             raise BadInput("forward() needs at least one token")
         if self.n_past + len(tokens) > self.n_ctx:
             raise BadInput(f"context full: {self.n_past} + {len(tokens)} tokens exceed n_ctx {self.n_ctx}")
@@ -202,7 +233,7 @@ class OnnxBackend(Backend):
     def close(self):
         if getattr(self, "huge_pages", None) is not None:
             self.huge_pages.stop()  # before the session frees what it is collapsing
-        for attr in ("_io", "session", "_cache", "_mask", "_step_logits", "_step_logits_v", "_step_id"):
+        for attr in ("_io", "session", "_cache", "_mask", "_step_logits", "_step_logits_v", "_step_id", "_embed", "image_encoder"):
             if hasattr(self, attr):
                 delattr(self, attr)
         gc.collect()

@@ -83,8 +83,11 @@ class Drafter:
             if p is not None:
                 out = []
                 for j in range(k):  # a copy that runs into the end continues from what it copied
-                    out.append(ids[p + j] if p + j < L else out[p + j - L])
-                return out, n
+                    t = ids[p + j] if p + j < L else out[p + j - L]
+                    if t < 0:  # an image row (runtime/vision.py) is never a token to draft
+                        break
+                    out.append(t)
+                return (out, n) if out else ([], 0)
         return [], 0
 
 
@@ -218,4 +221,6 @@ class Speculator:
 def can_roll_back(backend):
     from .backend import Backend
 
+    if getattr(backend, "has_rows", False):  # vision.WithImages: the backend it wraps decides
+        backend = backend.inner
     return type(backend).truncate is not Backend.truncate

@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 from ...errors import BadInput, NotSupported
-from . import minicpm, minicpm3, minicpm4, minicpm5
+from . import minicpm, minicpm3, minicpm4, minicpm5, minicpmv
 
 # most specific first: MiniCPM4 is a `minicpm` config with LongRoPE
-FAMILIES = (minicpm4, minicpm, minicpm5, minicpm3)
+FAMILIES = (minicpm4, minicpm, minicpm5, minicpm3, minicpmv)
 
 
 def recognise(raw):
