@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_export_2b import timed  # noqa: E402
+from bench_2b import timed_export as timed  # noqa: E402
 
 from edgepack.bench.machine import machine_info  # noqa: E402
 

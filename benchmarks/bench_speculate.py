@@ -87,7 +87,7 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speculate_demo.json"))
     a = ap.parse_args()
 
-    from edgepack.bench import harness, report
+    from edgepack.bench import harness, report as printers
 
     t0 = time.time()
     report = harness.bench(a.artifact, threads=a.threads, runs=a.runs, new_tokens=a.tokens, engines=a.engines.split(","),
@@ -103,7 +103,7 @@ def main():
            "prompt_tokens": {p: v["prompt_tokens"] for p, v in report["settings"]["prompts"].items()},
            "summary": summarise(report), "report": report}
     Path(a.out).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    report.print_table(report)
+    printers.print_table(report)
     print(json.dumps(out["summary"]["by_engine"], indent=2))
     print(f"wrote {a.out}", file=sys.stderr)
 

@@ -20,7 +20,7 @@ the rope dims. Its graph hard-codes MiniCPM3-4B's μP (12, 1.4, 256): other valu
 
 Tensors are streamed: every tensor's name, shape and type goes into the header first (sizes are
 known up front), then the data is read, converted and written one tensor at a time and dropped, so
-peak memory is bounded by the largest tensor (benchmarks/bench_export_2b.py measures it).
+peak memory is bounded by the largest tensor (`benchmarks/bench_2b.py export` measures it).
 
 Types: Q4_0 is quantized here with gguf.quants (numpy, round-to-nearest, 32-weight blocks with an
 fp16 scale; every 2-D weight including the tied embedding/head, 1-D norms stay f32, as in
