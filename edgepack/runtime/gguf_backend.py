@@ -117,16 +117,18 @@ class GGUFBackend(Backend):
         self.n_past = 0
 
     def close(self):
+        """Each handle is taken (set to None) before it is freed: a Ctrl-C landing right after a free, with
+        __del__ calling close() again later, must not free it twice (that segfaulted, issue 24)."""
         llama = self._llama
-        if getattr(self, "_batch", None) is not None:
-            llama.llama_batch_free(self._batch)
-            self._batch = None
-        if getattr(self, "_ctx", None):
-            llama.llama_free(self._ctx)
-        self._ctx = None
-        if getattr(self, "_model", None):
-            llama.llama_model_free(self._model)
-        self._model = None
+        batch, self._batch = getattr(self, "_batch", None), None
+        if batch is not None:
+            llama.llama_batch_free(batch)
+        ctx, self._ctx = getattr(self, "_ctx", None), None
+        if ctx:
+            llama.llama_free(ctx)
+        model, self._model = getattr(self, "_model", None), None
+        if model:
+            llama.llama_model_free(model)
 
     def __del__(self):
         try:
