@@ -227,26 +227,6 @@ def test_export_disk_full(tmp_path):
         subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_export_ctrl_c(tmp_path):
-    """SIGINT while writing: exit 130, one line, no output folder and no temp folder."""
-    from edgepack.model.demo import demo_checkpoint_dir
-
-    demo_checkpoint_dir()  # cached, so the export below is busy writing when interrupted
-    p = subprocess.Popen([sys.executable, "-m", "edgepack", "export", "--int4", "--model", "demo",
-                          "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(tmp_path.glob(".out.tmp-*/*/*")):
-        time.sleep(0.05)
-    assert any(tmp_path.glob(".out.tmp-*")), "export never started writing"
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
-    lines = [ln for ln in err.splitlines() if ln.startswith("edgepack:")]
-    assert p.returncode == 130 and lines == ["edgepack: error: interrupted"], err
-    assert "Traceback" not in err
-    assert_clean(tmp_path)
-
-
 # ------------------------------------------------------------------------------------ artifacts
 def _rewrite_manifest_entry(art, rel):
     """Make the manifest agree with a damaged file, so the format's own reader must catch it."""
