@@ -1,13 +1,10 @@
 """Hostile inputs and faults: each ends in one clear error line, a non-zero exit, no traceback and
 nothing half-written (no output folder, no temp files) — across export, run, verify, inspect, bench."""
 import json
-import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
