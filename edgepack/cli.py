@@ -363,7 +363,8 @@ def verify(artifact, model, backend, max_ppl_increase, tokens, threads, as_json)
     """Recompute an artifact's fidelity report against the float reference."""
     from .verify import verify as run_verify
 
-    report = run_verify(artifact, model=model, fmt=backend, tokens=tokens, threads=threads)
+    with _progress() as progress:
+        report = run_verify(artifact, model=model, fmt=backend, tokens=tokens, threads=threads, progress=progress)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     for r in report["artifacts"]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import BadInput, InternalError
 from ..formats.llamacpp import quiet_llama
-from .backend import Backend
+from .backend import Backend, chunks
 
 N_BATCH = 512  # tokens per llama_decode call (llama.cpp's default); longer prefills are chunked
 
@@ -89,8 +89,7 @@ class GGUFBackend(Backend):
         if self.n_past + len(tokens) > self.n_ctx:
             raise BadInput(f"{self.path}: context full ({self.n_past} + {len(tokens)} tokens > n_ctx {self.n_ctx})")
         out = np.empty((len(tokens), self.vocab_size), np.float32) if all_logits else None
-        for start in range(0, len(tokens), N_BATCH):
-            chunk = tokens[start:start + N_BATCH]
+        for start, chunk in chunks(tokens, N_BATCH):
             last = start + len(chunk) == len(tokens)
             self._decode(chunk, all_logits)
             if all_logits:
