@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from edgepack.errors import ConfigError, NotSupported
-from edgepack.model.families import minicpm, minicpm5, parse_config
+from edgepack.model.families import minicpm, minicpm3, minicpm5, parse_config
 from edgepack.model.testmodels import make_tiny, tiny_config
 
 # MiniCPMConfig.__init__'s defaults in the remote code MiniCPM checkpoints ship
@@ -30,7 +30,16 @@ def _field(cfg, key):
 
 
 def test_every_default_is_listed():
-    assert set(minicpm.DEFAULTS) == set(FIELD) == set(minicpm5.DEFAULTS)
+    assert set(minicpm.DEFAULTS) == set(FIELD) == set(minicpm5.DEFAULTS) == set(minicpm3.DEFAULTS)
+
+
+def test_minicpm3_defaults_are_minicpm3_configs():
+    from transformers import MiniCPM3Config
+
+    c = MiniCPM3Config()
+    theirs = {k: getattr(c, k) for k in FIELD if k != "rope_theta"}
+    theirs["rope_theta"] = c.rope_parameters["rope_theta"]
+    assert minicpm3.DEFAULTS == theirs
 
 
 def test_minicpm_defaults_are_minicpm_configs():
@@ -46,7 +55,8 @@ def test_minicpm5_defaults_are_llama_configs():
     assert minicpm5.DEFAULTS == theirs
 
 
-@pytest.mark.parametrize("family,module", [("minicpm", minicpm), ("minicpm4", minicpm), ("minicpm5", minicpm5)])
+@pytest.mark.parametrize("family,module", [("minicpm", minicpm), ("minicpm4", minicpm), ("minicpm5", minicpm5),
+                                           ("minicpm3", minicpm3)])
 @pytest.mark.parametrize("key", sorted(FIELD))
 def test_a_missing_key_takes_the_model_classs_default(family, module, key):
     raw = tiny_config(family=family, vocab_size=4096)
