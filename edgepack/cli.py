@@ -5,13 +5,25 @@ import sys
 
 import click
 
+from . import interrupt
 from .errors import EdgepackError
 
 
 class EdgepackGroup(click.Group):
-    """Turns library errors (and click's usage errors) into one line on stderr and an exit code."""
+    """Turns library errors (and click's usage errors) into one line on stderr and an exit code.
+    Ctrl-C and SIGTERM are both "interrupted", exit 130 (edgepack.interrupt)."""
 
     def main(self, args=None, **kw):
+        with interrupt.installed():
+            try:
+                self._main(args, **kw)
+            except SystemExit as e:
+                interrupt.cleanup()  # a temporary folder whose own cleanup a second Ctrl-C cut short
+                if e.code == 130 and args is None:  # the real command line (not a test's CliRunner):
+                    interrupt.exit_now(130)  # everything is cleaned up; skip tearing down torch & co.
+                raise
+
+    def _main(self, args=None, **kw):
         args = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in args
         try:
@@ -23,15 +35,18 @@ class EdgepackGroup(click.Group):
             _fail("interrupted", 130, debug)
         except click.ClickException as e:  # usage errors: bad option, missing argument
             _fail(e.format_message(), 2, debug)
-        except EdgepackError as e:
-            _fail(str(e), e.exit_code, debug)
         except KeyboardInterrupt:
             _fail("interrupted", 130, debug)
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                _fail(f"no space left on device{' writing ' + e.filename if e.filename else ''}", 2, debug)
-            _fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", 1, debug)
-        except Exception as e:  # a bug: say so, keep it to one line unless --debug
+        except Exception as e:
+            if interrupt.received():  # a library turned the KeyboardInterrupt into an error of its own
+                _fail("interrupted", 130, debug)
+            if isinstance(e, EdgepackError):
+                _fail(str(e), e.exit_code, debug)
+            if isinstance(e, OSError):
+                if e.errno == errno.ENOSPC:
+                    _fail(f"no space left on device{' writing ' + e.filename if e.filename else ''}", 2, debug)
+                _fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}", 1, debug)
+            # a bug: say so, keep it to one line unless --debug
             if "No space left on device" in str(e) or "os error 28" in str(e):  # from Rust/C++ writers
                 _fail("no space left on device", 2, debug)
             _fail(f"internal error: {type(e).__name__}: {e}".splitlines()[0], 1, debug)
@@ -128,13 +143,28 @@ def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fide
 
 class _progress:
     """One rich progress bar per stage, on stderr; the library only calls progress(stage, done, total).
-    Transient and started lazily, so an early error stays the only line on stderr."""
+    Transient and started lazily, so an early error stays the only line on stderr.
+
+    EDGEPACK_PROGRESS=lines prints one plain `progress: STAGE DONE/TOTAL` line per call instead, for
+    scripts and tests that act at a stage (tests/test_interrupt.py); with it, EDGEPACK_PAUSE_AT="STAGE
+    DONE/TOTAL" waits at that call until a signal ends the command (a test interrupts there, not by luck)."""
 
     def __enter__(self):
+        import os
+
         self.p, self.tasks = None, {}
+        self.lines = os.environ.get("EDGEPACK_PROGRESS") == "lines"
+        self.pause_at = os.environ.get("EDGEPACK_PAUSE_AT") if self.lines else None
         return self
 
     def __call__(self, stage, done, total):
+        if self.lines:
+            click.echo(f"progress: {stage} {done}/{total}", err=True)
+            if self.pause_at == f"{stage} {done}/{total}":
+                import threading
+
+                threading.Event().wait()  # only a signal (KeyboardInterrupt) leaves this
+            return
         if self.p is None:
             from rich.console import Console
 
@@ -296,6 +326,7 @@ def chat(artifact, system, thinking, **kw):
                 stats = _stream(model, out, err, thinking=_thinking_mode(thinking, out), messages=history, images=images,
                                 **_sampling(kw))
             except KeyboardInterrupt:
+                interrupt.forget()  # handled: the next error is an error again
                 stats = model.stats
                 err.write("\n[reply stopped]")
             except EdgepackError as e:  # e.g. one message longer than the context: say so, keep chatting
@@ -365,7 +396,8 @@ def verify(artifact, model, backend, max_ppl_increase, tokens, threads, as_json)
     """Recompute an artifact's fidelity report against the float reference."""
     from .verify import verify as run_verify
 
-    report = run_verify(artifact, model=model, fmt=backend, tokens=tokens, threads=threads)
+    with _progress() as progress:
+        report = run_verify(artifact, model=model, fmt=backend, tokens=tokens, threads=threads, progress=progress)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     for r in report["artifacts"]:

@@ -6,11 +6,10 @@ finished. An existing OUT is refused unless force=True.
 """
 import os
 import shutil
-import signal
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
+from . import interrupt
 from .errors import BadInput, NotSupported
 from .formats.manifest import file_entries, files_under, new_manifest, write_manifest
 
@@ -72,6 +71,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     log = log or (lambda msg: None)
     progress = progress or (lambda stage, done, total: None)
 
+    progress("load", 0, 1)  # before the first byte of the checkpoint is read
     ckpt = load(model)
     if ckpt.config.num_experts and method not in (None, "rtn"):
         raise NotSupported(f"--method {method}: calibrated int4 is not implemented for mixture-of-experts models; "
@@ -107,51 +107,48 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
         from .fidelity import eval_windows
 
         ids = eval_windows(tok, fidelity_tokens, ckpt.config.context_length)
+    progress("load", 1, 1)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     from .quant import methods
 
-    try:
-        with _sigterm_as_interrupt(), methods.shared_calibration():  # ONNX and GGUF share one calibration
-            tdir = tmp / "tokenizer"
-            tdir.mkdir()
-            for f in tok.files + [n for n in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja") if (ckpt.path / n).is_file()]:
-                shutil.copyfile(ckpt.path / f, tdir / f)
-            manifest = new_manifest(ckpt, name, tok, file_entries(tmp, files_under(tmp, "tokenizer")))
-            ref = image_ref = None
-            for fmt in formats:
-                log(f"writing {fmt} ({dtype})")
-                entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method, kv_dtype)
-                if fmt == "gguf" and ckpt.config.vision is not None:
-                    entry.update(write_vision_gguf(ckpt, tmp, mmproj_type))
-                if fidelity_tokens:
-                    if ref is None:
-                        from .fidelity import reference_logits
+    # the folder exists only inside scratch_dir, which removes it however the block ends (interrupt.py)
+    with interrupt.scratch_dir(out.parent, f".{out.name}.tmp-") as tmp, methods.shared_calibration():
+        tdir = tmp / "tokenizer"
+        tdir.mkdir()
+        for f in tok.files + [n for n in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja") if (ckpt.path / n).is_file()]:
+            shutil.copyfile(ckpt.path / f, tdir / f)
+        manifest = new_manifest(ckpt, name, tok, file_entries(tmp, files_under(tmp, "tokenizer")))
+        ref = image_ref = None
+        for fmt in formats:  # ONNX and GGUF share one calibration
+            log(f"writing {fmt} ({dtype})")
+            entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method, kv_dtype)
+            if fmt == "gguf" and ckpt.config.vision is not None:
+                entry.update(write_vision_gguf(ckpt, tmp, mmproj_type))
+            if fidelity_tokens:
+                if ref is None:
+                    from .fidelity import reference_logits
 
-                        progress("float reference", 0, 1)
-                        ref = reference_logits(ckpt, ids)
-                        progress("float reference", 1, 1)
-                    progress(f"fidelity {fmt}", 0, 1)
-                    entry["fidelity"] = artifact_fidelity(fmt, tmp / entry["path"], ids, ref, threads, ckpt.config)
-                    if ckpt.config.vision is not None:  # MiniCPM-V: image prompts too (image_fidelity.py)
-                        from .image_fidelity import image_fidelity, reference_cases
+                    progress("float reference", 0, 1)
+                    ref = reference_logits(ckpt, ids)
+                    progress("float reference", 1, 1)
+                progress(f"fidelity {fmt}", 0, 1)
+                entry["fidelity"] = artifact_fidelity(fmt, tmp / entry["path"], ids, ref, threads, ckpt.config)
+                if ckpt.config.vision is not None:  # MiniCPM-V: image prompts too (image_fidelity.py)
+                    from .image_fidelity import image_fidelity, reference_cases
 
-                        if image_ref is None:
-                            image_ref = reference_cases(ckpt, tok)
-                        mm = tmp / entry["mmproj"]["path"] if entry.get("mmproj") else None
-                        entry["fidelity"]["image"] = image_fidelity(fmt, tmp / entry["path"], ckpt.config, tok,
-                                                                    image_ref, threads, mmproj=mm)
-                    progress(f"fidelity {fmt}", 1, 1)
-                entry["files"] += entry.pop("files_extra", [])
-                manifest["artifacts"].append(entry)
-            ckpt.close()
-            write_manifest(tmp, manifest)
-            os.chmod(tmp, 0o755)
-            _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                    if image_ref is None:
+                        image_ref = reference_cases(ckpt, tok)
+                    mm = tmp / entry["mmproj"]["path"] if entry.get("mmproj") else None
+                    entry["fidelity"]["image"] = image_fidelity(fmt, tmp / entry["path"], ckpt.config, tok,
+                                                                image_ref, threads, mmproj=mm)
+                progress(f"fidelity {fmt}", 1, 1)
+            entry["files"] += entry.pop("files_extra", [])
+            manifest["artifacts"].append(entry)
+        ckpt.close()
+        write_manifest(tmp, manifest)
+        os.chmod(tmp, 0o755)
+        interrupt.commit(tmp, lambda: _replace(tmp, out))
     return out
 
 
@@ -239,7 +236,8 @@ def artifact_fidelity(fmt, path, ids, ref, threads, cfg=None):
 
 
 def _replace(tmp, out):
-    """Move the finished folder into place; an old OUT (with --force) goes only after that."""
+    """Move the finished folder into place; an old OUT (with --force) goes only after that (run inside
+    interrupt.commit, so no signal lands between the two renames)."""
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / "x")
@@ -247,22 +245,3 @@ def _replace(tmp, out):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM cleans up like Ctrl-C (main thread only)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    prev = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, prev)

@@ -6,12 +6,15 @@ from .model.hub import is_hub_id
 from .formats.manifest import find_artifact, read_manifest, verify_files
 
 
-def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
+def verify(artifact, model=None, fmt=None, tokens=None, threads=None, progress=None):
+    """progress(stage, done, total), as for export: load, float reference, fidelity FORMAT."""
     from .model.checkpoint import load
     from .export import artifact_fidelity
     from .fidelity import eval_windows, reference_logits
     from .model.tokenizer import load_tokenizer
 
+    progress = progress or (lambda stage, done, total: None)
+    progress("load", 0, 1)
     root = Path(artifact)
     m = read_manifest(root)
     entries = [find_artifact(m, fmt)] if fmt else m["artifacts"]
@@ -34,9 +37,14 @@ def verify(artifact, model=None, fmt=None, tokens=None, threads=None):
     cfg = m["model"]["config"]
     ckpt.config = ckpt.config.with_context(cfg.get("context_length") or cfg["max_position_embeddings"])  # as exported
     ids = eval_windows(tok, n, ckpt.config.context_length)  # the export's windows
+    progress("load", 1, 1)
+    progress("float reference", 0, 1)
     ref = reference_logits(ckpt, ids)
+    progress("float reference", 1, 1)
     out = []
     for e in entries:
+        progress(f"fidelity {e['format']}", 0, 1)
         fid = artifact_fidelity(e["format"], root / e["path"], ids, ref, threads, ckpt.config)
+        progress(f"fidelity {e['format']}", 1, 1)
         out.append({"format": e["format"], "path": e["path"], "fidelity": fid, "recorded": e.get("fidelity")})
     return {"artifact": str(root), "artifacts": out}

@@ -204,13 +204,16 @@ def get(raw, path, key, kind, default=None, required=False):
 REQUIRED_INT = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 
 
-def common_fields(raw, path, default_bos=1, default_eos=2):
-    """The fields every family reads the same way (shapes, norm eps, special ids)."""
+def common_fields(raw, path, defaults):
+    """The fields every family reads the same way (shapes, norm eps, special ids). `defaults`: the
+    family's DEFAULTS, what the model's own config class uses for a key config.json leaves out (a value
+    edgepack would make up instead gives a model that computes something else, silently)."""
     f = {k: get(raw, path, k, int, required=True) for k in REQUIRED_INT}
     f["num_key_value_heads"] = get(raw, path, "num_key_value_heads", int, f["num_attention_heads"])
-    f["max_position_embeddings"] = get(raw, path, "max_position_embeddings", int, 4096)
-    f["rms_norm_eps"] = get(raw, path, "rms_norm_eps", float, 1e-5)
-    f["rope_theta"] = get(raw, path, "rope_theta", float, 10000.0)
+    f["max_position_embeddings"] = get(raw, path, "max_position_embeddings", int, defaults["max_position_embeddings"])
+    f["rms_norm_eps"] = get(raw, path, "rms_norm_eps", float, defaults["rms_norm_eps"])
+    f["rope_theta"] = get(raw, path, "rope_theta", float, defaults["rope_theta"])
+    default_bos, default_eos = defaults["bos_token_id"], defaults["eos_token_id"]
     bos = raw.get("bos_token_id", default_bos)
     if isinstance(bos, bool) or not isinstance(bos, int) or bos < 0:
         raise ConfigError(path, "bos_token_id", f"must be a non-negative integer, got {bos!r}")

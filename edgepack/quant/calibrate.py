@@ -66,6 +66,8 @@ def _calibrate(q, ids, progress=None, float_only=False):
     L = c.num_hidden_layers
     # mmapped safetensors pages count in RSS while the file is open: let go of them after each layer
     release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
+    if progress:
+        progress("calibrate", 0, L)
     for i in range(L):
         p = f"model.layers.{i}."
         W = {n: ckpt.torch(p + n + ".weight").to(CALIBRATION_DTYPE) for group in groups for n in group}

@@ -5,6 +5,17 @@ in the runtime and are shared by every backend.
 """
 import numpy as np
 
+PIECE = 128  # tokens per native call in a long prefill: Ctrl-C is honoured between calls, never inside one
+
+
+def chunks(tokens, most):
+    """Consecutive (start, piece) of `tokens`, PIECE (at most `most`) tokens each, one engine call per piece.
+    A native call cannot be interrupted: 512 demo tokens were ~6 s on a loaded 2-core machine, 128 are a
+    quarter of that (issue 24). Fixed, not timed, so the same prompt always meets the same pieces."""
+    n = min(PIECE, most)
+    for lo in range(0, len(tokens), n):
+        yield lo, tokens[lo:lo + n]
+
 
 class Backend:
     name = "?"  # "onnx" | "gguf"

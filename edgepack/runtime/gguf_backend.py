@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import BadInput, InternalError
 from ..formats.llamacpp import quiet_llama
-from .backend import Backend
+from .backend import Backend, chunks
 
 N_BATCH = 512  # tokens per llama_decode call (llama.cpp's default); longer prefills are chunked
 
@@ -99,8 +99,7 @@ class GGUFBackend(Backend):
         if self.n_past + len(tokens) > self.n_ctx:
             raise BadInput(f"{self.path}: context full ({self.n_past} + {len(tokens)} tokens > n_ctx {self.n_ctx})")
         out = np.empty((len(tokens), self.vocab_size), np.float32) if all_logits else None
-        for start in range(0, len(tokens), N_BATCH):
-            chunk = tokens[start:start + N_BATCH]
+        for start, chunk in chunks(tokens, N_BATCH):
             last = start + len(chunk) == len(tokens)
             self._decode(chunk, all_logits)
             if all_logits:
@@ -158,22 +157,24 @@ class GGUFBackend(Backend):
         return np.concatenate(out) if all_logits else self._logits(1)[0]
 
     def close(self):
+        """Each handle is taken (set to None) before it is freed: a Ctrl-C landing right after a free, with
+        __del__ calling close() again later, must not free it twice (that segfaulted, issue 24)."""
         llama = self._llama
-        if getattr(self, "image_encoder", None) is not None:
-            self.image_encoder.close()
-            self.image_encoder = None
-        if getattr(self, "_ebatch", None) is not None:
-            llama.llama_batch_free(self._ebatch)
-            self._ebatch = None
-        if getattr(self, "_batch", None) is not None:
-            llama.llama_batch_free(self._batch)
-            self._batch = None
-        if getattr(self, "_ctx", None):
-            llama.llama_free(self._ctx)
-        self._ctx = None
-        if getattr(self, "_model", None):
-            llama.llama_model_free(self._model)
-        self._model = None
+        enc, self.image_encoder = getattr(self, "image_encoder", None), None
+        if enc is not None:
+            enc.close()
+        ebatch, self._ebatch = getattr(self, "_ebatch", None), None
+        if ebatch is not None:
+            llama.llama_batch_free(ebatch)
+        batch, self._batch = getattr(self, "_batch", None), None
+        if batch is not None:
+            llama.llama_batch_free(batch)
+        ctx, self._ctx = getattr(self, "_ctx", None), None
+        if ctx:
+            llama.llama_free(ctx)
+        model, self._model = getattr(self, "_model", None), None
+        if model:
+            llama.llama_model_free(model)
 
     def __del__(self):
         try:

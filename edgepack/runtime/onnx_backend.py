@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import BadInput
 from . import hugepages
-from .backend import Backend
+from .backend import Backend, chunks
 
 IDLE_S = 0.2  # no forward for this long: the model is idle (a chat waiting for its user, between turns)
 KV_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}  # past_key_values input type -> buffer
@@ -211,8 +211,8 @@ class OnnxBackend(Backend):
         if need > self.capacity:
             self.reserve(max(need, 2 * self.capacity, 256))
         outs = []
-        for lo in range(0, len(tokens), PREFILL_CHUNK):
-            lg = self._run(tokens[lo:lo + PREFILL_CHUNK])
+        for _, piece in chunks(tokens, PREFILL_CHUNK):
+            lg = self._run(piece)
             if all_logits:
                 outs.append(np.array(lg, np.float32))
         if all_logits:

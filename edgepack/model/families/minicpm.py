@@ -21,6 +21,14 @@ MODELS = ("MiniCPM-1B, MiniCPM-2B(-sft/-dpo), MiniCPM-2B-128k (dynamic NTK: plai
           "MiniCPM-MoE-8x2B (num_experts/num_experts_per_tok)")
 DYNAMIC_CONTEXT = 4096  # default exported context of a dynamic-NTK model (--context up to max_position_embeddings)
 
+# What MiniCPM's own MiniCPMConfig (configuration_minicpm.py, the remote code its checkpoints ship;
+# github.com/OpenBMB/MiniCPM model/configuration_minicpm.py) uses for a key config.json leaves out.
+# Its μP defaults (scale_emb 1, dim_model_base 1, scale_depth 1) are not taken: every published config
+# carries all three, so a config without one is refused (MUP_KEYS) rather than turned into another model.
+DEFAULTS = {"max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "bos_token_id": 1,
+            "eos_token_id": 2, "tie_word_embeddings": True}
+MUP_KEYS = (("scale_emb", float), ("dim_model_base", int), ("scale_depth", float))
+
 
 def _scaling_kind(raw):
     s = raw.get("rope_scaling")
@@ -35,13 +43,15 @@ def recognises(raw):  # after minicpm4 (LongRoPE); other scalings get parse's cl
 
 def fields(raw, path):
     """MiniCPM's fields: the common ones, μP, head_dim (kv_channels), tie."""
-    f = common_fields(raw, path)
-    f["scale_emb"] = get(raw, path, "scale_emb", float, 1.0)
-    f["dim_model_base"] = get(raw, path, "dim_model_base", int, 256)
-    f["scale_depth"] = get(raw, path, "scale_depth", float, 1.0)
+    f = common_fields(raw, path, DEFAULTS)
     # MiniCPM4's code gates all three scalars on use_mup (default on: MiniCPM-2B has no such key)
     f["use_mup"] = get(raw, path, "use_mup", bool, True)
-    f["tie_word_embeddings"] = get(raw, path, "tie_word_embeddings", bool, True)
+    for key, kind in MUP_KEYS:  # without μP they are unused (identity), so only then may they be absent
+        if f["use_mup"] and raw.get(key) is None:
+            raise ConfigError(path, key, "is missing (one of MiniCPM's three μP scalars; use_mup is on)")
+        if raw.get(key) is not None:
+            f[key] = get(raw, path, key, kind)
+    f["tie_word_embeddings"] = get(raw, path, "tie_word_embeddings", bool, DEFAULTS["tie_word_embeddings"])
     f["head_dim"] = get(raw, path, "kv_channels", int, 0) or get(raw, path, "head_dim", int, 0)
     if raw.get("num_experts"):  # MiniCPM-MoE-8x2B: 8 experts, 2 per token, router mlp.gate
         f["num_experts"] = get(raw, path, "num_experts", int)

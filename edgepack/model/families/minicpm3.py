@@ -17,13 +17,17 @@ NAME = "minicpm3"
 CONFIG = "model_type minicpm3"
 MODELS = "MiniCPM3-4B"
 
+# What transformers' MiniCPM3Config uses for a key config.json leaves out (tests compare with MiniCPM3Config())
+DEFAULTS = {"max_position_embeddings": 32768, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "bos_token_id": 1,
+            "eos_token_id": 2, "tie_word_embeddings": True}
+
 
 def recognises(raw):
     return raw.get("model_type") == "minicpm3"
 
 
 def parse(raw, path):
-    f = common_fields(raw, path)
+    f = common_fields(raw, path, DEFAULTS)
     heads = f["num_attention_heads"]
     if f["num_key_value_heads"] != heads:
         raise NotSupported(f"{path}: num_key_value_heads ({f['num_key_value_heads']}) must equal num_attention_heads "
@@ -45,7 +49,7 @@ def parse(raw, path):
     no_op = {"scale_depth": float(f["num_hidden_layers"]) ** 0.5, "dim_model_base": f["hidden_size"]}
     for key, kind, default in (("scale_depth", float, 1.4), ("dim_model_base", int, 256)):
         f[key] = no_op[key] if key in raw and raw[key] is None else get(raw, path, key, kind, default)
-    f["tie_word_embeddings"] = get(raw, path, "tie_word_embeddings", bool, True)
+    f["tie_word_embeddings"] = get(raw, path, "tie_word_embeddings", bool, DEFAULTS["tie_word_embeddings"])
     f["attention"] = "mla"
     kind = minicpm._scaling_kind(raw)
     if kind == "longrope":

@@ -1,0 +1,190 @@
+"""Ctrl-C and SIGTERM: one KeyboardInterrupt in the main thread, never lost, never splitting a step in two.
+
+The CLI calls install() before anything else, so both signals raise KeyboardInterrupt (exit 130, one
+`edgepack: error: interrupted` line) from the first moment of every command, imports and loading included.
+
+Two ways an interrupt went wrong before (issue 24):
+
+- Lost. Python runs a signal's handler at the main thread's next bytecode. When that bytecode belongs to
+  a callback that native code made (llama.cpp's log callback while a model loads, any ctypes callback, a
+  `__del__`, a weakref callback), the KeyboardInterrupt is raised there and then discarded as
+  "unraisable", and the command runs on to the end. install() watches sys.unraisablehook: a discarded
+  KeyboardInterrupt is raised again in the main thread a moment later, until it lands in ordinary code.
+- Turned into an error. Some libraries catch a KeyboardInterrupt raised inside their own Python calls and
+  raise an error of their own instead; received() tells the CLI the error came from an interrupt.
+- Half-made. A signal between creating a folder and registering it for removal, or between the two
+  renames of `--force`, leaves a folder behind. critical() holds the signal until its block ends;
+  scratch_dir() creates, removes and commits a temporary folder only inside such blocks, and whatever
+  an interrupted cleanup missed, cleanup() (called by the CLI on its way out) removes.
+"""
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REARM_S = 0.01  # a discarded interrupt is raised again this long after (lets the callback return first)
+
+_received = False  # a signal came during this command (received(), forget())
+_depth = 0  # > 0 inside critical()
+_held = None  # the signal that arrived inside critical(), raised when it ends
+_lost = threading.Event()
+_hooked = False
+_scratch = set()  # temporary folders not yet removed or committed
+
+
+def _on_signal(signum, frame):
+    global _held, _received
+    _received = True
+    if _depth:
+        _held = signum
+        return
+    raise KeyboardInterrupt
+
+
+def received():
+    """Whether a signal came since install() (or forget()): an error raised after it is its consequence.
+    Some libraries turn a KeyboardInterrupt raised inside their own callbacks into an error of theirs
+    (safetensors reading a tensor: "could not determine the shape of object type 'torch.storage.UntypedStorage'")."""
+    return _received
+
+
+def forget():
+    """The interrupt was handled (chat stopped a reply): later errors are errors again."""
+    global _received
+    _received = False
+
+
+def _main_thread():
+    return threading.current_thread() is threading.main_thread()
+
+
+def install():
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, and a discarded one is raised again.
+    Returns the handlers it replaced."""
+    global _hooked
+    if not _main_thread():
+        return {}
+    forget()
+    previous = {s: signal.signal(s, _on_signal) for s in SIGNALS}
+    if _hooked:
+        return previous
+    _hooked = True
+    chained = sys.unraisablehook
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            _lost.set()  # quietly: the interrupt is not over, it is only postponed
+        else:
+            chained(unraisable)
+
+    sys.unraisablehook = hook
+    threading.Thread(target=_rearm, name="edgepack-interrupt", daemon=True).start()
+    return previous
+
+
+@contextmanager
+def installed():
+    """install() for the length of a block (a command run in-process, e.g. by a test, gets its handlers back)."""
+    previous = install()
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def exit_now(code):
+    """Leave at once, after the cleanup: flush and os._exit, skipping the interpreter's teardown of torch,
+    onnxruntime and llama.cpp (seconds on a busy 2-core machine, after the interrupt was already handled)."""
+    import os
+
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+def _rearm():
+    import _thread
+
+    while True:
+        _lost.wait()
+        _lost.clear()
+        time.sleep(REARM_S)
+        _thread.interrupt_main()  # runs the SIGINT handler in the main thread, as a real Ctrl-C would
+
+
+@contextmanager
+def critical():
+    """A block no signal may cut: a signal inside it is held and raised (KeyboardInterrupt) when it ends."""
+    global _depth, _held
+    if not _main_thread():
+        yield
+        return
+    previous = {}
+    try:
+        _depth += 1
+        for s in SIGNALS:
+            previous[s] = signal.signal(s, _on_signal)
+        yield
+    finally:
+        _depth -= 1
+        if not _depth:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            held, _held = _held, None
+            if held is not None:
+                raise KeyboardInterrupt
+
+
+@contextmanager
+def scratch_dir(parent, prefix):
+    """A new temporary folder in `parent`, removed when the block fails or is interrupted, whenever that
+    happens. Inside the block, commit(path, move) moves it into place (the moving is never cut in two)."""
+    term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
+    if term == signal.SIG_DFL:  # a library caller without install(): SIGTERM cleans up too, meanwhile
+        signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        with critical():
+            path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            _scratch.add(path)
+        try:
+            yield path
+        finally:
+            _remove(path)
+    finally:
+        if term == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, term)
+
+
+def commit(path, move):
+    """Run move() (which takes `path` away, e.g. renames it into place) uninterrupted; the folder is then
+    no longer scratch. A signal that came during move() is raised after it: the result stays complete."""
+    with critical():
+        move()
+        _scratch.discard(path)
+
+
+def _remove(path):
+    with critical():
+        if path in _scratch:
+            shutil.rmtree(path, ignore_errors=True)
+            _scratch.discard(path)
+
+
+def cleanup():
+    """Remove every scratch folder an interrupted cleanup left (the CLI calls this on its way out; a
+    further Ctrl-C meanwhile does not stop it)."""
+    while _scratch:
+        try:
+            for path in list(_scratch):
+                _remove(path)
+        except KeyboardInterrupt:
+            continue
