@@ -87,7 +87,7 @@ def debian_mirror():
     return "http://deb.debian.org/debian"
 
 
-def _tool(name, package):
+def tool(name, package):
     """The path of a host tool; installed with apt-get when missing and running as root."""
     path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
     if path:
@@ -115,7 +115,7 @@ def ensure_root(log=None):
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
         if stamp.is_file() and stamp.read_text() == PINS:
             return root
-        debootstrap, _ = _tool("debootstrap", "debootstrap"), _tool("qemu-aarch64-static", "qemu-user-static")
+        debootstrap, _ = tool("debootstrap", "debootstrap"), tool("qemu-aarch64-static", "qemu-user-static")
         if os.geteuid() != 0:
             raise BadInput("building the arm64 root runs debootstrap, which needs root (run once as root, "
                            f"or copy a built {root} here)")
@@ -172,7 +172,7 @@ def python_command(root, cpu="phone"):
     """argv prefix that runs the root's python3.11 on the named emulated core (CPUS)."""
     if cpu not in CPUS:
         raise BadInput(f"unknown --cpu {cpu!r}: one of {', '.join(CPUS)}")
-    qemu = _tool("qemu-aarch64-static", "qemu-user-static")
+    qemu = tool("qemu-aarch64-static", "qemu-user-static")
     return [qemu, "-cpu", CPUS[cpu][0], "-L", str(root), str(Path(root) / PYTHON)]
 
 

@@ -18,6 +18,7 @@ Emulated speed means nothing, so nothing is timed. Bounds: DESIGN.md's measured 
 int8 kernels across CPUs and versions (Δppl ±0.5 point, top-1 ±1.5 points).
 """
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .arm64root import CPUS, WHEELS, ensure_host_site, ensure_root, python_command, site_path
+from .arm64root import CPUS, WHEELS, ensure_host_site, ensure_root, python_command, site_path, tool
+from .bench.machine import cpu_info
 from .errors import BadInput, InternalError
 from .fidelity import DEFAULT_TOKENS, agreement, compare, eval_windows, reference_logits
 from .formats.manifest import find_artifact, read_manifest, verify_files
@@ -54,6 +56,7 @@ def check_arm(artifact, model=None, cpu="phone", tokens=None, threads=2, n_new=N
     verify_files(root, entry["files"])
     if cpu not in CPUS:
         raise BadInput(f"unknown --cpu {cpu!r}: one of {', '.join(CPUS)}")
+    arm_root = ensure_root(log)  # built once, cached (arm64root.py)
     tk = m["tokenizer"]
     tok = load_tokenizer(root / (tk.get("path") or "tokenizer"), bos_id=tk.get("bos_id"), eos_ids=tk.get("eos_ids") or None)
     recorded = entry.get("fidelity") or {}
@@ -68,7 +71,6 @@ def check_arm(artifact, model=None, cpu="phone", tokens=None, threads=2, n_new=N
     job = {"onnx": str(root / entry["path"]), "threads": threads, "windows": windows, "prompts": prompts,
            "n_new": n_new, "eos": list(tok.eos_ids), "forced": None,
            "n_ctx": max(16, *map(len, windows), *(len(p) + n_new for p in prompts))}
-    arm_root = ensure_root(log)
     with tempfile.TemporaryDirectory(prefix="edgepack-check-arm-") as tmp:
         log("x86_64: onnxruntime " + WHEELS[0].split("==")[1])
         x86 = _worker([sys.executable], ensure_host_site(), job, Path(tmp) / "x86_64", len(windows))
@@ -81,8 +83,6 @@ def check_arm(artifact, model=None, cpu="phone", tokens=None, threads=2, n_new=N
 
 def _worker(python, site, job, out, n_windows):
     """Run check_arm_worker under `python` with `site` (onnxruntime) first on the path; load what it wrote."""
-    import os
-
     out.mkdir()
     (out / "job.json").write_text(json.dumps(job), encoding="utf-8")
     code = str(Path(__file__).resolve().parent.parent)  # this edgepack, importable by the emulated python too
@@ -141,11 +141,17 @@ def _report(root, cpu, recorded, windows, ref, prompts, x86, arm, tok, margin):
     windows_cmp["margin"] = margin
     failures = _failures(recorded, fid, windows_cmp, chat)
     return {"artifact": str(root), "onnxruntime": arm["onnxruntime"], "host_onnxruntime": x86["onnxruntime"],
+            "host": cpu_info(), "qemu": _qemu_version(),
             "cpu": {"name": cpu, "qemu_cpu": CPUS[cpu][0], "description": CPUS[cpu][1], "features": arm["features"],
                     "machine": arm["machine"]},
             "tokens": fid["arm64"]["tokens"], "window": fid["arm64"]["window"],
             "fidelity": {"manifest": recorded or None, **fid}, "windows": windows_cmp, "chat": chat,
             "speed": NO_SPEED, "failures": failures, "ok": not failures}
+
+
+def _qemu_version():
+    r = subprocess.run([tool("qemu-aarch64-static", "qemu-user-static"), "--version"], capture_output=True, text=True)
+    return (r.stdout.splitlines() or ["?"])[0]
 
 
 def _failures(recorded, fid, windows_cmp, chat):
@@ -187,7 +193,7 @@ def format_report(r):
     """The report as text: CPU, fidelity table (manifest / x86_64 / arm64), windows, chat, verdict."""
     cpu = r["cpu"]
     lines = [f"{r['artifact']}: onnxruntime {r['onnxruntime']} on arm64 (qemu -cpu {cpu['qemu_cpu']}) vs x86_64 "
-             f"(onnxruntime {r['host_onnxruntime']})",
+             f"(onnxruntime {r['host_onnxruntime']}, {r['host']['cpu']})",
              f"emulated core '{cpu['name']}': {cpu['description']}",
              f"  features offered (AT_HWCAP/AT_HWCAP2): {' '.join(cpu['features']) or 'none of note'}",
              f"fidelity on {r['tokens']} evaluation tokens (window {r['window']}), against the float reference:",

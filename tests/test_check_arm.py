@@ -108,10 +108,17 @@ def test_tiny_artifact_agrees_on_arm64_kernels(artifacts, dtype):
     assert "tok/s" not in json.dumps(r) and "no speed figures" in r["speed"]
 
 
-@pytest.mark.parametrize("dtype, all_rows", [("fp32", False), ("int4", True)])
-def test_a_permuted_q_row_fails_the_check(artifacts, tmp_path, dtype, all_rows):
-    """Through the command: exit 3, one error line naming the figure that left its bound."""
-    broken = permute_q(artifacts[dtype], tmp_path / f"broken-{dtype}", all_rows)
+def test_one_swapped_q_row_fails_the_fp32_check(artifacts, tmp_path):
+    broken = permute_q(artifacts["fp32"], tmp_path / "broken-fp32", all_rows=False)
+    r = check_arm(broken, tokens=TOKENS, n_new=N_NEW, margin=TINY_MARGIN)
+    assert not r["ok"]
+    assert any(f.startswith("mean KL") and f.endswith("in the manifest: more than 1.5x + 1e-05") for f in r["failures"]), r["failures"]
+    assert r["windows"]["clear_disagreements"] == 0  # both CPUs run the same broken graph alike
+
+
+def test_permuted_q_rows_fail_the_int4_check_through_the_command(artifacts, tmp_path):
+    """Exit 3, one error line naming the figure that left its bound."""
+    broken = permute_q(artifacts["int4"], tmp_path / "broken-int4", all_rows=True)
     r = subprocess.run([sys.executable, "-m", "edgepack", "check-arm", str(broken), "--tokens", str(TOKENS)],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=900)
     assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
