@@ -201,8 +201,9 @@ def format_report(r):
     for name in ("manifest", "x86_64", "arm64"):
         f = r["fidelity"][name]
         if f:
+            other = f" (on {f['tokens']} tokens: not comparable)" if f["tokens"] != r["tokens"] else ""
             lines.append(f"  {name:10} {f['ppl']:10.4f} {f['ppl_increase_pct']:+8.3f}% {100 * f['top1_agreement']:7.2f}% "
-                         f"{f['mean_kl']:10.6f}")
+                         f"{f['mean_kl']:10.6f}{other}")
     w = r["windows"]
     lines.append(f"arm64 vs x86_64 logits, {w['positions']} positions: same argmax {100 * w['top1']:.2f}%, "
                  f"{w['clear_disagreements']} disagreements of {w['clear']} clear (margin >= {w['margin']}), "
