@@ -1,12 +1,18 @@
-"""`edgepack android push`: sideload an artifact (and optionally the demo APK) with adb.
+"""`edgepack android push` and `edgepack android bench`: sideload an artifact (and optionally the demo APK)
+with adb, and time it on the phone.
 
 The Android demo (android_demo/) looks for artifacts in its external files directory, one folder
 per artifact; this module builds the adb commands that put one there, prints them shell-quoted,
-and runs them (or only prints them with --dry-run).
+and runs them (or only prints them with --dry-run). `bench` then starts the app with a bench intent
+(core/BenchRequest.java): the app loads the newest artifact, answers one fixed prompt, and writes
+bench/RUN.json (core/BenchReport.java: TTFT and decode tok/s from its own clock, × speech, peak memory
+from /proc/self/status), which is pulled back and checked against BENCH_KEYS.
 """
 import json
+import re
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import click
@@ -17,6 +23,14 @@ PACKAGE = "org.edgepack.demo"
 DEVICE_DIR = f"/sdcard/Android/data/{PACKAGE}/files"
 MANIFEST = "edgepack.json"
 ACTIVITY = f"{PACKAGE}/.MainActivity"
+# BenchRequest.EXTRA_RUN, EXTRA_TOKENS, EXTRA_ARTIFACT
+BENCH_EXTRA, BENCH_TOKENS_EXTRA, BENCH_ARTIFACT_EXTRA = f"{PACKAGE}.BENCH", f"{PACKAGE}.BENCH_TOKENS", f"{PACKAGE}.BENCH_ARTIFACT"
+PLAIN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"  # BenchRequest.RUN_ID: run ids and artifact folder names
+BENCH_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."  # BenchRequest.PROMPT
+BENCH_SCHEMA = 1
+BENCH_KEYS = ("schema", "run", "prompt", "prompt_tokens", "max_new_tokens", "tokens", "ttft_s", "decode_tok_s",
+              "decode_s", "speech_ratio", "speech_units_per_s", "speech_unit", "peak_rss_bytes", "rss_bytes", "load_s",
+              "threads", "artifact", "model", "device", "engine", "text", "error")  # BenchReport.KEYS
 
 
 def device_path(artifact):
@@ -47,6 +61,56 @@ def adb_commands(artifact, apk=None, serial=None, start=False):
     return commands
 
 
+def bench_commands(artifact, run_id, apk=None, serial=None, tokens=128, out=None):
+    """push's commands, then: remove an old result, start the app with the bench intent (-S: a fresh
+    process, so the peak memory is this run's; -W: wait until it is up), wait until the app has written
+    bench/RUN.json (it writes it through a rename, also when the run fails), pull it to `out`. The intent
+    names the artifact folder, so the app loads the one just pushed whatever else the phone holds."""
+    if not re.fullmatch(PLAIN_NAME, run_id) or run_id.endswith(".tmp"):
+        raise BadInput(f"bench run id {run_id!r}: letters, digits, '.', '_' or '-' only")
+    name = Path(artifact).resolve().name
+    if not re.fullmatch(PLAIN_NAME, name):
+        raise BadInput(f"{artifact}: for a bench the folder name must be letters, digits, '.', '_' or '-' "
+                       "(it travels in an intent through adb's shell); rename or copy it")
+    adb = ["adb"] + (["-s", serial] if serial else [])
+    result = f"{DEVICE_DIR}/bench/{run_id}.json"
+    return adb_commands(artifact, apk=apk, serial=serial) + [
+        adb + ["shell", "rm", "-f", result],
+        adb + ["shell", "am", "start", "-S", "-W", "-n", ACTIVITY, "--es", BENCH_EXTRA, run_id,
+               "--ei", BENCH_TOKENS_EXTRA, str(int(tokens)), "--es", BENCH_ARTIFACT_EXTRA, name],
+        adb + ["shell", f"until [ -f {result} ]; do sleep 1; done"],
+        adb + ["pull", result, str(out or f"{run_id}.json")],
+    ]
+
+
+def check_bench(data, source="bench result"):
+    """The pulled report, checked: every BENCH_KEYS key, schema BENCH_SCHEMA, and either an error or figures."""
+    if not isinstance(data, dict):
+        raise BadInput(f"{source}: not a JSON object")
+    missing = [k for k in BENCH_KEYS if k not in data]
+    if missing:
+        raise BadInput(f"{source}: missing {', '.join(missing)} (an app older than this edgepack?)")
+    if data["schema"] != BENCH_SCHEMA:
+        raise BadInput(f"{source}: schema {data['schema']!r}, this edgepack reads {BENCH_SCHEMA}")
+    if data["error"] is not None:
+        raise BadInput(f"{source}: the app could not run the benchmark: {data['error']}")
+    for k in ("ttft_s", "decode_tok_s", "speech_ratio", "load_s"):
+        if not isinstance(data[k], (int, float)) or data[k] < 0:
+            raise BadInput(f"{source}: {k} is {data[k]!r}, not a number >= 0")
+    for k in ("tokens", "prompt_tokens", "peak_rss_bytes", "threads"):
+        if not isinstance(data[k], int) or data[k] <= 0:
+            raise BadInput(f"{source}: {k} is {data[k]!r}, not a positive integer")
+    return data
+
+
+def format_bench(d):
+    """One README row: device, model, TTFT, decode tok/s, × speech, peak RSS."""
+    dev = d.get("device") or {}
+    return (f"| {dev.get('manufacturer', '')} {dev.get('model', '?')} ({dev.get('abi', '?')}, {d['threads']} threads) "
+            f"| {d['model'] or d['artifact']} | {d['ttft_s']:.2f} s | {d['decode_tok_s']:.1f} tok/s "
+            f"| {d['speech_ratio']:.1f}x | {d['peak_rss_bytes'] / 2**20:.0f} MiB | {d['tokens']} tokens |")
+
+
 def _check_artifact(root):
     """An artifact folder with a readable manifest and an onnx entry (the only format the app runs)."""
     manifest = root / MANIFEST
@@ -64,14 +128,19 @@ def _check_artifact(root):
                        "the Android app runs ONNX: export with --format onnx")
 
 
-def run_commands(commands, dry_run=False, echo=click.echo):
-    """Print each command shell-quoted, then run it unless dry_run; stop at the first failure."""
-    for cmd in commands:
+def run_commands(commands, dry_run=False, echo=click.echo, timeouts=None):
+    """Print each command shell-quoted, then run it unless dry_run; stop at the first failure.
+    timeouts: {index: seconds} for commands that may wait (the bench's wait for its result)."""
+    for i, cmd in enumerate(commands):
         echo(shlex.join(cmd))
         if dry_run:
             continue
+        limit = (timeouts or {}).get(i)
         try:
-            result = subprocess.run(cmd)
+            result = subprocess.run(cmd, timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise BadInput(f"no result after {limit} s from '{shlex.join(cmd)}'; the app's log: "
+                           "adb logcat -s edgepack") from None
         except FileNotFoundError:
             raise BadInput("adb not found on PATH: install Android platform-tools "
                            "(Debian: apt-get install adb)") from None
@@ -96,3 +165,32 @@ def push(artifact, apk, serial, start, dry_run):
     run_commands(adb_commands(artifact, apk=apk, serial=serial, start=start), dry_run=dry_run)
     if not dry_run:
         click.echo(f"pushed to {device_path(artifact)}; open 'edgepack demo' on the phone", err=True)
+
+
+@android.command()
+@click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--install", "apk", type=click.Path(dir_okay=False, path_type=Path),
+              help="Install (or update) this APK first.")
+@click.option("--serial", "-s", help="Device serial, as adb devices lists it.")
+@click.option("--tokens", type=click.IntRange(1, 2048), default=128, show_default=True, help="New tokens to generate.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where the pulled JSON goes (default: RUN.json here).")
+@click.option("--timeout", type=click.IntRange(1), default=900, show_default=True,
+              help="Seconds to wait for the phone's result (sha256 checks, load, answer).")
+@click.option("--dry-run", is_flag=True, help="Only print the adb commands.")
+def bench(artifact, apk, serial, tokens, out, timeout, dry_run):
+    """Push ARTIFACT, answer one fixed prompt in the app, pull back its figures (JSON): TTFT, decode tok/s,
+    × speech, peak memory, from the app's own clock and /proc/self/status."""
+    run_id = f"{Path(artifact).resolve().name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    run_id = re.sub(r"[^A-Za-z0-9._-]", "_", run_id).lstrip("._-")[-100:] or "bench"
+    out = out or Path(f"{run_id}.json")
+    commands = bench_commands(artifact, run_id, apk=apk, serial=serial, tokens=tokens, out=out)
+    run_commands(commands, dry_run=dry_run, timeouts={len(commands) - 2: timeout})
+    if dry_run:
+        return
+    try:
+        data = json.loads(Path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BadInput(f"{out}: cannot read the pulled result ({e})") from None
+    click.echo(format_bench(check_bench(data, str(out))))
+    click.echo(f"wrote {out}", err=True)

@@ -411,6 +411,32 @@ def verify(artifact, model, backend, max_ppl_increase, tokens, threads, as_json)
 
         raise CheckFailed(f"{artifact}: perplexity increase {worst:+.2f}% exceeds --max-ppl-increase {max_ppl_increase}%")
 
+@main.command("check-arm")
+@click.argument("artifact", type=click.Path())
+@click.option("--model", default=None, help="Source checkpoint (default: the one recorded in the manifest).")
+@click.option("--cpu", type=click.Choice(["phone", "max", "a76", "a53"]), default="phone", show_default=True,
+              help="Emulated core: phone = dotprod+i8mm+fp16+SVE2/128, no SME; max = qemu's default (adds SME); "
+                   "a76 = dotprod+fp16; a53 = plain NEON.")
+@click.option("--tokens", type=click.IntRange(2), default=None, help="Evaluation tokens (default: the manifest's).")
+@click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True, help="onnxruntime threads on each side.")
+@json_flag
+def check_arm(artifact, model, cpu, tokens, threads, as_json):
+    """Run the ONNX artifact on onnxruntime's arm64 kernels (qemu) and compare with x86 and the manifest.
+
+    Builds and caches an arm64 Debian root the first time (~/.cache/edgepack/arm64-root; debootstrap
+    and qemu-user-static, as root). Prints no speed: emulated time says nothing about a phone.
+    Exit status 3 when arm64 leaves the bounds."""
+    from .check_arm import check_arm as run, format_report
+    from .errors import CheckFailed
+
+    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    report = run(artifact, model=model, cpu=cpu, tokens=tokens, threads=threads, log=log)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    if not report["ok"]:
+        raise CheckFailed(f"{artifact}: arm64 left the bounds: {report['failures'][0]}")
+
+
+
 from .android import android  # noqa: E402  (edgepack android push: sideloading, issue 8)
 
 main.add_command(android)

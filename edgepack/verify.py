@@ -8,7 +8,6 @@ from .formats.manifest import find_artifact, read_manifest, verify_files
 
 def verify(artifact, model=None, fmt=None, tokens=None, threads=None, progress=None):
     """progress(stage, done, total), as for export: load, float reference, fidelity FORMAT."""
-    from .model.checkpoint import load
     from .export import artifact_fidelity
     from .fidelity import eval_windows, reference_logits
     from .model.tokenizer import load_tokenizer
@@ -21,16 +20,7 @@ def verify(artifact, model=None, fmt=None, tokens=None, threads=None, progress=N
     verify_files(root, m["tokenizer"]["files"])
     for e in entries:
         verify_files(root, e["files"])
-    src = model or m["model"].get("source_path")
-    hub = m["model"].get("source_hub") or {}
-    if not model and hub and not (src and Path(src).is_dir()):  # the cache moved: find the same snapshot by id
-        src = hub["id"]
-    revision = hub.get("revision") if src == hub.get("id") else None  # the exported commit, not today's main
-    if not src or (src not in ("demo", "demo-llama") and not Path(src).is_dir() and not is_hub_id(src)):
-        raise BadInput(f"{root}: the source checkpoint {src} is not available; pass --model DIR")
-    ckpt = load(src, revision=revision)
-    if ckpt.weights_sha256() != m["model"].get("source_sha256"):
-        raise BadInput(f"{ckpt.path}: weights differ from the ones this artifact was exported from")
+    ckpt = source_checkpoint(root, m, model)
     tok = load_tokenizer(root / "tokenizer", bos_id=m["tokenizer"]["bos_id"], eos_ids=m["tokenizer"]["eos_ids"])
     recorded = [e.get("fidelity") or {} for e in entries]
     n = tokens or max(f.get("tokens", 0) for f in recorded) or 2048
@@ -48,3 +38,21 @@ def verify(artifact, model=None, fmt=None, tokens=None, threads=None, progress=N
         progress(f"fidelity {e['format']}", 1, 1)
         out.append({"format": e["format"], "path": e["path"], "fidelity": fid, "recorded": e.get("fidelity")})
     return {"artifact": str(root), "artifacts": out}
+
+
+def source_checkpoint(root, m, model=None):
+    """The checkpoint an artifact (folder root, manifest m) was exported from, its weights' sha256 checked:
+    `model` when given, else the manifest's source path, else its hub id at the exported revision."""
+    from .model.checkpoint import load
+
+    src = model or m["model"].get("source_path")
+    hub = m["model"].get("source_hub") or {}
+    if not model and hub and not (src and Path(src).is_dir()):  # the cache moved: find the same snapshot by id
+        src = hub["id"]
+    revision = hub.get("revision") if src == hub.get("id") else None  # the exported commit, not today's main
+    if not src or (src not in ("demo", "demo-llama") and not Path(src).is_dir() and not is_hub_id(src)):
+        raise BadInput(f"{root}: the source checkpoint {src} is not available; pass --model DIR")
+    ckpt = load(src, revision=revision)
+    if ckpt.weights_sha256() != m["model"].get("source_sha256"):
+        raise BadInput(f"{ckpt.path}: weights differ from the ones this artifact was exported from")
+    return ckpt

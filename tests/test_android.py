@@ -375,3 +375,124 @@ def test_edgepack_cli_has_the_android_group(tmp_path):
     bad = _run(cli + [str(tmp_path / "nowhere"), "--dry-run"], timeout=120)
     assert bad.returncode == 2
     assert bad.stderr == f"edgepack: error: {tmp_path / 'nowhere'}: no such artifact folder\n"
+
+
+# `edgepack android bench`: push, the bench intent, wait for the app's JSON, pull it, check it.
+RUN = "demo-int4-20261204T190000"
+RESULT = f"{DEVICE_DIR}/bench/{RUN}.json"
+
+
+def _bench_json(**changes):
+    """A result as the app writes it (BenchReport.success): every key of BENCH_KEYS."""
+    from edgepack.android import BENCH_PROMPT
+
+    data = {"schema": 1, "run": RUN, "prompt": BENCH_PROMPT, "prompt_tokens": 31, "max_new_tokens": 128,
+            "tokens": 128, "ttft_s": 0.42, "decode_tok_s": 24.5, "decode_s": 5.18, "speech_ratio": 7.1,
+            "speech_units_per_s": 17.8, "speech_unit": "words", "peak_rss_bytes": 412 * 2**20, "rss_bytes": 380 * 2**20,
+            "load_s": 1.9, "threads": 4, "artifact": "demo-int4", "model": "SmolLM2-135M-Instruct (MiniCPM form)",
+            "device": {"manufacturer": "Google", "model": "Pixel 8", "abi": "arm64-v8a", "sdk": 34, "cores": 9},
+            "engine": {"onnxruntime_genai": "0.15.2", "onnxruntime": "1.29.0"}, "text": "Once upon a time", "error": None}
+    data.update(changes)
+    return data
+
+
+@pytest.fixture
+def bench_adb(tmp_path, monkeypatch, fake_adb):
+    """fake_adb, plus: `pull SRC DST` writes $FAKE_ADB_RESULT to DST; the wait hangs if FAKE_ADB_HANG is set."""
+    adb = tmp_path / "bin" / "adb"
+    adb.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, shutil, sys, time\n"
+        "with open(os.environ['FAKE_ADB_LOG'], 'a') as f:\n"
+        "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "if 'pull' in sys.argv and os.environ.get('FAKE_ADB_RESULT'):\n"
+        "    shutil.copy(os.environ['FAKE_ADB_RESULT'], sys.argv[-1])\n"
+        "if os.environ.get('FAKE_ADB_HANG') and any(a.startswith('until ') for a in sys.argv):\n"
+        "    time.sleep(30)\n")
+    monkeypatch.setattr("edgepack.android.time.strftime", lambda fmt: "20261204T190000")
+
+    def result(data):
+        path = tmp_path / "phone-result.json"
+        path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+        monkeypatch.setenv("FAKE_ADB_RESULT", str(path))
+    return fake_adb, result
+
+
+def test_bench_dry_run_prints_the_exact_adb_commands(tmp_path, bench_adb):
+    calls, _ = bench_adb
+    art = _artifact(tmp_path)
+    apk_file = tmp_path / "app.apk"
+    apk_file.write_bytes(b"PK")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(android, ["bench", str(art), "--install", str(apk_file), "-s", "R58M", "--tokens", "64",
+                                          "--out", str(out), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"adb -s R58M install -r {apk_file}",
+        f"adb -s R58M shell mkdir -p {DEVICE_DIR}",
+        f"adb -s R58M push {art} {DEVICE_DIR}/",
+        f"adb -s R58M shell rm -f {RESULT}",
+        f"adb -s R58M shell am start -S -W -n org.edgepack.demo/.MainActivity --es org.edgepack.demo.BENCH {RUN} "
+        "--ei org.edgepack.demo.BENCH_TOKENS 64 --es org.edgepack.demo.BENCH_ARTIFACT demo-int4",
+        f"adb -s R58M shell 'until [ -f {RESULT} ]; do sleep 1; done'",
+        f"adb -s R58M pull {RESULT} {out}",
+    ]
+    assert calls() == [] and not out.exists()
+
+
+def test_bench_runs_the_commands_and_prints_a_readme_row(tmp_path, bench_adb, monkeypatch):
+    calls, result = bench_adb
+    result(_bench_json())
+    monkeypatch.chdir(tmp_path)
+    art = _artifact(tmp_path)
+    r = CliRunner().invoke(android, ["bench", str(art)])
+    assert r.exit_code == 0, r.output
+    assert [c[:2] for c in calls()] == [["shell", "mkdir"], ["push", str(art)], ["shell", "rm"], ["shell", "am"],
+                                        ["shell", f"until [ -f {RESULT} ]; do sleep 1; done"], ["pull", RESULT]]
+    assert json.loads((tmp_path / f"{RUN}.json").read_text())["decode_tok_s"] == 24.5
+    assert r.stdout.splitlines()[-1] == ("| Google Pixel 8 (arm64-v8a, 4 threads) | SmolLM2-135M-Instruct (MiniCPM form) "
+                                         "| 0.42 s | 24.5 tok/s | 7.1x | 412 MiB | 128 tokens |")
+
+
+@pytest.mark.parametrize("data, message", [
+    (_bench_json(error="No artifact found in /sdcard/Android/data/org.edgepack.demo/files/demo-int4."),
+     "the app could not run the benchmark: No artifact found"),
+    ({k: v for k, v in _bench_json().items() if k != "peak_rss_bytes"}, "missing peak_rss_bytes"),
+    (_bench_json(schema=2), "schema 2"),
+    (_bench_json(decode_tok_s=None), "decode_tok_s is None"),
+    ("{", "cannot read the pulled result"),
+])
+def test_bench_refuses_a_result_it_cannot_trust(tmp_path, bench_adb, monkeypatch, data, message):
+    _, result = bench_adb
+    result(data)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(android, ["bench", str(_artifact(tmp_path))])
+    assert isinstance(r.exception, EdgepackError) and r.exception.exit_code == 2, r.output
+    assert message in str(r.exception)
+
+
+def test_bench_gives_up_waiting_with_the_logcat_hint(tmp_path, bench_adb, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_HANG", "1")
+    r = CliRunner().invoke(android, ["bench", str(_artifact(tmp_path)), "--timeout", "1"])
+    assert isinstance(r.exception, EdgepackError)
+    assert "no result after 1 s" in str(r.exception) and "adb logcat -s edgepack" in str(r.exception)
+
+
+def test_bench_refuses_a_folder_name_adb_shell_would_split(tmp_path, bench_adb):
+    calls, _ = bench_adb
+    r = CliRunner().invoke(android, ["bench", str(_artifact(tmp_path, name="my model")), "--dry-run"])
+    assert isinstance(r.exception, EdgepackError) and "folder name" in str(r.exception)
+    assert calls() == []
+
+
+def test_bench_names_and_keys_are_the_apps():
+    """The intent extras, the prompt and the report's keys, as the app's Java sources spell them."""
+    from edgepack.android import BENCH_ARTIFACT_EXTRA, BENCH_EXTRA, BENCH_KEYS, BENCH_PROMPT, BENCH_TOKENS_EXTRA
+
+    core = DEMO / "app" / "src" / "main" / "java" / "org" / "edgepack" / "demo" / "core"
+    request, report = (core / "BenchRequest.java").read_text(), (core / "BenchReport.java").read_text()
+    consts = dict(re.findall(r'public static final String (\w+) = "([^"]*)";', request))
+    assert (consts["EXTRA_RUN"], consts["EXTRA_TOKENS"], consts["EXTRA_ARTIFACT"], consts["PROMPT"]) == (
+        BENCH_EXTRA, BENCH_TOKENS_EXTRA, BENCH_ARTIFACT_EXTRA, BENCH_PROMPT)
+    keys = re.search(r"KEYS = \{(.*?)\};", report, re.S).group(1)
+    assert tuple(re.findall(r'"(\w+)"', keys)) == BENCH_KEYS

@@ -103,12 +103,21 @@ final class GenAiRunner implements AutoCloseable {
 
     /** Streams the answer to userText until the model stops, MAX_NEW_TOKENS, or stop is set. */
     void generate(String userText, AtomicBoolean stop, Listener listener) throws GenAIException {
-        int[] ids;
+        generate(userText, MAX_NEW_TOKENS, stop, listener);
+    }
+
+    /** The prompt's token ids, as generate() feeds them (chat template, then BOS by edgepack's rule). */
+    int[] promptIds(String userText) throws GenAIException {
         try (Sequences input = tokenizer.encode(chatPrompt(userText))) {
-            ids = EngineSetup.withBos(input.getSequence(0), bosId, addBos);
+            return EngineSetup.withBos(input.getSequence(0), bosId, addBos);
         }
+    }
+
+    /** Streams the answer to userText until the model stops, maxNewTokens, or stop is set. */
+    void generate(String userText, int maxNewTokens, AtomicBoolean stop, Listener listener) throws GenAIException {
+        int[] ids = promptIds(userText);
         try (GeneratorParams params = new GeneratorParams(model)) {
-            params.setSearchOption("max_length", ids.length + MAX_NEW_TOKENS);
+            params.setSearchOption("max_length", ids.length + maxNewTokens);
             params.setSearchOption("do_sample", false);
             try (Generator generator = new Generator(model, params);
                  TokenizerStream stream = tokenizer.createStream()) {

@@ -3,6 +3,7 @@ package org.edgepack.demo;
 import android.app.Activity;
 import android.app.ActivityManager;
 import android.content.Context;
+import android.content.Intent;
 import android.graphics.Color;
 import android.os.Build;
 import android.os.Bundle;
@@ -26,10 +27,16 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicBoolean;
 
+import org.json.JSONException;
+import org.json.JSONObject;
+
 import org.edgepack.demo.core.ArtifactException;
 import org.edgepack.demo.core.ArtifactManifest;
 import org.edgepack.demo.core.ArtifactVerifier;
+import org.edgepack.demo.core.BenchReport;
+import org.edgepack.demo.core.BenchRequest;
 import org.edgepack.demo.core.EngineSetup;
+import org.edgepack.demo.core.ProcStatus;
 import org.edgepack.demo.core.StreamAssembler;
 import org.edgepack.demo.core.StreamStats;
 
@@ -39,6 +46,9 @@ import org.edgepack.demo.core.StreamStats;
  * and the ratio to human speech. All model work runs on one worker thread. Every failure ends as
  * one message: no artifact pushed, a missing/partial/corrupt file, not enough memory, the engine's
  * libraries not loading, or genai's own load error text.
+ *
+ * Started with a bench intent (core/BenchRequest: edgepack android bench), it loads the named artifact,
+ * answers the fixed prompt once and writes bench/RUN.json (core/BenchReport), also when it fails.
  */
 public class MainActivity extends Activity {
 
@@ -61,6 +71,12 @@ public class MainActivity extends Activity {
 
     // Owned by the worker thread.
     private GenAiRunner runner;
+    private BenchRequest bench;
+    private String lastError;
+    private String artifactName = "";
+    private String modelName = "";
+    private double loadSeconds;
+    private int threads;
 
     @Override
     protected void onCreate(Bundle savedInstanceState) {
@@ -68,10 +84,20 @@ public class MainActivity extends Activity {
         setContentView(buildViews());
         setBusy(true, false);
         final File dir = getExternalFilesDir(null);
+        Intent intent = getIntent();
+        try {
+            bench = BenchRequest.fromExtras(intent.getStringExtra(BenchRequest.EXTRA_RUN),
+                    intent.getIntExtra(BenchRequest.EXTRA_TOKENS, 0), intent.getStringExtra(BenchRequest.EXTRA_ARTIFACT));
+        } catch (IllegalArgumentException e) {
+            Log.e(TAG, "bench intent refused: " + e.getMessage());  // no valid run id: no file to write
+        }
         worker.execute(new Runnable() {
             @Override
             public void run() {
                 load(dir);
+                if (bench != null) {
+                    runBench(dir);
+                }
             }
         });
     }
@@ -151,12 +177,16 @@ public class MainActivity extends Activity {
             return;
         }
         List<File> found = ArtifactVerifier.findArtifacts(dir);
+        if (bench != null && bench.artifact != null) {  // the folder edgepack android bench pushed, not the newest
+            found = ArtifactVerifier.findArtifacts(new File(dir, bench.artifact));
+        }
         if (found.isEmpty()) {
             showError("No artifact found in " + dir + ".\n\nPush one from your computer:\n"
                     + "  edgepack android push ARTIFACT");
             return;
         }
         final File root = found.get(0);
+        artifactName = root.getName();
         String others = found.size() > 1 ? " (newest of " + found.size() + ")" : "";
         ArtifactManifest manifest;
         try {
@@ -187,7 +217,8 @@ public class MainActivity extends Activity {
             showError(memory);
             return;
         }
-        int threads = EngineSetup.threads(Runtime.getRuntime().availableProcessors());
+        threads = EngineSetup.threads(Runtime.getRuntime().availableProcessors());
+        modelName = name;
         String loading = "Loading " + name + " into onnxruntime-genai (" + manifest.totalBytes() / (1024 * 1024)
                 + " MiB, " + threads + " threads)";
         AtomicBoolean ticking = startTicker(loading);
@@ -210,11 +241,88 @@ public class MainActivity extends Activity {
             showError(failure);
             return;
         }
+        loadSeconds = (SystemClock.uptimeMillis() - loadStart) / 1000.0;
         Log.i(TAG, String.format(Locale.ROOT, "loaded %s in %.2f s (%s, onnxruntime-genai, %d threads)",
-                root, (SystemClock.uptimeMillis() - loadStart) / 1000.0, abi(), threads));
+                root, loadSeconds, abi(), threads));
         showReady(name + " from " + root.getName() + others + ": " + manifest.onnxFiles.size()
                 + " files verified, prompt format " + runner.promptFormat + ", " + threads
                 + " threads, edgepack " + manifest.edgepackVersion);
+    }
+
+    /** Worker thread, after load(): the bench intent's one answer, its figures written to bench/RUN.json. */
+    private void runBench(File dir) {
+        JSONObject report;
+        if (runner == null) {
+            report = BenchReport.failure(bench, lastError, artifactName, device(), engine());
+        } else {
+            final StreamAssembler assembler = new StreamAssembler(runner.stopStrings());
+            final StringBuilder text = new StringBuilder();
+            String error = null;
+            int promptTokens = 0;
+            StreamStats stats = null;
+            showStatus("Benchmark " + bench.runId + ": " + bench.prompt);
+            try {
+                promptTokens = runner.promptIds(bench.prompt).length;
+                final StreamStats live = new StreamStats(System.nanoTime());
+                stats = live;
+                runner.generate(bench.prompt, bench.maxNewTokens, stop, new GenAiRunner.Listener() {
+                    @Override
+                    public void onPiece(String piece) {
+                        String visible = assembler.add(piece);
+                        live.onToken(visible, System.nanoTime());
+                        text.append(visible);
+                        showPiece(visible, live.summary());
+                        if (assembler.stopped()) {
+                            stop.set(true);
+                        }
+                    }
+                });
+                String rest = assembler.finish();
+                live.onText(rest);
+                text.append(rest);
+            } catch (Exception e) {
+                error = "Generation failed: " + e.getMessage();
+            } catch (OutOfMemoryError e) {
+                error = "Generation ran out of memory";
+            }
+            ProcStatus memory;
+            try {
+                memory = ProcStatus.read();
+            } catch (java.io.IOException e) {
+                memory = ProcStatus.parse("");
+            }
+            report = error != null || stats == null || stats.tokens() == 0
+                    ? BenchReport.failure(bench, error == null ? "no token generated" : error, artifactName, device(), engine())
+                    : BenchReport.success(bench, promptTokens, stats, text.toString(), memory, loadSeconds, threads,
+                            artifactName, modelName, device(), engine());
+        }
+        File out = bench.output(dir);
+        try {
+            BenchReport.write(report, out);
+            Log.i(TAG, "bench: wrote " + out);
+            showReady("Benchmark written to " + out);
+        } catch (Exception e) {
+            showError("Could not write the benchmark result " + out + ": " + e.getMessage());
+        }
+    }
+
+    private static JSONObject device() {
+        try {
+            return new JSONObject().put("manufacturer", Build.MANUFACTURER).put("model", Build.MODEL)
+                    .put("abi", abi()).put("sdk", Build.VERSION.SDK_INT)
+                    .put("cores", Runtime.getRuntime().availableProcessors());
+        } catch (JSONException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static JSONObject engine() {
+        try {
+            return new JSONObject().put("onnxruntime_genai", EngineSetup.GENAI_VERSION)
+                    .put("onnxruntime", EngineSetup.ONNXRUNTIME_VERSION);
+        } catch (JSONException e) {
+            throw new IllegalStateException(e);
+        }
     }
 
     /** Shows message with the seconds elapsed, every 250 ms, until the returned flag is cleared. */
@@ -333,6 +441,7 @@ public class MainActivity extends Activity {
     }
 
     private void showError(final String message) {
+        lastError = message;
         Log.e(TAG, message);
         runOnUiThread(new Runnable() {
             @Override

@@ -13,6 +13,10 @@ import org.json.JSONObject;
  */
 public final class EngineSetup {
 
+    /** The engine fetch_engine.sh packs (tests/test_android.py finds the same versions in the APK's libraries). */
+    public static final String GENAI_VERSION = "0.15.2";
+    public static final String ONNXRUNTIME_VERSION = "1.29.0";
+
     /** Decode on at most this many threads: phones have 2-4 big cores; the rest are slow ones. */
     public static final int MAX_THREADS = 4;
     private static final long MIB = 1024L * 1024L;
