@@ -111,7 +111,7 @@ def test_worker_peak_rss_is_its_own_not_its_parents():
 
     big = bytearray(400 * 2**20)  # the parent peaks above 400 MB
     big[:: 4096] = b"x" * len(big[:: 4096])
-    out = subprocess.run([sys.executable, "-c", "from edgepack.bench import _peak_rss; print(_peak_rss())"],
+    out = subprocess.run([sys.executable, "-c", "from edgepack.bench.worker import _peak_rss; print(_peak_rss())"],
                          capture_output=True, text=True, check=True)
     del big
     assert 0 < int(out.stdout) < 200 * 2**20
