@@ -55,6 +55,10 @@ def test_manifest_counts_add_up_and_an_unrouted_expert_is_rtn(dead):
         assert e["rtn_experts"] == low >= 1 and e["calibrated_experts"] == 10 - low >= 8
         assert e["method"] == "gptq_sym+clip"
         assert sum(map(sum, e["routed_tokens_per_layer"])) == 2 * 2 * a["quantization"]["calibration"]["tokens"]
+    from edgepack.formats.manifest import format_artifact, inspect_artifact
+
+    text = format_artifact(inspect_artifact(out))
+    assert "      experts: gptq_sym+clip, 9 calibrated, 1 RTN (routed fewer than 128 calibration tokens)" in text, text
     ck = load(d)
     dead0 = moe.expert_name(0, 0, "w1")
     assert _same(q.qtensor(dead0), moe.rtn(ck.torch(dead0), 32))  # the unrouted expert: RTN
@@ -172,6 +176,29 @@ def test_calibrated_experts_beat_rtn_on_their_routed_rows(routed):
                    for how, qt in (("gptq", q.qtensor(n)), ("rtn", moe.rtn(w[k], 32)))}
             print(f"expert {e} {k}: GPTQ/RTN output error {err['gptq'] / err['rtn']:.2f}")
             assert err["gptq"] < 0.9 * err["rtn"], (n, err)
+
+
+def test_the_quantized_layer_feeds_the_next_one_through_the_reference_routing():
+    """Routed (what turns a calibrated layer's output into the next layer's input) is reference.MoE on the
+    same weights: softmax, top-k, renormalised. Without the renormalisation, or with k±1, it is not."""
+    from edgepack.model.families import parse_config
+    from edgepack.model.testmodels import tiny_config
+
+    c = parse_config(tiny_config(shape="moe"))
+    ref = reference.MoE(c).double()
+    x = torch.randn(300, c.hidden_size, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    weights = lambda e: tuple(getattr(ref.experts[e], w).weight for w in ("w1", "w3", "w2"))  # noqa: E731
+    with torch.no_grad():
+        want = ref(x)
+        assert torch.allclose(moe.Routed(ref.gate.weight, c.num_experts_per_tok, weights)(x), want, rtol=1e-12, atol=1e-12)
+        for k in (1, 3):
+            assert not torch.allclose(moe.Routed(ref.gate.weight, k, weights)(x), want, rtol=1e-3, atol=1e-6)
+        mp = pytest.MonkeyPatch()
+        mp.setattr(moe, "route", lambda logits, k: reference.route(logits, k, renormalize=False))
+        try:
+            assert not torch.allclose(moe.Routed(ref.gate.weight, 2, weights)(x), want, rtol=1e-3, atol=1e-6)
+        finally:
+            mp.undo()
 
 
 def test_method_rtn_keeps_every_expert_rtn(tmp_path):

@@ -69,8 +69,9 @@ def _calibrate(q, ids, progress=None, float_only=False):
         q.info["experts"] = {"calibrated_experts": 0, "rtn_experts": 0, "min_routed_tokens": MIN_EXPERT_TOKENS,
                              "routed_tokens": []}
     L = c.num_hidden_layers
-    # mmapped safetensors pages count in RSS while the file is open: let go of them after each layer
-    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
+    # mmapped safetensors (and a MoE's memory-mapped .bin) pages count in RSS while the file is open: let go
+    # of them after each layer
+    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) or moe else (lambda: None)
     if progress:
         progress("calibrate", 0, L)
     for i in range(L):
@@ -109,7 +110,7 @@ def _calibrate(q, ids, progress=None, float_only=False):
             q.floats[p + n + ".weight"] = t.float()
             _attach(block, n + ".weight", t)
         if moe:
-            block.mlp = _experts(q, i, block.mlp.x, m) if not float_only else _float_experts(ckpt, i, h.dtype)
+            block.mlp = _experts(q, i, block.mlp.x, m, release) if not float_only else _float_experts(ckpt, i, h.dtype)
         del X, W
         release()
         _trim_heap()
@@ -120,10 +121,10 @@ def _calibrate(q, ids, progress=None, float_only=False):
             progress("calibrate", i + 1, L)
 
 
-def _experts(q, i, x, m):
+def _experts(q, i, x, m, release):
     """Calibrate layer i's experts from x (their float MoE input); the Routed module that runs them quantized."""
     ckpt, c = q.ckpt, q.ckpt.config
-    layer, rows, router = calibrate_experts(ckpt, i, x, m, q.block)
+    layer, rows, router = calibrate_experts(ckpt, i, x, m, q.block, release)
     q.floats[router_name(i)] = router.float()  # the router stays float in both formats
     info = q.info["experts"]
     n_cal = sum(len(r) >= MIN_EXPERT_TOKENS for r in rows.values())

@@ -51,7 +51,9 @@ def is_expert(name):
 
 
 def rtn(w, block):
-    """The RTN an expert falls back to: symmetric round-to-nearest on the block grid (Q4_0's / the packer's rule)."""
+    """The RTN an expert falls back to: symmetric round-to-nearest on the block grid (Q4_0's / the packer's rule,
+    with the scale rounded to fp16 first, as every edgepack.quant tensor, so both formats store it exactly; the
+    formats' own RTN of a --method rtn export rounds codes with the unrounded scale: a few codes differ)."""
     return quantize(w.float(), 4, sym=True, block=block)
 
 
@@ -68,8 +70,9 @@ def _fit(w, x, m, block):
 
 
 @torch.no_grad()
-def calibrate_experts(ckpt, i, x, m, block):
-    """Quantize layer i's experts from x (N, H), the MoE input of the calibration rows (float64).
+def calibrate_experts(ckpt, i, x, m, block, release=lambda: None):
+    """Quantize layer i's experts from x (N, H), the MoE input of the calibration rows (float64);
+    release() after each expert lets go of the checkpoint's mapped pages (a MoE-8x2B expert is 80 MB of bf16).
 
     Returns ({name: QTensor} of the layer's experts, {expert: routed rows}, router float64)."""
     c = ckpt.config
@@ -87,6 +90,7 @@ def calibrate_experts(ckpt, i, x, m, block):
             for w in ROLES:
                 out[expert_name(i, e, w)] = rtn(W[w], block)
         del W
+        release()
     return out, rows, router
 
 
