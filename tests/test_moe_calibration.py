@@ -201,6 +201,22 @@ def test_the_quantized_layer_feeds_the_next_one_through_the_reference_routing():
             mp.undo()
 
 
+@pytest.mark.parametrize("method, experts", [("awq_gptq", "gptq_sym+clip"), ("awq", "clip_sym (routed E[x^2])")])
+def test_asymmetric_and_awq_only_methods_keep_symmetric_calibrated_experts(tmp_path, method, experts):
+    """An asymmetric method (Q4_1 / zero points for the dense linears) still writes experts on the symmetric grid
+    QMoE and Q4_0 take; AWQ alone calibrates the experts' clip search from their routed rows. Both engines run it."""
+    d = make_tiny(tmp_path / "m", shape="moe", fmt="bin")
+    out = export(model=d, out=tmp_path / "art", method=method, fidelity_tokens=128, threads=1)
+    for a in json.loads((out / "edgepack.json").read_text())["artifacts"]:
+        e = a["quantization"]["experts"]
+        assert (e["method"], e["calibrated_experts"], e["rtn_experts"]) == (experts, 8, 0), a["format"]
+        assert a["fidelity"]["top1_agreement"] > 0.9, a["format"]
+    import gguf
+
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(next((out / "gguf").glob("*.gguf"))).tensors}
+    assert types["blk.0.ffn_gate_exps.weight"] == "Q4_0" and types["blk.0.attn_q.weight"] == "Q4_1"
+
+
 def test_method_rtn_keeps_every_expert_rtn(tmp_path):
     d = make_tiny(tmp_path / "m", shape="moe", fmt="bin")
     out = export(model=d, out=tmp_path / "art", method="rtn", formats=("onnx",), fidelity_tokens=0, threads=1)
