@@ -3,6 +3,7 @@ float router sends it, an expert routed too few tokens falls back to RTN, the ma
 calibrated codes are what the ONNX QMoE and the GGUF stacked Q4_0 experts hold.
 """
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,6 +68,41 @@ def test_manifest_counts_add_up_and_an_unrouted_expert_is_rtn(dead):
 
 def _same(a, b):
     return np.array_equal(a.data, b.data) and np.array_equal(a.scales, b.scales)
+
+
+def test_expert_codes_leave_memory_layer_by_layer(tmp_path, monkeypatch):
+    """Each layer's expert codes are spilled to the scratch folder before the next layer's experts are
+    calibrated (memory holds one layer's experts), read back unchanged, and the folder goes with the model."""
+    import gc
+
+    from edgepack.quant import calibrate
+
+    d = make_tiny(tmp_path / "m", shape="moe", fmt="bin")
+    events, real_cal, real_put = [], calibrate.calibrate_experts, methods.Quantized.put
+
+    def cal(ckpt, i, *a, **k):
+        events.append(("calibrate", i))
+        layer = real_cal(ckpt, i, *a, **k)
+        kept.update(layer[0])
+        return layer
+
+    def put(self, name, qt):
+        events.append(("spill", int(name.split(".")[2])))
+        real_put(self, name, qt)
+
+    kept = {}
+    (tmp_path / "spill").mkdir()
+    monkeypatch.setattr(calibrate, "calibrate_experts", cal)
+    monkeypatch.setattr(methods.Quantized, "put", put)
+    q = methods.quantize_model(load(d), METHOD, block=32, scratch=tmp_path / "spill")
+    assert events == [("calibrate", 0)] + [("spill", 0)] * 12 + [("calibrate", 1)] + [("spill", 1)] * 12
+    assert not any(moe.is_expert(n) for n in q.tensors) and sorted(q.spilled) == sorted(kept)
+    folder = Path(q.scratch.name)
+    assert folder.parent == tmp_path / "spill" and len(list(folder.iterdir())) == 24
+    assert all(_same(q.qtensor(n), kept[n]) for n in kept)
+    del q
+    gc.collect()
+    assert not folder.exists()
 
 
 def test_the_written_codes_are_the_calibrated_ones(dead):
