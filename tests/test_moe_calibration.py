@@ -237,15 +237,17 @@ def test_the_quantized_layer_feeds_the_next_one_through_the_reference_routing():
             mp.undo()
 
 
-@pytest.mark.parametrize("method, experts", [("awq_gptq", "gptq_sym+clip"), ("awq", "clip_sym (routed E[x^2])")])
+@pytest.mark.parametrize("method, experts", [("awq_gptq", "gptq_sym+clip"), ("awq", "clip_sym (routed E[x^2])"), ("mse", "rtn")])
 def test_asymmetric_and_awq_only_methods_keep_symmetric_calibrated_experts(tmp_path, method, experts):
     """An asymmetric method (Q4_1 / zero points for the dense linears) still writes experts on the symmetric grid
-    QMoE and Q4_0 take; AWQ alone calibrates the experts' clip search from their routed rows. Both engines run it."""
+    QMoE and Q4_0 take; AWQ alone calibrates the experts' clip search from their routed rows; a method without
+    calibration (mse) leaves them RTN and the router float. Both engines run each."""
     d = make_tiny(tmp_path / "m", shape="moe", fmt="bin")
     out = export(model=d, out=tmp_path / "art", method=method, fidelity_tokens=128, threads=1)
     for a in json.loads((out / "edgepack.json").read_text())["artifacts"]:
         e = a["quantization"]["experts"]
-        assert (e["method"], e["calibrated_experts"], e["rtn_experts"]) == (experts, 8, 0), a["format"]
+        n = 0 if experts == "rtn" else 8  # mse: no calibration at all, so RTN experts
+        assert (e["method"], e["calibrated_experts"], e["rtn_experts"]) == (experts, n, 8 - n), a["format"]
         assert a["fidelity"]["top1_agreement"] > 0.9, a["format"]
     import gguf
 

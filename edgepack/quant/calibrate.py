@@ -131,14 +131,13 @@ def _experts(q, i, x, m, release):
     info["calibrated_experts"] += n_cal
     info["rtn_experts"] += c.num_experts - n_cal
     info["routed_tokens"].append([len(rows[e]) for e in range(c.num_experts)])
-    names = sorted(layer)
 
-    def weights(e):
-        return tuple(torch.from_numpy(layer[f"model.layers.{i}.mlp.experts.{e}.{w}.weight"].dequantize()).to(x.dtype)
+    def weights(e):  # dequantized for this expert only, while the block runs
+        return tuple(torch.from_numpy(mod.layer[f"model.layers.{i}.mlp.experts.{e}.{w}.weight"].dequantize()).to(x.dtype)
                      for w in ("w1", "w3", "w2"))
 
     mod = Routed(router, c.num_experts_per_tok, weights)
-    mod.layer = {n: layer[n] for n in names}
+    mod.layer = layer  # the codes, until _spill_experts takes them
     return mod
 
 
