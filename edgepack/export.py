@@ -109,8 +109,10 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     out.parent.mkdir(parents=True, exist_ok=True)
     from .quant import methods
 
-    # the folder exists only inside scratch_dir, which removes it however the block ends (interrupt.py)
-    with interrupt.scratch_dir(out.parent, f".{out.name}.tmp-") as tmp, methods.shared_calibration():
+    # the folders exist only inside scratch_dir, which removes them however the block ends (interrupt.py);
+    # spill: a mixture-of-experts model's calibrated expert codes, beside the artifact, never inside it
+    with interrupt.scratch_dir(out.parent, f".{out.name}.tmp-") as tmp, \
+            interrupt.scratch_dir(out.parent, f".{out.name}.spill-") as spill, methods.shared_calibration():
         tdir = tmp / "tokenizer"
         tdir.mkdir()
         for f in tok.files + [n for n in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja") if (ckpt.path / n).is_file()]:
@@ -119,7 +121,8 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
         ref = image_ref = None
         for fmt in formats:  # ONNX and GGUF share one calibration
             log(f"writing {fmt} ({dtype})")
-            entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method, kv_dtype)
+            entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method, kv_dtype,
+                                  spill)
             if fmt == "gguf" and ckpt.config.vision is not None:
                 entry.update(write_vision_gguf(ckpt, tmp, mmproj_type))
             if fidelity_tokens:
@@ -171,9 +174,9 @@ def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, b
     return methods.quantize_model(ckpt, spec, progress=progress, block8=block8, block=block, scratch=scratch)
 
 
-def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None, kv_dtype=None):
-    # load -> quantize -> encode; expert codes spill beside the export's folder, never inside it
-    q = quantize_for(fmt, ckpt, dtype, gguf_type, method, progress, block_size, scratch=tmp.parent)
+def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None, kv_dtype=None,
+                  spill=None):
+    q = quantize_for(fmt, ckpt, dtype, gguf_type, method, progress, block_size, scratch=spill)  # load -> quantize -> encode
     if fmt == "onnx":
         from .formats.onnx_writer import write_onnx
 
