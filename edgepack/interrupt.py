@@ -29,7 +29,7 @@ from pathlib import Path
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REARM_S = 0.01  # a discarded interrupt is raised again this long after (lets the callback return first)
 
-_received = False  # a signal came during this command (received(), forget())
+_received = 0  # the signal that came during this command, 0 if none (received(), forget()); SIGTERM stays
 _depth = 0  # > 0 inside critical()
 _held = None  # the signal that arrived inside critical(), raised when it ends
 _lost = threading.Event()
@@ -39,7 +39,8 @@ _scratch = set()  # temporary folders not yet removed or committed
 
 def _on_signal(signum, frame):
     global _held, _received
-    _received = True
+    if _received != signal.SIGTERM:  # a re-raise of a lost SIGTERM arrives as SIGINT (_rearm): it stays SIGTERM
+        _received = signum
     if _depth:
         _held = signum
         return
@@ -50,13 +51,19 @@ def received():
     """Whether a signal came since install() (or forget()): an error raised after it is its consequence.
     Some libraries turn a KeyboardInterrupt raised inside their own callbacks into an error of theirs
     (safetensors reading a tensor: "could not determine the shape of object type 'torch.storage.UntypedStorage'")."""
-    return _received
+    return bool(_received)
+
+
+def terminated():
+    """Whether the signal was SIGTERM: a request to end the command, which even a handler that takes
+    Ctrl-C as "stop this step" (chat stops a reply) must not swallow."""
+    return _received == signal.SIGTERM
 
 
 def forget():
     """The interrupt was handled (chat stopped a reply): later errors are errors again."""
     global _received
-    _received = False
+    _received = 0
 
 
 def _main_thread():

@@ -3,6 +3,8 @@
 Backends must not import torch. The generation loop, sampler, stop checks and detokenizer live
 in the runtime and are shared by every backend.
 """
+from contextlib import contextmanager
+
 import numpy as np
 
 PIECE = 128  # tokens per native call in a long prefill: Ctrl-C is honoured between calls, never inside one
@@ -11,10 +13,29 @@ PIECE = 128  # tokens per native call in a long prefill: Ctrl-C is honoured betw
 def chunks(tokens, most):
     """Consecutive (start, piece) of `tokens`, PIECE (at most `most`) tokens each, one engine call per piece.
     A native call cannot be interrupted: 512 demo tokens were ~6 s on a loaded 2-core machine, 128 are a
-    quarter of that (issue 24). Fixed, not timed, so the same prompt always meets the same pieces."""
+    quarter of that (issue 24). Fixed, not timed, so the same prompt always meets the same pieces.
+    Listeners (prefill_progress) are told (start, total) before each piece of a forward that takes several."""
     n = min(PIECE, most)
+    many = len(tokens) > n
     for lo in range(0, len(tokens), n):
+        if many:
+            for f in tuple(_listeners):
+                f(lo, len(tokens))
         yield lo, tokens[lo:lo + n]
+
+
+_listeners = []
+
+
+@contextmanager
+def prefill_progress(f):
+    """While the block runs, f(start, total) before each piece of a forward cut in pieces (a long prefill):
+    `EDGEPACK_PROGRESS=lines` prints them, and tests interrupt a prefill at a piece they name."""
+    _listeners.append(f)
+    try:
+        yield
+    finally:
+        _listeners.remove(f)
 
 
 class Backend:
