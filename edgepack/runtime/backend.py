@@ -3,6 +3,7 @@
 Backends must not import torch. The generation loop, sampler, stop checks and detokenizer live
 in the runtime and are shared by every backend.
 """
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -25,6 +26,27 @@ def chunks(tokens, most):
 
 
 _listeners = []
+
+# Stopping a native call mid-way (issue 24): edgepack.interrupt calls abort_native() the moment SIGINT or
+# SIGTERM arrives, from a thread, while the main thread may be inside llama_decode or an onnxruntime run.
+# llama.cpp polls ABORT between graph nodes during a multi-piece forward (its abort callback); onnxruntime
+# stops at its next node through the terminate flag of each live session's RunOptions. The interrupted
+# forward then raises, and the signal's KeyboardInterrupt follows; the cache it was filling is untrusted
+# (generate.CacheState) and the next forward starts from an empty one. clear_abort() lets native calls run again.
+ABORT = threading.Event()
+_run_options = set()  # onnxruntime RunOptions of the live sessions
+
+
+def abort_native():
+    ABORT.set()
+    for ro in tuple(_run_options):
+        ro.terminate = True
+
+
+def clear_abort():
+    ABORT.clear()
+    for ro in tuple(_run_options):
+        ro.terminate = False
 
 
 @contextmanager
