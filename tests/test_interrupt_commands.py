@@ -139,11 +139,10 @@ def _snapshot(root):
 VERIFY = [  # (stage lines to wait for, extra options, signal)
     (("progress: float reference 1/",), [], "SIGINT"),  # layer 2 of the float reference over a 2048-token window
     (("progress: fidelity onnx 0/1", "progress: prefill 0/"), ["--backend", "onnx", "--tokens", "256"], "SIGTERM"),
-    (("progress: fidelity gguf 0/1", "progress: prefill 0/"), ["--backend", "gguf", "--tokens", "256"], "SIGINT"),
-]
+]  # verify's gguf evaluation is export's (tests/test_interrupt.py), and a gguf prefill is test_run_...[gguf]
 
 
-@pytest.mark.parametrize("stages,extra,sig", VERIFY, ids=["float-reference", "fidelity-onnx", "fidelity-gguf"])
+@pytest.mark.parametrize("stages,extra,sig", VERIFY, ids=["float-reference", "fidelity-onnx"])
 def test_verify_interrupted(art, tmp_path, stages, extra, sig):
     before = _snapshot(art)
     c = Child(["verify", art, *extra], cwd=tmp_path)
@@ -245,24 +244,30 @@ def test_reference_pieces_equal_one_call(tiny_untied_dir, monkeypatch):
 
 # -- a native call stopped mid-way ------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["onnx", "gguf"])
-def test_abort_native_stops_a_prefill_inside_its_piece(art, fmt):
+def test_abort_native_stops_a_prefill_inside_its_piece(art, fmt, monkeypatch):
     """abort_native() (what edgepack.interrupt calls the moment a signal arrives) makes the engine's call under
     way stop at its next node: here it is called between piece 0 and piece 1, so piece 1's call returns at
     once with KeyboardInterrupt and only piece 0 is in the cache. clear_abort(), and the backend answers
-    again, as a fresh one does."""
+    again as before. (Pieces of 16 tokens here, to be quick.)"""
     from edgepack.runtime import backend as bk
+    from edgepack.runtime import gguf_backend
     from edgepack.runtime.gguf_backend import GGUFBackend
     from edgepack.runtime.onnx_backend import OnnxBackend
 
-    ids = list(range(200, 200 + 3 * bk.PIECE))
+    piece = 16
+    monkeypatch.setattr(bk, "PIECE", piece)
+    monkeypatch.setattr(gguf_backend, "PIECE", piece)
+    ids = list(range(200, 200 + 3 * piece))
     path = art / "onnx" if fmt == "onnx" else next((art / "gguf").glob("*.gguf"))
     B = OnnxBackend if fmt == "onnx" else GGUFBackend
-    with B(path, threads=2, n_ctx=1024) as b:
+    with B(path, threads=1, n_ctx=256) as b:  # one thread: no spinning barrier to wait on a busy machine
+        want = b.forward(ids[:8])
+        b.reset()
         starts = []
 
         def at(start, total):
             starts.append(start)
-            if start == bk.PIECE:
+            if start == piece:
                 bk.abort_native()
 
         try:
@@ -270,9 +275,7 @@ def test_abort_native_stops_a_prefill_inside_its_piece(art, fmt):
                 b.forward(ids)
         finally:
             bk.clear_abort()
-        assert starts == [0, bk.PIECE] and b.n_past == bk.PIECE
+        assert starts == [0, piece] and b.n_past == piece
         b.reset()
-        got = b.forward(ids[:bk.PIECE + 5])
-    with B(path, threads=2, n_ctx=1024) as fresh:
-        want = fresh.forward(ids[:bk.PIECE + 5])
+        got = b.forward(ids[:8])
     assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
