@@ -1,6 +1,10 @@
 """MiniCPM-MoE-8x2B-shaped export: peak RSS at 4 and 8 layers (one pytorch_model.bin each), and decode speed.
 
-    python benchmarks/bench_moe_export.py [--layers 4,8] [--work DIR] -> results/moe_export.json
+    python benchmarks/bench_moe_export.py [--layers 4,8] [--work DIR] [--method M] [--out JSON] -> results/moe_export.json
+
+--method is passed to the export: without it the export's default, which calibrates every expert from its
+routed tokens (GPTQ per expert, quant/moe.py; at this shape several minutes per layer on 2 cores);
+`--method rtn` is the calibration-free export the committed moe_export.json figures were measured with.
 
 For each layer count a random checkpoint of MiniCPM-MoE-8x2B's shape (hidden 2304, 36 heads, 8 experts of
 5760, 2 per token, vocab 122753, bf16, tied) is written as ONE pytorch_model.bin, as the real 27.7 GB
@@ -86,10 +90,13 @@ def main():
     ap.add_argument("--layers", default="4,8")
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgepack-bench-moe"))
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--method", default=None, help="the export's --method (default: the export's own default, calibrated)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "moe_export.json")
     a = ap.parse_args()
     layers = [int(x) for x in a.layers.split(",")]
     res = {"benchmark": "moe_export", "command": "python benchmarks/bench_moe_export.py " + " ".join(sys.argv[1:]),
-           "machine": machine_info(), "load_average_before": os.getloadavg(), "exports": {}}
+           "machine": machine_info(), "load_average_before": os.getloadavg(), "method": a.method or "(export default)",
+           "exports": {}}
     for n in layers:
         ck = a.work / f"moe-{n}"
         shutil.rmtree(a.work / f"art-{n}", ignore_errors=True)
@@ -98,10 +105,13 @@ def main():
             make_checkpoint(ck, n)
             print(f"wrote {ck} ({(ck / 'pytorch_model.bin').stat().st_size / 1e9:.2f} GB) in {time.time() - t:.0f} s", flush=True)
         cmd = [sys.executable, "-m", "edgepack", "export", "--int4", "--format", "onnx,gguf", "--fidelity-tokens", "0",
-               "--threads", "2", "--model", ck, "--out", a.work / f"art-{n}"]
+               "--threads", "2", "--model", ck, "--out", a.work / f"art-{n}", *(["--method", a.method] if a.method else [])]
         r = timed(cmd, a.work / f"export-{n}.log")
         r["checkpoint_bytes"] = (ck / "pytorch_model.bin").stat().st_size
         r["load_average_after"] = os.getloadavg()
+        man = json.loads((a.work / f"art-{n}" / "edgepack.json").read_text())
+        r["experts"] = {x["format"]: {k: v for k, v in x["quantization"].get("experts", {}).items()
+                                      if k in ("method", "calibrated_experts", "rtn_experts")} for x in man["artifacts"]}
         res["exports"][str(n)] = r
         print(n, "layers:", r, flush=True)
     rss = [r["peak_rss_bytes"] for r in res["exports"].values()]
@@ -110,7 +120,7 @@ def main():
     res["meets_bar"] = res["peak_rss_ratio_max_over_min"] <= 1.10 and max(rss) <= BAR_BYTES
     res["decode_tok_s"] = {"layers": layers[-1], "threads": 2, "tokens": 32,
                            **decode_speed(a.work / f"art-{layers[-1]}", a.runs)}
-    out = ROOT / "benchmarks" / "results" / "moe_export.json"
+    out = a.out
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res["decode_tok_s"], indent=1))
     print(f"wrote {out}; meets bar: {res['meets_bar']}")

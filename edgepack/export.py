@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from . import interrupt
-from .errors import BadInput, NotSupported
+from .errors import BadInput
 from .formats.manifest import file_entries, files_under, new_manifest, write_manifest
 
 FORMATS = ("onnx", "gguf")
@@ -73,9 +73,6 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
 
     progress("load", 0, 1)  # before the first byte of the checkpoint is read
     ckpt = load(model)
-    if ckpt.config.num_experts and method not in (None, "rtn"):
-        raise NotSupported(f"--method {method}: calibrated int4 is not implemented for mixture-of-experts models; "
-                           "they export with --method rtn (the default for them)")
     if ckpt.config.vision is not None and "gguf" in formats:
         from .formats.mmproj import TYPES, check_mtmd
 
@@ -150,13 +147,14 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     return out
 
 
-def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, block_size=32):
+def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, block_size=32, scratch=None):
     """The quantization stage for one format: edgepack.quant's Quantized model, or None when the format
     encodes float weights or plain RTN itself (onnxruntime's packer, gguf.quants' Q4_0, llama.cpp's
-    Q4_K_M). Inside methods.shared_calibration() both formats share one calibration."""
+    Q4_K_M). Inside methods.shared_calibration() both formats share one calibration.
+    scratch: where a mixture-of-experts model's calibrated expert codes are spilled meanwhile."""
     from .quant import methods
 
-    if dtype != "int4" or ckpt.config.num_experts:  # experts: each format's own RTN (moe_method says why)
+    if dtype != "int4":
         return None
     if fmt == "onnx":
         spec, block8, block = method or methods.DEFAULT_METHOD, methods.KEEP8_BLOCK, block_size
@@ -168,11 +166,12 @@ def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, b
         return None
     if spec == "rtn":
         return None
-    return methods.quantize_model(ckpt, spec, progress=progress, block8=block8, block=block)
+    return methods.quantize_model(ckpt, spec, progress=progress, block8=block8, block=block, scratch=scratch)
 
 
 def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None, kv_dtype=None):
-    q = quantize_for(fmt, ckpt, dtype, gguf_type, method, progress, block_size)  # load -> quantize -> encode
+    # load -> quantize -> encode; expert codes spill beside the export's folder, never inside it
+    q = quantize_for(fmt, ckpt, dtype, gguf_type, method, progress, block_size, scratch=tmp.parent)
     if fmt == "onnx":
         from .formats.onnx_writer import write_onnx
 
@@ -190,16 +189,28 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
         kw = {"gguf_type": kind} if kind else {}
         entry = write_gguf(ckpt, d, threads=threads, progress=progress, quantized=q, **kw)
         entry["path"] = f"gguf/{entry.pop('file')}"
-    del q  # its codes go as soon as this format is written (the shared calibration stays for the next)
     if dtype == "int4" and ckpt.config.num_experts:
-        c = ckpt.config
-        entry["quantization"]["experts"] = {
-            "count": c.num_experts, "used_per_token": c.num_experts_per_tok, "method": "rtn",
-            "calibrated_experts": 0, "rtn_experts": c.num_experts * c.num_hidden_layers,
-            "note": "calibration from routed tokens is not implemented: every expert (and the rest of the model) is RTN"}
+        entry["quantization"]["experts"] = experts_entry(ckpt.config, q)
+    del q  # its codes go as soon as this format is written (the shared calibration stays for the next)
     entry["format"] = fmt
     entry["files"] = file_entries(tmp, files_under(tmp, entry["path"]))
     return entry
+
+
+def experts_entry(c, q):
+    """The manifest's quantization.experts: how the experts were quantized and how many fell back to RTN."""
+    e = {"count": c.num_experts, "used_per_token": c.num_experts_per_tok}
+    info = q.info.get("experts") if q is not None else None
+    if info is None:  # --method rtn (or a method without calibration): the format's RTN for every expert
+        return {**e, "method": "rtn", "calibrated_experts": 0, "rtn_experts": c.num_experts * c.num_hidden_layers,
+                "min_routed_tokens": None, "note": "no calibration: every expert is symmetric round-to-nearest int4"}
+    m = q.method
+    how = f"gptq_sym{'+clip' if m.clip else ''}" if m.gptq else ("clip_sym (routed E[x^2])" if m.clip else "rtn")
+    return {**e, "method": how, "calibrated_experts": info["calibrated_experts"], "rtn_experts": info["rtn_experts"],
+            "min_routed_tokens": info["min_routed_tokens"],
+            "routed_tokens_per_layer": info["routed_tokens"],
+            "note": "each expert calibrated on the calibration tokens the float router sends it (softmax, top-k, "
+                    "renormalised), symmetric int4 without AWQ; an expert routed fewer than min_routed_tokens is RTN"}
 
 
 def write_vision_gguf(ckpt, tmp, mmproj_type):

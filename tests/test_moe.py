@@ -1,6 +1,7 @@
 """MiniCPM-MoE-8x2B: experts in the canonical description, the routed FFN in the reference (softmax, top-k,
 renormalise, w2(silu(w1 x) * w3 x)), GGUF arch minicpm with stacked ffn_*_exps, ONNX with com.microsoft QMoE
 (MoE for fp32). Tiny MoE checkpoints (4 experts, 2 per token, tied and untied) in MiniCPM-MoE's layout.
+The int4 export here uses the default (calibrated) method; per-expert calibration itself: test_moe_calibration.py.
 """
 import json
 import subprocess
@@ -149,8 +150,10 @@ def test_int4_onnx_is_one_qmoe_per_layer_behind_a_router_reshape(int4_moe):
     assert init[q[0].input[2]] == [4, 320, 32] and init[q[0].input[3]] == [4, 320, 2]  # (E, 2F, H/2), (E, 2F, H/32)
     assert init[q[0].input[5]] == [4, 64, 80] and init[q[0].input[6]] == [4, 64, 5]
     man = json.loads((int4_moe / "edgepack.json").read_text())
-    for a in man["artifacts"]:
-        assert a["quantization"]["experts"]["rtn_experts"] == 8 and a["quantization"]["experts"]["calibrated_experts"] == 0
+    for a in man["artifacts"]:  # the default method calibrates every expert from its routed tokens (test_moe_calibration.py)
+        e = a["quantization"]["experts"]
+        assert (e["calibrated_experts"], e["rtn_experts"], e["method"]) == (8, 0, "gptq_sym+clip")
+        assert a["quantization"]["method"].startswith("awq_gptq_sym")
         assert a["fidelity"]["top1_agreement"] > 0.9
 
 
@@ -210,14 +213,6 @@ def test_bad_moe_inputs_are_one_error_line(tmp_path, what):
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("edgepack: error: "), r.stderr
     assert re.search(msg, lines[0]), lines[0]
     assert not (tmp_path / "out").exists()
-
-
-def test_a_calibrated_method_on_moe_is_one_error_line(tmp_path):
-    d = make_tiny(tmp_path / "m", shape="moe", fmt="bin")
-    r = _run("export", "--int4", "--model", d, "--out", tmp_path / "out", "--method", "awq_gptq_sym+emb8", "--fidelity-tokens", 0)
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "edgepack: error: --method awq_gptq_sym+emb8: calibrated int4 is not implemented for mixture-of-experts models; "
-        "they export with --method rtn (the default for them)"]
 
 
 def test_a_released_bin_is_mapped_again_on_the_next_read(tmp_path):

@@ -10,7 +10,8 @@ top-k weights) reads, per layer,
 
 plus the keys {arch}.expert_count and {arch}.expert_used_count. Quantized blocks run along each row, so a
 stacked tensor is its experts' blocks one after the other: each expert is read, converted and quantized on
-its own, and only one expert's float copy exists at a time. llama.cpp's converter has no MiniCPM expert
+its own, and only one expert's float copy exists at a time. From a calibrated export each expert arrives
+as edgepack.quant's codes (symmetric 4-bit, blocks of 32: Q4_0 exactly, quant/moe.py) and is encoded as it is. llama.cpp's converter has no MiniCPM expert
 stacking; names come from gguf-py's constants like every other tensor's.
 """
 import re
@@ -44,12 +45,14 @@ def stacked_entries(cfg, hf, wtype):
     return out
 
 
-def stacked_tensor(ckpt, hf, qtype, quantize):
-    """The bytes (or floats) of one stacked tensor, expert by expert; quantize(float32 2-D, qtype) -> array."""
+def stacked_tensor(ckpt, hf, qtype, quantize, encoded=None):
+    """The bytes (or floats) of one stacked tensor, expert by expert; quantize(float32 2-D, qtype) -> array,
+    or encoded(expert tensor name) -> its bytes in qtype (a calibrated export's codes)."""
     i, w = STACKED.match(hf).groups()
     parts = None
     for j in range(ckpt.config.num_experts):
-        t = quantize(np.ascontiguousarray(ckpt.torch(f"model.layers.{i}.mlp.experts.{j}.{w}.weight").numpy()), qtype)
+        name = f"model.layers.{i}.mlp.experts.{j}.{w}.weight"
+        t = encoded(name) if encoded else quantize(np.ascontiguousarray(ckpt.torch(name).numpy()), qtype)
         if parts is None:
             parts = np.empty((ckpt.config.num_experts, *t.shape), t.dtype)
         parts[j] = t

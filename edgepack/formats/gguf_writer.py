@@ -187,7 +187,8 @@ def _tensor(ckpt, hf, qtype, q=None, pool=None):
 
     cfg = ckpt.config
     if gguf_moe.STACKED.match(hf):
-        return gguf_moe.stacked_tensor(ckpt, hf, qtype, lambda w, t: _quantize(w, t, pool))
+        return gguf_moe.stacked_tensor(ckpt, hf, qtype, lambda w, t: _quantize(w, t, pool),
+                                       encoded=None if q is None else lambda n: _expert_blocks(q, n, qtype))
     if hf.startswith("rope."):  # LongRoPE factors (edgepack.model.rope's divisors of the inverse frequencies)
         return np.asarray(getattr(cfg.rope, hf[len("rope."):]), np.float32)
     fold = arch_fold(cfg, hf)
@@ -209,6 +210,13 @@ def _tensor(ckpt, hf, qtype, q=None, pool=None):
     elif hf.endswith("self_attn.k_proj.weight"):
         w = permute_qk(w, cfg.num_key_value_heads)
     return _quantize(w.contiguous() if chunked else np.ascontiguousarray(w.numpy(), dtype=np.float32), qtype, pool)
+
+
+def _expert_blocks(q, name, qtype):
+    data, t = blocks(q.qtensor(name))
+    if t != qtype:
+        raise InternalError(f"{name}: the stacked experts are {qtype.name}, its codes {t.name}")
+    return data
 
 
 def _block_type(bits, sym):

@@ -194,6 +194,9 @@ def format_artifact(info):
         size = sum(f["bytes"] for f in a["files"])
         lines.append(f"{a['format']:5s} {a['path']:30s} {human_bytes(size)}, {q.get('scheme', '?')} "
                      f"({q.get('bits_per_weight', '?')} bits/weight, {q.get('method', '?')})")
+        if e := q.get("experts"):
+            below = f" (routed fewer than {e['min_routed_tokens']} calibration tokens)" if e.get("min_routed_tokens") else ""
+            lines.append(f"      experts: {e['method']}, {e['calibrated_experts']} calibrated, {e['rtn_experts']} RTN{below}")
         fid = a.get("fidelity")
         if fid:
             lines.append(f"      fidelity: ppl {fid['ppl']:.2f} vs float {fid['float_ppl']:.2f} "

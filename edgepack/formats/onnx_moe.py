@@ -14,12 +14,16 @@ on CPU (onnxruntime >= 1.23.1; checked on 1.32):
 - fc2 (E, H, F/2): w2; weights are MatMulNBits' int4 layout (two codes a byte, low nibble first, zero
   point 8) with float scales (E, N, K/block_size) and the block_size attribute (expert_weight_bits 4).
 Interleaving quantized rows is the same as quantizing interleaved rows (blocks run along each row), so each
-expert is packed by onnxruntime's own quantize_matmul_4bits like every MatMulNBits weight. A layer's experts
+expert is packed by onnxruntime's own quantize_matmul_4bits like every MatMulNBits weight, or, from a
+calibrated export, arrives as edgepack.quant's QTensor (symmetric 4-bit on the same grid, quant/moe.py) and
+its codes and scales are written as they are. A layer's experts
 are collected as they stream in and encoded when the last one arrives: one layer's experts alive at a time.
 """
 import re
 
 import numpy as np
+
+from ..errors import InternalError
 
 EXPERT = re.compile(r"mlp\.experts\.(\d+)\.(w[123])\.weight$")
 
@@ -45,18 +49,16 @@ def add(wr, i, rest, t):
 
 
 def _emit(wr, i):
-    from .onnx_graph import quantize_int4
-
     g, c, m = wr.g, wr.c, wr.moe
     E, F, H = c.num_experts, c.intermediate_size, c.hidden_size
     p = f"model.layers.{i}.moe.experts"
     if wr.int4:
         fc1, s1, fc2, s2 = [], [], [], []
         for e in range(E):
-            (pg, sg), (pu, su) = (quantize_int4(m[e, w].t, wr.bs, scale=m[e, w].scale) for w in ("w1", "w3"))
+            (pg, sg), (pu, su) = (_int4(m[e, w], wr.bs) for w in ("w1", "w3"))
             fc1.append(np.stack([pg.reshape(F, -1), pu.reshape(F, -1)], 1).reshape(2 * F, -1))  # g0, u0, g1, u1, ...
             s1.append(np.stack([sg, su], 1).reshape(2 * F, -1))
-            pd, sd = quantize_int4(m[e, "w2"].t, wr.bs, scale=m[e, "w2"].scale)
+            pd, sd = _int4(m[e, "w2"], wr.bs)
             fc2.append(pd.reshape(H, -1))
             s2.append(sd)
             for w in ("w1", "w2", "w3"):
@@ -74,3 +76,17 @@ def _emit(wr, i):
     wr.pending = g.node(op, [x, router, *ins], f"/model/layers.{i}/moe/{op}", domain="com.microsoft",
                         k=c.num_experts_per_tok, activation_type="swiglu", swiglu_fusion=1, activation_alpha=1.0,
                         activation_beta=0.0, normalize_routing_weights=1, use_sparse_mixer=0, **attrs)
+
+
+def _int4(t, block_size):
+    """(packed codes (N, K/block, block/2), scales (N, K/block)) of an expert: a calibrated QTensor's own,
+    or onnxruntime's packer over the float rows (Rows)."""
+    from ..quant.blocks import QTensor
+    from .onnx_graph import quantize_int4
+
+    if isinstance(t, QTensor):
+        if t.bits != 4 or not t.sym or t.block_size != block_size:
+            raise InternalError(f"QMoE takes symmetric 4-bit experts in blocks of {block_size}, not {t.bits}-bit "
+                                f"{'symmetric' if t.sym else 'asymmetric'} blocks of {t.block_size}")
+        return t.packed(), t.scales
+    return quantize_int4(t.t, block_size, scale=t.scale)

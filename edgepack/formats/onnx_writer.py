@@ -395,7 +395,12 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
         for k, name in enumerate(names):
             if q_model is not None:  # the quant stage's QTensors (fold constant into the scales) and norms
                 s = fold_scale(c, name)
-                w.add(name, q_model.qtensor(name).scaled(s) if len(ckpt.shape(name)) == 2 else (q_model.weight(name) * s).numpy())
+                if q_model.keeps_float(name):  # norms (AWQ-rescaled) and a router
+                    t = (q_model.weight(name) * s).numpy()
+                    release()
+                    w.add(name, t)
+                else:
+                    w.add(name, q_model.qtensor(name).scaled(s))
                 if progress:
                     progress("onnx", k + 1, len(names))
                 continue

@@ -3,5 +3,5 @@
 Open methods.py first: the method registry and quantize_model(), which the export calls once per
 format. blocks.py is the block grid every method ends on (QTensor, RTN); calibrate.py streams the
 calibration text through the float model layer by layer; awq.py and gptq.py are the two calibrated
-steps. The writers in edgepack.formats only encode what leaves this stage; nothing here knows a format.
+steps; moe.py calibrates a mixture-of-experts layer's experts from the tokens routed to each. The writers in edgepack.formats only encode what leaves this stage; nothing here knows a format.
 """

@@ -45,9 +45,9 @@ def _gqa_tie(c):
     return (j // hd // group) * hd + j % hd
 
 
-def _awq_layer(W, norms, X, m, c, tie, block=BLOCK):
-    """Search and fold the four AWQ scales of one layer; W, norms and X are updated in place, exactly
-    (the float layer computes the same function afterwards)."""
+def _awq_layer(W, norms, X, m, c, tie, block=BLOCK, mlp=True):
+    """Search and fold the four AWQ scales of one layer (mlp=False: attention's two, for a mixture-of-experts
+    layer); W, norms and X are updated in place, exactly (the float layer computes the same function afterwards)."""
     sub = lambda x: x[:: max(1, len(x) // AWQ_TOKENS)]  # noqa: E731  evenly spaced tokens score α
     q, k, v, o = (f"self_attn.{n}_proj" for n in "qkvo")
     s = awq_scales(sub(X[q]), [W[q], W[k], W[v]], 4, m.sym, block=block)
@@ -60,7 +60,8 @@ def _awq_layer(W, norms, X, m, c, tie, block=BLOCK):
     W[v] = W[v] / sv[:, None]
     W[o] = W[o] * s
     X[o] = X[o] / s
-    _awq_mlp(W, norms, X, m, block)
+    if mlp:
+        _awq_mlp(W, norms, X, m, block)
 
 
 def _awq_mlp(W, norms, X, m, block=BLOCK):
@@ -77,7 +78,7 @@ def _awq_mlp(W, norms, X, m, block=BLOCK):
     X[d] = X[d] / s
 
 
-def _awq_mla_layer(W, norms, X, m, c, tie=None, block=BLOCK):
+def _awq_mla_layer(W, norms, X, m, c, tie=None, block=BLOCK, mlp=True):
     """_awq_layer for multi-head latent attention (MiniCPM3): each scale folds exactly into what feeds its
     group: the input norm for q_a|kv_a, q_a_layernorm for q_b, kv_a_layernorm for kv_b, kv_b's v rows for o."""
     sub = lambda x: x[:: max(1, len(x) // AWQ_TOKENS)]  # noqa: E731
@@ -97,4 +98,5 @@ def _awq_mla_layer(W, norms, X, m, c, tie=None, block=BLOCK):
     W[kvb] = W[kvb].index_copy(0, v_rows, W[kvb][v_rows] / s[:, None])
     W[o] = W[o] * s
     X[o] = X[o] / s
-    _awq_mlp(W, norms, X, m, block)
+    if mlp:
+        _awq_mlp(W, norms, X, m, block)

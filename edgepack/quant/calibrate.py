@@ -12,6 +12,7 @@ from ..errors import BadInput
 from .awq import _awq_layer, _awq_mla_layer, _gqa_tie
 from .blocks import quantize
 from .gptq import gptq
+from .moe import MIN_EXPERT_TOKENS, Routed, Tap, calibrate_experts, router_name
 
 
 CALIBRATION_TOKENS = 2048  # default calibration size (tokens of texts.calibration_text())
@@ -63,9 +64,14 @@ def _calibrate(q, ids, progress=None, float_only=False):
     h = ckpt.torch(emb_name)[ids].to(CALIBRATION_DTYPE) * c.embedding_scale
     tie = _gqa_tie(c) if c.attention != "mla" else None
     groups = shared_input(c)
+    moe = bool(c.num_experts)  # the routed FFN: quant/moe.py, after the attention linears
+    if moe:
+        q.info["experts"] = {"calibrated_experts": 0, "rtn_experts": 0, "min_routed_tokens": MIN_EXPERT_TOKENS,
+                             "routed_tokens": []}
     L = c.num_hidden_layers
-    # mmapped safetensors pages count in RSS while the file is open: let go of them after each layer
-    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) else (lambda: None)
+    # mmapped safetensors (and a MoE's memory-mapped .bin) pages count in RSS while the file is open: let go
+    # of them after each layer
+    release = ckpt.close if any(ckpt.path.glob("*.safetensors")) or moe else (lambda: None)
     if progress:
         progress("calibrate", 0, L)
     for i in range(L):
@@ -76,9 +82,11 @@ def _calibrate(q, ids, progress=None, float_only=False):
             block = Block(c)
         for n, t in {**W, **norms}.items():
             _attach(block, n + ".weight", t)
+        if moe:
+            block.mlp = Tap()
         X = _capture(block, h, pos, groups)  # inputs of the layer's linears, float layer
-        if m.awq:
-            (_awq_mla_layer if c.attention == "mla" else _awq_layer)(W, norms, X, m, c, tie, q.block)
+        if m.awq:  # MoE: attention only (quant/moe.py says why experts get no AWQ)
+            (_awq_mla_layer if c.attention == "mla" else _awq_layer)(W, norms, X, m, c, tie, q.block, mlp=not moe)
         for group in groups:
             x = X[group[0]]
             if float_only:
@@ -101,12 +109,48 @@ def _calibrate(q, ids, progress=None, float_only=False):
         for n, t in norms.items():
             q.floats[p + n + ".weight"] = t.float()
             _attach(block, n + ".weight", t)
+        if moe:
+            block.mlp = _experts(q, i, block.mlp.x, m, release) if not float_only else _float_experts(ckpt, i, h.dtype)
         del X, W
         release()
         _trim_heap()
         h = block(h, pos, None)  # the quantized layer feeds the next one
+        if moe and not float_only:
+            _spill_experts(q, block.mlp.layer)
         if progress:
             progress("calibrate", i + 1, L)
+
+
+def _experts(q, i, x, m, release):
+    """Calibrate layer i's experts from x (their float MoE input); the Routed module that runs them quantized."""
+    ckpt, c = q.ckpt, q.ckpt.config
+    layer, rows, router = calibrate_experts(ckpt, i, x, m, q.block, release)
+    q.floats[router_name(i)] = router.float()  # the router stays float in both formats
+    info = q.info["experts"]
+    n_cal = sum(len(r) >= MIN_EXPERT_TOKENS for r in rows.values())
+    info["calibrated_experts"] += n_cal
+    info["rtn_experts"] += c.num_experts - n_cal
+    info["routed_tokens"].append([len(rows[e]) for e in range(c.num_experts)])
+
+    def weights(e):  # dequantized for this expert only, while the block runs
+        return tuple(torch.from_numpy(mod.layer[f"model.layers.{i}.mlp.experts.{e}.{w}.weight"].dequantize()).to(x.dtype)
+                     for w in ("w1", "w3", "w2"))
+
+    mod = Routed(router, c.num_experts_per_tok, weights)
+    mod.layer = layer  # the codes, until _spill_experts takes them
+    return mod
+
+
+def _float_experts(ckpt, i, dtype):
+    c = ckpt.config
+    return Routed(ckpt.torch(router_name(i)).to(dtype), c.num_experts_per_tok,
+                  lambda e: tuple(ckpt.torch(f"model.layers.{i}.mlp.experts.{e}.{w}.weight").to(dtype) for w in ("w1", "w3", "w2")))
+
+
+def _spill_experts(q, layer):
+    """The layer's expert codes leave memory (q.put spills them to q's scratch folder when it has one)."""
+    for n in list(layer):
+        q.put(n, layer.pop(n))
 
 
 def _trim_heap():
@@ -134,8 +178,10 @@ MLA_SHARED_INPUT = (("self_attn.q_a_proj", "self_attn.kv_a_proj_with_mqa"), ("se
 
 
 def shared_input(c):
-    """One layer's linears grouped by the activation they read (each group: one Hessian, one GPTQ pass)."""
-    return MLA_SHARED_INPUT if c.attention == "mla" else SHARED_INPUT
+    """One layer's linears grouped by the activation they read (each group: one Hessian, one GPTQ pass);
+    a mixture-of-experts layer's MLP is calibrated per expert instead (quant/moe.py)."""
+    groups = MLA_SHARED_INPUT if c.attention == "mla" else SHARED_INPUT
+    return tuple(g for g in groups if not g[0].startswith("mlp.")) if c.num_experts else groups
 
 
 def layer_norms(c):

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from ..errors import BadInput
-from .blocks import BLOCK, quantize
+from .blocks import BLOCK, QTensor, quantize
 from .calibrate import CALIBRATION_TOKENS, _calibrate, calibration_ids
+from .moe import is_expert, is_router, rtn
 
 
 # The export defaults: the best measured method within 1.15x the plain RTN artifact (benchmarks/README.md, decision log).
@@ -76,16 +77,41 @@ class Quantized:
     info: dict = field(default_factory=dict)
     block8: int = KEEP8_BLOCK  # largest block of an 8-bit tensor (GGUF's Q8_0 needs 32)
     block4: int = BLOCK  # block of the 4-bit tensors (MatMulNBits takes 16..256; GGUF's Q4_0 is 32)
+    # mixture-of-experts: expert codes spilled to disk as each layer finishes ({name: (path, bits, sym,
+    # nbytes)}) so memory holds one layer's experts (MoE-8x2B's are ~7 GB in all); scratch: their
+    # tempfile.TemporaryDirectory, removed when the last Quantized holding it goes
+    spilled: dict = field(default_factory=dict)
+    scratch: object = None
 
     def qtensor(self, name):
+        if name in self.spilled:  # read back from disk for each use, never kept
+            path, bits, sym, _ = self.spilled[name]
+            with np.load(path) as f:
+                return QTensor(f["data"], f["scales"], f["zeros"], bits, sym)
         if name not in self.tensors:  # calibration-free methods: computed on demand
             self.tensors[name] = self._plain(name)
         return self.tensors[name]
 
+    def put(self, name, qt):
+        """Keep one calibrated QTensor: in memory, or spilled to the scratch folder when there is one."""
+        if self.scratch is None:
+            self.tensors[name] = qt
+            return
+        path = f"{self.scratch.name}/{name}.npz"
+        np.savez(path, data=qt.data, scales=qt.scales, zeros=qt.zeros)
+        self.spilled[name] = (path, qt.bits, qt.sym, qt.nbytes)
+
+    def nbytes(self, name):
+        return self.spilled[name][3] if name in self.spilled else self.qtensor(name).nbytes
+
+    def keeps_float(self, name):
+        """Norms and a mixture-of-experts router: the writers encode weight(name) as floats."""
+        return len(self.ckpt.shape(name)) == 1 or is_router(name)
+
     def weight(self, name):
         if name in self.floats:
             return self.floats[name]
-        if len(self.ckpt.shape(name)) == 1:
+        if self.keeps_float(name):
             return self.ckpt.torch(name)
         return torch.from_numpy(self.qtensor(name).dequantize())
 
@@ -105,6 +131,8 @@ class Quantized:
 
     def _plain(self, name):
         m, w = self.method, self.ckpt.torch(name)
+        if is_expert(name):  # experts take the symmetric grid only (quant/moe.py)
+            return rtn(w, self.block)
         bits = m.embed_bits if _is_embed(name, self.ckpt.config) else 4
         if bits == 8:
             K = w.shape[1]
@@ -135,8 +163,10 @@ def shared_calibration():
 
 
 def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS, progress=None, block8=KEEP8_BLOCK,
-                   block=BLOCK):
-    """Quantize ckpt with a method; calibrated methods stream the calibration layer by layer."""
+                   block=BLOCK, scratch=None):
+    """Quantize ckpt with a method; calibrated methods stream the calibration layer by layer.
+    scratch: the folder where a mixture-of-experts model's calibrated expert codes are spilled (in a
+    temporary folder of their own; default: the system's temporary folder)."""
     from ..model.texts import sources
 
     m = method(spec)
@@ -147,7 +177,11 @@ def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS
     if (m.awq or m.gptq) and _SHARED and key in _SHARED:  # the other format of the same export: same layers
         q.tensors.update(_SHARED[key].tensors)
         q.floats.update(_SHARED[key].floats)
+        q.spilled.update(_SHARED[key].spilled)
+        q.scratch = _SHARED[key].scratch
         q.info["calibration"] = _SHARED[key].info["calibration"]
+        if "experts" in _SHARED[key].info:
+            q.info["experts"] = _SHARED[key].info["experts"]
     elif m.awq or m.gptq:
         if tokenizer is None:
             from ..model.tokenizer import load_tokenizer
@@ -155,12 +189,17 @@ def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS
             c = ckpt.config
             tokenizer = load_tokenizer(ckpt.path, bos_id=c.bos_token_id, eos_ids=c.eos_token_ids)
         ids = calibration_ids(tokenizer, n_tokens)
+        if ckpt.config.num_experts:
+            import tempfile
+
+            q.scratch = tempfile.TemporaryDirectory(prefix=".edgepack-experts-", dir=scratch)
         _calibrate(q, ids, progress)
         q.info["calibration"] = {"source": sources()[1], "tokens": int(ids.numel()), "sequences": int(ids.shape[0])}
         if _SHARED is not None:
             _SHARED.clear()
             _SHARED[key] = Quantized(ckpt, m, {n: t for n, t in q.tensors.items() if n.startswith("model.layers.")},
-                                     dict(q.floats), dict(q.info), block4=block)
+                                     dict(q.floats), dict(q.info), block4=block, spilled=dict(q.spilled),
+                                     scratch=q.scratch)
     else:
         q.info["calibration"] = None
     return q
@@ -173,7 +212,7 @@ def digest(q):
 
     h = hashlib.sha256()
     for name in q.ckpt.names:
-        if len(q.ckpt.shape(name)) == 2:
+        if not q.keeps_float(name):
             t = q.qtensor(name)
             h.update(t.data.tobytes() + t.scales.tobytes() + t.zeros.tobytes())
         else:
@@ -182,13 +221,13 @@ def digest(q):
 
 
 def size_bytes(q):
-    """Bytes of all quantized weights (codes + scales + zero points), norms as float32."""
+    """Bytes of all quantized weights (codes + scales + zero points), norms (and a router) as float32."""
     total = 0
     for name in q.ckpt.names:
-        if len(q.ckpt.shape(name)) == 1:
-            total += 4 * q.ckpt.shape(name)[0]
+        if q.keeps_float(name):
+            total += 4 * int(np.prod(q.ckpt.shape(name)))
         else:
-            total += q.qtensor(name).nbytes
+            total += q.nbytes(name)
     return total
 
 
@@ -196,7 +235,7 @@ def describe(q):
     """The manifest's quantization fields for a Quantized model (bits/weight over all 2-D weights)."""
     names = [n for n in q.ckpt.names if len(q.ckpt.shape(n)) == 2]
     n_weights = sum(int(np.prod(q.ckpt.shape(n))) for n in names)
-    nbytes = sum(q.qtensor(n).nbytes for n in names)
+    nbytes = sum(4 * int(np.prod(q.ckpt.shape(n))) if q.keeps_float(n) else q.nbytes(n) for n in names)
     m = q.method
     return {"scheme": f"int4_{'sym' if m.sym else 'asym'}_block{q.block}" + (f"_emb{m.embed_bits}" if m.embed_bits != 4 else ""),
             "bits": 4, "block_size": q.block, "method": m.name, "method_description": m.describe,
