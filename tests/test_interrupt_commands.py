@@ -229,7 +229,7 @@ def test_reference_pieces_equal_one_call(tiny_untied_dir, monkeypatch):
     told = []
     monkeypatch.setattr(fidelity, "PIECE", 64)
     monkeypatch.setattr(fidelity, "HEAD_ROWS", 100)
-    monkeypatch.setattr(fidelity, "HEAD_COLS", 7)
+    monkeypatch.setattr(fidelity, "HEAD_COLS", 97)  # a ragged last tile
     pieces = fidelity.reference_logits(ckpt, windows, progress=lambda *a: told.append(a))
     for name in ("PIECE", "HEAD_ROWS", "HEAD_COLS"):
         monkeypatch.setattr(fidelity, name, 10 ** 9)
