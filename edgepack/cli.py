@@ -187,6 +187,19 @@ class _progress:
             self.p.stop()
 
 
+def _prefill_lines():
+    """With EDGEPACK_PROGRESS=lines, a `progress: prefill START/TOTAL` line before each piece of a long
+    prefill (run, chat, and verify's evaluation), so a test can interrupt one mid-way (tests/test_interrupt_commands.py)."""
+    import os
+    from contextlib import nullcontext
+
+    if os.environ.get("EDGEPACK_PROGRESS") != "lines":
+        return nullcontext()
+    from .runtime.backend import prefill_progress
+
+    return prefill_progress(lambda start, total: click.echo(f"progress: prefill {start}/{total}", err=True))
+
+
 def _generation_options(f):
     """Sampling and loading options shared by run and chat, declared once."""
     for opt in reversed([
@@ -261,7 +274,7 @@ def run(artifact, prompt, images, as_json, thinking, **kw):
     from .runtime import load
 
     out, err = click.get_text_stream("stdout"), click.get_text_stream("stderr")
-    with load(artifact, backend=kw["backend"], threads=kw["threads"]) as model:
+    with _prefill_lines(), load(artifact, backend=kw["backend"], threads=kw["threads"]) as model:
         if images:  # read and encode now: a bad image is one error line before any text
             for path in images:
                 _say_image(model.encode_image(path), path, err)
@@ -292,7 +305,7 @@ def chat(artifact, system, thinking, **kw):
 
     history = [{"role": "system", "content": system}] if system else []
     images, pending = [], []  # images in the history (in order), images for the next message
-    with load(artifact, backend=kw["backend"], threads=kw["threads"]) as model:
+    with _prefill_lines(), load(artifact, backend=kw["backend"], threads=kw["threads"]) as model:
         if interactive:
             click.echo(f"chatting with {artifact} ({model.name}); /exit or Ctrl-D quits, Ctrl-C stops a reply", err=True)
         while True:
@@ -302,6 +315,8 @@ def chat(artifact, system, thinking, **kw):
             try:
                 line = inp.readline()
             except KeyboardInterrupt:
+                if interrupt.terminated():  # SIGTERM ends the command (exit 130), Ctrl-C only the chat
+                    raise
                 break
             if not line or line.strip() in ("/exit", "/quit"):
                 break
@@ -326,6 +341,8 @@ def chat(artifact, system, thinking, **kw):
                 stats = _stream(model, out, err, thinking=_thinking_mode(thinking, out), messages=history, images=images,
                                 **_sampling(kw))
             except KeyboardInterrupt:
+                if interrupt.terminated():  # SIGTERM ends the command; Ctrl-C only stops the reply
+                    raise
                 interrupt.forget()  # handled: the next error is an error again
                 stats = model.stats
                 err.write("\n[reply stopped]")
@@ -377,7 +394,8 @@ def bench(artifact, device, threads, runs, new_tokens, n_ctx, prompts, engines, 
                         progress=progress, log=log)
     report.print_table(rep)
     if json_file:
-        report.write_json(rep, json_file)
+        with interrupt.critical():  # the whole file or none (a signal meanwhile is raised after it)
+            report.write_json(rep, json_file)
         err.print(f"wrote {json_file}")
     if plot_file:
         report.plot(rep, plot_file)
@@ -396,7 +414,7 @@ def verify(artifact, model, backend, max_ppl_increase, tokens, threads, as_json)
     """Recompute an artifact's fidelity report against the float reference."""
     from .verify import verify as run_verify
 
-    with _progress() as progress:
+    with _progress() as progress, _prefill_lines():
         report = run_verify(artifact, model=model, fmt=backend, tokens=tokens, threads=threads, progress=progress)
     if as_json:
         click.echo(json.dumps(report, indent=2))

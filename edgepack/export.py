@@ -129,9 +129,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
                 if ref is None:
                     from .fidelity import reference_logits
 
-                    progress("float reference", 0, 1)
-                    ref = reference_logits(ckpt, ids)
-                    progress("float reference", 1, 1)
+                    ref = reference_logits(ckpt, ids, progress=progress)  # "float reference" 0/L+1 .. L+1/L+1, a step a layer
                 progress(f"fidelity {fmt}", 0, 1)
                 entry["fidelity"] = artifact_fidelity(fmt, tmp / entry["path"], ids, ref, threads, ckpt.config)
                 if ckpt.config.vision is not None:  # MiniCPM-V: image prompts too (image_fidelity.py)

@@ -29,17 +29,39 @@ from pathlib import Path
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REARM_S = 0.01  # a discarded interrupt is raised again this long after (lets the callback return first)
 
-_received = False  # a signal came during this command (received(), forget())
+_received = 0  # the signal that came during this command, 0 if none (received(), forget()); SIGTERM stays
 _depth = 0  # > 0 inside critical()
 _held = None  # the signal that arrived inside critical(), raised when it ends
 _lost = threading.Event()
 _hooked = False
+_wakeup_w = -1  # the write end of the signal wakeup pipe (_watch reads the other end)
 _scratch = set()  # temporary folders not yet removed or committed
+
+
+def _native(name):
+    """edgepack.runtime.backend's abort_native / clear_abort, if the runtime is loaded (else no native call runs)."""
+    mod = sys.modules.get("edgepack.runtime.backend")
+    return getattr(mod, name, lambda: None)
+
+
+def _watch(fd):
+    """The wakeup fd's reader: Python writes each signal's number to it from its C-level handler, at once,
+    even while the main thread is inside a native call that holds off the Python-level handler."""
+    import os
+
+    while True:
+        try:
+            data = os.read(fd, 64)
+        except OSError:
+            return
+        if any(b in SIGNALS for b in data):
+            _native("abort_native")()
 
 
 def _on_signal(signum, frame):
     global _held, _received
-    _received = True
+    if _received != signal.SIGTERM:  # a re-raise of a lost SIGTERM arrives as SIGINT (_rearm): it stays SIGTERM
+        _received = signum
     if _depth:
         _held = signum
         return
@@ -50,13 +72,20 @@ def received():
     """Whether a signal came since install() (or forget()): an error raised after it is its consequence.
     Some libraries turn a KeyboardInterrupt raised inside their own callbacks into an error of theirs
     (safetensors reading a tensor: "could not determine the shape of object type 'torch.storage.UntypedStorage'")."""
-    return _received
+    return bool(_received)
+
+
+def terminated():
+    """Whether the signal was SIGTERM: a request to end the command, which even a handler that takes
+    Ctrl-C as "stop this step" (chat stops a reply) must not swallow."""
+    return _received == signal.SIGTERM
 
 
 def forget():
     """The interrupt was handled (chat stopped a reply): later errors are errors again."""
     global _received
-    _received = False
+    _received = 0
+    _native("clear_abort")()
 
 
 def _main_thread():
@@ -64,16 +93,24 @@ def _main_thread():
 
 
 def install():
-    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, and a discarded one is raised again.
-    Returns the handlers it replaced."""
-    global _hooked
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, and a discarded one is raised again;
+    the moment one arrives, a native call of the runtime under way stops at its next step (_watch).
+    Returns the handlers it replaced (and "wakeup_fd": the signal wakeup fd it replaced)."""
+    global _hooked, _wakeup_w
     if not _main_thread():
         return {}
     forget()
     previous = {s: signal.signal(s, _on_signal) for s in SIGNALS}
     if _hooked:
+        previous["wakeup_fd"] = signal.set_wakeup_fd(_wakeup_w, warn_on_full_buffer=False)
         return previous
     _hooked = True
+    import os
+
+    r, _wakeup_w = os.pipe()
+    os.set_blocking(_wakeup_w, False)
+    previous["wakeup_fd"] = signal.set_wakeup_fd(_wakeup_w, warn_on_full_buffer=False)
+    threading.Thread(target=_watch, args=(r,), name="edgepack-abort", daemon=True).start()
     chained = sys.unraisablehook
 
     def hook(unraisable):
@@ -95,7 +132,10 @@ def installed():
         yield
     finally:
         for s, h in previous.items():
-            signal.signal(s, h)
+            if s == "wakeup_fd":
+                signal.set_wakeup_fd(h)
+            else:
+                signal.signal(s, h)
 
 
 def exit_now(code):

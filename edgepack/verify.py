@@ -28,9 +28,7 @@ def verify(artifact, model=None, fmt=None, tokens=None, threads=None, progress=N
     ckpt.config = ckpt.config.with_context(cfg.get("context_length") or cfg["max_position_embeddings"])  # as exported
     ids = eval_windows(tok, n, ckpt.config.context_length)  # the export's windows
     progress("load", 1, 1)
-    progress("float reference", 0, 1)
-    ref = reference_logits(ckpt, ids)
-    progress("float reference", 1, 1)
+    ref = reference_logits(ckpt, ids, progress=progress)  # "float reference" 0/L+1 .. L+1/L+1, a step a layer
     out = []
     for e in entries:
         progress(f"fidelity {e['format']}", 0, 1)

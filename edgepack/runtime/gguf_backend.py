@@ -13,9 +13,16 @@ import numpy as np
 
 from ..errors import BadInput, InternalError
 from ..formats.llamacpp import quiet_llama
-from .backend import Backend, chunks
+from .backend import ABORT, PIECE, Backend, chunks
 
 N_BATCH = 512  # tokens per llama_decode call (llama.cpp's default); longer prefills are chunked
+_CALLBACKS = []  # llama.cpp's abort callback polling backend.ABORT, and a NULL one (made once, kept alive)
+
+
+def _abort_callbacks(llama):
+    if not _CALLBACKS:
+        _CALLBACKS.extend((llama.ggml_abort_callback(lambda _data: ABORT.is_set()), llama.ggml_abort_callback()))
+    return _CALLBACKS
 
 
 def use_extra_buffer_types():
@@ -99,14 +106,22 @@ class GGUFBackend(Backend):
         if self.n_past + len(tokens) > self.n_ctx:
             raise BadInput(f"{self.path}: context full ({self.n_past} + {len(tokens)} tokens > n_ctx {self.n_ctx})")
         out = np.empty((len(tokens), self.vocab_size), np.float32) if all_logits else None
-        for start, chunk in chunks(tokens, N_BATCH):
-            last = start + len(chunk) == len(tokens)
-            self._decode(chunk, all_logits)
-            if all_logits:
-                out[start:start + len(chunk)] = self._logits(len(chunk))
-            elif last:
-                return self._logits(1)[0]
-        return out
+        many = len(tokens) > min(PIECE, N_BATCH)  # a long prefill: llama.cpp polls ABORT (never per decode step)
+        poll, null = _abort_callbacks(self._llama)
+        if many:
+            self._llama.llama_set_abort_callback(self._ctx, poll, None)
+        try:
+            for start, chunk in chunks(tokens, N_BATCH):
+                last = start + len(chunk) == len(tokens)
+                self._decode(chunk, all_logits)
+                if all_logits:
+                    out[start:start + len(chunk)] = self._logits(len(chunk))
+                elif last:
+                    return self._logits(1)[0]
+            return out
+        finally:
+            if many:
+                self._llama.llama_set_abort_callback(self._ctx, null, None)
 
     def truncate(self, n):
         """llama.cpp's memory API: remove sequence 0's cells at positions [n, end)."""
@@ -193,6 +208,8 @@ class GGUFBackend(Backend):
             b.seq_id[i][0] = 0
             b.logits[i] = int(want_all or i == len(chunk) - 1)
         rc = self._llama.llama_decode(self._ctx, b)
+        if rc != 0 and ABORT.is_set():  # stopped between two graph nodes by a signal (backend.abort_native)
+            raise KeyboardInterrupt
         if rc != 0:
             raise InternalError(f"{self.path}: llama_decode failed (returned {rc})")
         self.n_past += len(chunk)

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
-from . import hugepages
+from . import backend, hugepages
 from .backend import Backend, chunks
 
 IDLE_S = 0.2  # no forward for this long: the model is idle (a chat waiting for its user, between turns)
@@ -91,6 +91,9 @@ class OnnxBackend(Backend):
             self.session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
             raise BadInput(f"{model}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self._run_options = ort.RunOptions()  # its terminate flag stops a run mid-way (backend.abort_native)
+        self._run_options.terminate = backend.ABORT.is_set()
+        backend._run_options.add(self._run_options)
         self._busy, self._last_forward = False, time.monotonic()
         # the weights the session just mapped, into 2 MB pages while the model is idle (hugepages.py)
         ref = weakref.ref(self)  # the thread must not keep a dropped backend (and its session) alive
@@ -174,7 +177,12 @@ class OnnxBackend(Backend):
             self._io.bind_output(self._logits, "cpu")  # (1, T, vocab), allocated by onnxruntime
             self._logits_to_step = False
         self._io.bind_cpu_input(self._in_mask, self._mask[:, :total])
-        self.session.run_with_iobinding(self._io)
+        try:
+            self.session.run_with_iobinding(self._io, self._run_options)  # terminate: abort_native()
+        except Exception:
+            if backend.ABORT.is_set():  # stopped by a signal: the interrupt, not onnxruntime's error
+                raise KeyboardInterrupt from None
+            raise
         self.n_past = total
         return self._step_logits[0] if T == 1 else self._io.get_outputs()[0].numpy()[0]
 
@@ -231,6 +239,7 @@ class OnnxBackend(Backend):
         self.n_past = 0  # seqlens_k hides the stale cache rows; no need to clear them (capacity is kept)
 
     def close(self):
+        backend._run_options.discard(getattr(self, "_run_options", None))
         if getattr(self, "huge_pages", None) is not None:
             self.huge_pages.stop()  # before the session frees what it is collapsing
         for attr in ("_io", "session", "_cache", "_mask", "_step_logits", "_step_logits_v", "_step_id", "_embed", "image_encoder"):
