@@ -429,8 +429,12 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
     if c.vision is not None:
         from .vision_onnx import write_multimodal
 
-        multimodal = write_multimodal(model, out_dir, c, lambda n: ckpt.vision(n).numpy(),
-                                      vision_dtype or ("fp32" if dtype == "fp32" else "fp16"))
+        def vision(n):  # a copy, then let go of the shard's mapped pages (they count in RSS while mapped)
+            a = ckpt.vision(n).numpy().copy()
+            release()
+            return a
+
+        multimodal = write_multimodal(model, out_dir, c, vision, vision_dtype or ("fp32" if dtype == "fp32" else "fp16"))
     del model
     tok, tok_files = copy_tokenizer(ckpt.path, out_dir, c.context_length)
     eos = list(c.eos_token_ids)

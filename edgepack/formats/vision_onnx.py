@@ -28,8 +28,26 @@ OPSET = [helper.make_opsetid("", 18)]
 
 
 class _G:
-    def __init__(self, wdtype):
-        self.nodes, self.inits, self.n, self.wdtype = [], [], 0, wdtype
+    """The graph under construction. data: (open binary file, its name beside the .onnx) to stream each
+    initializer of 1 KiB or more into as it is made, so the protos hold references and the tower's weights
+    are never all in memory (MiniCPM-V 4.0: 0.8 GB of float16; whole-proto save_model peaked the 4.1B
+    export at 4.04 GB RSS, benchmarks/bench_minicpmv.py)."""
+
+    def __init__(self, wdtype, data=None):
+        self.nodes, self.inits, self.n, self.wdtype, self.data = [], [], 0, wdtype, data
+
+    def _init(self, a, name):
+        t = onnx.numpy_helper.from_array(a, name)
+        if self.data is not None and len(t.raw_data) >= 1024:
+            f, location = self.data
+            pad = -f.tell() % 64  # aligned, as onnx's own external-data writer does
+            f.write(b"\0" * pad)
+            offset = f.tell()
+            f.write(t.raw_data)
+            onnx.external_data_helper.set_external_data(t, location, offset, len(t.raw_data))
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+        self.inits.append(t)
 
     def node(self, op, inputs, **attrs):
         self.n += 1
@@ -41,14 +59,14 @@ class _G:
         """A weight: float16 initializer + Cast (fp16), or float32."""
         a = np.asarray(a, np.float32)
         if self.wdtype == "fp16":
-            self.inits.append(onnx.numpy_helper.from_array(a.astype(np.float16), name))
+            self._init(a.astype(np.float16), name)
             return self.node("Cast", [name], to=TensorProto.FLOAT)
-        self.inits.append(onnx.numpy_helper.from_array(a, name))
+        self._init(a, name)
         return name
 
     def const(self, a, name=None):
         name = name or f"const_{len(self.inits)}"
-        self.inits.append(onnx.numpy_helper.from_array(np.asarray(a), name))
+        self._init(np.asarray(a), name)
         return name
 
     def linear(self, x, get, prefix, bias=True):
@@ -78,9 +96,9 @@ class _G:
         return self.node("Reshape", [self.node("Transpose", [y], perm=[1, 0, 2]), self.const(np.array([-1, heads * hd], np.int64))])
 
 
-def vision_graph(v, get, wdtype="fp16"):
-    """The ModelProto. get(canonical name) -> float32 numpy array."""
-    g, H, D, eps = _G(wdtype), v.hidden_size, v.embed_dim, v.layer_norm_eps
+def vision_graph(v, get, wdtype="fp16", data=None):
+    """The ModelProto. get(canonical name) -> float32 numpy array; data: see _G."""
+    g, H, D, eps = _G(wdtype, data), v.hidden_size, v.embed_dim, v.layer_norm_eps
     # patches: Conv -> (1, H, h, w) -> (h·w, H), row-major like the reference
     x = g.node("Conv", ["pixel_values", g.weight("vpm.patch_embedding.weight", get("vpm.embeddings.patch_embedding.weight")),
                         g.weight("vpm.patch_embedding.bias", get("vpm.embeddings.patch_embedding.bias"))],
@@ -130,9 +148,9 @@ def vision_graph(v, get, wdtype="fp16"):
 
 
 def write_vision_onnx(v, get, path, wdtype="fp16"):
-    model = vision_graph(v, get, wdtype)
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=1024)
+    with open(path.parent / (path.name + ".data"), "wb") as f:
+        model = vision_graph(v, get, wdtype, data=(f, path.name + ".data"))
+    onnx.save_model(model, str(path))
     return {"path": path.name, "data": path.name + ".data", "dtype": wdtype}
 
 
