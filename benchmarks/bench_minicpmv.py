@@ -41,7 +41,6 @@ def make(out, layers=32, vision_layers=27):
     from edgepack.model.config import vision_shapes
     from edgepack.model.families import parse_config
     from edgepack.model.families.minicpmv import vision_sources
-    from edgepack.model.image import sincos_2d  # noqa: F401
     from edgepack.model.testmodels import CHATML, IMAGE_SYMBOLS, tiny_minicpmv_config, train_sentencepiece
 
     out.mkdir(parents=True, exist_ok=True)
