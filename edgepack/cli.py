@@ -120,10 +120,12 @@ def _not_yet(name, issue):
               help="ONNX KV cache type (default: float16 for int4, float32 for fp32; see edgepack/formats/onnx_writer.py).")
 @click.option("--mmproj-type", type=click.Choice(["f16", "q8_0", "f32"]), default="f16", show_default=True,
               help="MiniCPM-V: the vision half's GGUF (mmproj) weights.")
+@click.option("--vision-dtype", type=click.Choice(["fp16", "int8", "fp32"]), default=None,
+              help="MiniCPM-V: vision.onnx's weights (default: fp16 for int4, fp32 for fp32; int8 halves the tower).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @threads_option
 def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fidelity_tokens, context, kv_dtype, mmproj_type,
-           force, threads):
+           vision_dtype, force, threads):
     """Export a MiniCPM checkpoint to int4 ONNX and GGUF artifacts."""
     from .export import export as run_export
 
@@ -133,7 +135,7 @@ def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fide
         path = run_export(model=model, out=out, formats=[f.strip() for f in formats.split(",") if f.strip()],
                           dtype=dtype or "int4", block_size=block_size, gguf_type=gguf_type, threads=threads,
                           force=force, fidelity_tokens=fidelity_tokens, progress=progress, method=method,
-                          context=context, kv_dtype=kv_dtype, mmproj_type=mmproj_type)
+                          context=context, kv_dtype=kv_dtype, mmproj_type=mmproj_type, vision_dtype=vision_dtype)
     from .formats.manifest import format_artifact
     from .formats.manifest import inspect_artifact
 

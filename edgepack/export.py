@@ -34,7 +34,7 @@ def demo_artifact(threads=None, log=None):
 
 def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32, gguf_type=None, threads=None,
            force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None, kv_dtype=None,
-           mmproj_type="f16"):
+           mmproj_type="f16", vision_dtype=None):
     """Export `model` (a checkpoint dir, a Hugging Face id org/name, "demo" or "demo-llama"); returns the artifact folder.
 
     context: the tokens the artifact serves (default: the description's context_length, i.e. max_position_embeddings, or 4096 for a dynamic-NTK model); the ONNX
@@ -43,7 +43,8 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     method: the int4 method of edgepack.quant (default: methods.DEFAULT_METHOD for ONNX and
     methods.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget).
     kv_dtype: the ONNX KV cache's type (default: onnx_writer.KV_DTYPE for int4, float32 for fp32).
-    mmproj_type: a MiniCPM-V's mmproj GGUF beside the LLM GGUF: f16 (default), q8_0 or f32."""
+    mmproj_type: a MiniCPM-V's mmproj GGUF beside the LLM GGUF: f16 (default), q8_0 or f32.
+    vision_dtype: a MiniCPM-V's vision.onnx weights: fp16 (default for int4), int8 or fp32 (default for fp32)."""
     from .model.checkpoint import load
     from .model.tokenizer import load_tokenizer
 
@@ -73,6 +74,8 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
 
     progress("load", 0, 1)  # before the first byte of the checkpoint is read
     ckpt = load(model)
+    if vision_dtype is not None and (ckpt.config.vision is None or "onnx" not in formats):
+        raise BadInput("--vision-dtype applies to a MiniCPM-V model's ONNX export (vision.onnx) only")
     if ckpt.config.vision is not None and "gguf" in formats:
         from .formats.mmproj import TYPES, check_mtmd
 
@@ -122,7 +125,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
         for fmt in formats:  # ONNX and GGUF share one calibration
             log(f"writing {fmt} ({dtype})")
             entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method, kv_dtype,
-                                  spill)
+                                  spill, vision_dtype)
             if fmt == "gguf" and ckpt.config.vision is not None:
                 entry.update(write_vision_gguf(ckpt, tmp, mmproj_type))
             if fidelity_tokens:
@@ -173,7 +176,7 @@ def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, b
 
 
 def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None, kv_dtype=None,
-                  spill=None):
+                  spill=None, vision_dtype=None):
     q = quantize_for(fmt, ckpt, dtype, gguf_type, method, progress, block_size, scratch=spill)  # load -> quantize -> encode
     if fmt == "onnx":
         from .formats.onnx_writer import write_onnx
@@ -181,7 +184,7 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
         d = tmp / "onnx"
         d.mkdir()
         entry = write_onnx(ckpt, d, dtype=dtype, block_size=block_size, threads=threads, progress=progress, quantized=q,
-                           kv_dtype=kv_dtype)
+                           kv_dtype=kv_dtype, vision_dtype=vision_dtype)
         entry["path"] = "onnx"
     else:
         from .formats.gguf_writer import write_gguf

@@ -190,3 +190,48 @@ def test_manifest_records_image_fidelity(tiny, tmp_path):
     f = json.loads((art / "edgepack.json").read_text())["artifacts"][0]["fidelity"]["image"]
     assert f["prompts"] == 2 and f["positions"] >= 80 and f["images"] == ["448x448", "896x448"]
     assert f["mean_kl"] < 1e-6 and f["top1_agreement"] == 1.0
+
+
+def linear_bytes(art, suffixes):
+    m = onnx.load(str(art / "onnx" / "vision.onnx"), load_external_data=False)
+    return sum(int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+               for t in m.graph.initializer if t.name.startswith("vpm.encoder.") and t.name.endswith(suffixes))
+
+
+def _max_rel(art, src, pic):
+    ref = reference_image(load(src), pic)
+    with open_artifact(art, backend="onnx") as a:
+        emb, _ = a.backend.image_encoder.encode(np.asarray(Image.open(pic).convert("RGB")))
+    return max(np.abs(emb[k] - ref.embeds[k]).max() / np.abs(ref.embeds[k]).max() for k in range(len(emb)))
+
+
+def test_int8_vision_weights_are_half_the_size_and_close(int4, tiny, tmp_path, monkeypatch):
+    """--vision-dtype int8: the tower's linears as 8-bit MatMulNBits (blocks of 32, float activations), the
+    embeddings within 5e-3 of the reference (measured 2.9e-3; fp16 6.8e-4); codes one step off (a zero point
+    of 127) leave that bound (7.9e-3)."""
+    from edgepack.formats import vision_onnx
+
+    src, _ = tiny["4.0"]
+    pic = tiny["pics"][(896, 448)]
+    art = export(str(src), out=tmp_path / "i8", formats=("onnx",), fidelity_tokens=0, method="rtn", vision_dtype="int8")
+    m = onnx.load(str(art / "onnx" / "vision.onnx"), load_external_data=False)
+    mm = [n for n in m.graph.node if n.op_type == "MatMulNBits"]
+    assert len(mm) == 6 * load(src).config.vision.num_hidden_layers  # q, k, v, out, fc1, fc2 of each layer
+    assert {a.i for n in mm for a in n.attribute if a.name in ("bits", "accuracy_level")} == {8, 0}
+    assert json.loads((art / "edgepack.json").read_text())["artifacts"][0]["multimodal"]["vision"]["dtype"] == "int8"
+    # the tower's linears: 1.125 bytes a weight (codes + a float32 scale per 32) against fp16's 2
+    assert linear_bytes(art, (".weight_Q8", ".weight_scales")) < 0.6 * linear_bytes(int4, ("proj.weight.T", "fc1.weight.T", "fc2.weight.T"))
+    rel = _max_rel(art, src, pic)
+    print(f"int8 vision weights: max rel {rel:.2e}")
+    assert rel <= 5e-3
+
+    real = vision_onnx.int8_blocks
+    monkeypatch.setattr(vision_onnx, "int8_blocks", lambda w, **k: (lambda c, s: (c - 1, s))(*real(w, **k)))
+    bad = export(str(src), out=tmp_path / "bad", formats=("onnx",), fidelity_tokens=0, method="rtn", vision_dtype="int8")
+    assert _max_rel(bad, src, pic) > 5e-3
+
+
+def test_vision_dtype_on_a_text_model_is_one_error_line(tmp_path):
+    r = CliRunner().invoke(main, ["export", "--model", "demo", "--vision-dtype", "int8", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--vision-dtype applies to a MiniCPM-V" in r.output, r.output
+    assert not (tmp_path / "o").exists()

@@ -24,7 +24,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-OPSET = [helper.make_opsetid("", 18)]
+from ..errors import BadInput
+
+OPSET = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+WDTYPES = ("fp16", "fp32", "int8")
+# int8: the tower's linears as MatMulNBits with 8-bit codes in blocks of 32 (Q8_0's grid; zero point 128, the
+# op's default) and float activations (accuracy_level 0: arm64's int8-activation path quantizes a whole row,
+# benchmarks/arm_matmulnbits_kernels.py); the rest (patch conv, resampler, norms) stays fp16
+INT8_BLOCK = 32
 
 
 class _G:
@@ -56,9 +63,9 @@ class _G:
         return out
 
     def weight(self, name, a):
-        """A weight: float16 initializer + Cast (fp16), or float32."""
+        """A weight: float16 initializer + Cast (fp16, and int8's non-linear weights), or float32."""
         a = np.asarray(a, np.float32)
-        if self.wdtype == "fp16":
+        if self.wdtype in ("fp16", "int8"):
             self._init(a.astype(np.float16), name)
             return self.node("Cast", [name], to=TensorProto.FLOAT)
         self._init(a, name)
@@ -70,8 +77,16 @@ class _G:
         return name
 
     def linear(self, x, get, prefix, bias=True):
-        """x @ W.T (+ b) for W (out, in) stored transposed once."""
-        y = self.node("MatMul", [x, self.weight(prefix + ".weight.T", get(prefix + ".weight").T)])
+        """x @ W.T (+ b) for W (out, in) stored transposed once (int8: MatMulNBits on W as it is)."""
+        if self.wdtype == "int8":
+            w = np.asarray(get(prefix + ".weight"), np.float32)
+            codes, scales = int8_blocks(w)
+            self._init(codes, prefix + ".weight_Q8")
+            self._init(scales, prefix + ".weight_scales")
+            y = self.node("MatMulNBits", [x, prefix + ".weight_Q8", prefix + ".weight_scales"], domain="com.microsoft",
+                          K=w.shape[1], N=w.shape[0], bits=8, block_size=INT8_BLOCK, accuracy_level=0)
+        else:
+            y = self.node("MatMul", [x, self.weight(prefix + ".weight.T", get(prefix + ".weight").T)])
         return self.node("Add", [y, self.weight(prefix + ".bias", get(prefix + ".bias"))]) if bias else y
 
     def layernorm(self, x, get, prefix, eps):
@@ -94,6 +109,19 @@ class _G:
                               self.const(np.float32(1.0 / np.sqrt(hd)))])
         y = self.node("MatMul", [self.node("Softmax", [s], axis=-1), vh])  # (heads, Tq, hd)
         return self.node("Reshape", [self.node("Transpose", [y], perm=[1, 0, 2]), self.const(np.array([-1, heads * hd], np.int64))])
+
+
+def int8_blocks(w, block=INT8_BLOCK):
+    """W (N, K) -> MatMulNBits' 8-bit B (N, ceil(K/block), block) uint8 and scales (N, ceil(K/block)) float32:
+    symmetric, scale = max|w| / 127 per block, code = round(w / scale) + 128 (K padded with zeros)."""
+    N, K = w.shape
+    nb = -(-K // block)
+    b = np.zeros((N, nb * block), np.float32)
+    b[:, :K] = w
+    b = b.reshape(N, nb, block)
+    scales = np.abs(b).max(-1) / 127
+    q = np.round(b / np.where(scales == 0, 1, scales)[..., None])
+    return (np.clip(q, -127, 127) + 128).astype(np.uint8), scales.astype(np.float32)
 
 
 def vision_graph(v, get, wdtype="fp16", data=None):
@@ -148,6 +176,8 @@ def vision_graph(v, get, wdtype="fp16", data=None):
 
 
 def write_vision_onnx(v, get, path, wdtype="fp16"):
+    if wdtype not in WDTYPES:
+        raise BadInput(f"vision weights {wdtype!r} are not supported ({', '.join(WDTYPES)})")
     with open(path.parent / (path.name + ".data"), "wb") as f:
         model = vision_graph(v, get, wdtype, data=(f, path.name + ".data"))
     onnx.save_model(model, str(path))
