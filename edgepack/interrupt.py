@@ -36,6 +36,8 @@ _lost = threading.Event()
 _hooked = False
 _wakeup_w = -1  # the write end of the signal wakeup pipe (_watch reads the other end)
 _scratch = set()  # temporary folders not yet removed or committed
+_armed = 0  # > 0 while installed (install(), or inside installed()): abort native calls, re-raise lost interrupts
+_arm_lock = threading.Lock()
 
 
 def _native(name):
@@ -55,7 +57,9 @@ def _watch(fd):
         except OSError:
             return
         if any(b in SIGNALS for b in data):
-            _native("abort_native")()
+            with _arm_lock:  # only while installed: a signal a process sends itself later must not stop its runs
+                if _armed:
+                    _native("abort_native")()
 
 
 def _on_signal(signum, frame):
@@ -96,10 +100,12 @@ def install():
     """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, and a discarded one is raised again;
     the moment one arrives, a native call of the runtime under way stops at its next step (_watch).
     Returns the handlers it replaced (and "wakeup_fd": the signal wakeup fd it replaced)."""
-    global _hooked, _wakeup_w
+    global _hooked, _wakeup_w, _armed
     if not _main_thread():
         return {}
     forget()
+    with _arm_lock:
+        _armed += 1
     previous = {s: signal.signal(s, _on_signal) for s in SIGNALS}
     if _hooked:
         previous["wakeup_fd"] = signal.set_wakeup_fd(_wakeup_w, warn_on_full_buffer=False)
@@ -114,7 +120,7 @@ def install():
     chained = sys.unraisablehook
 
     def hook(unraisable):
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _armed:
             _lost.set()  # quietly: the interrupt is not over, it is only postponed
         else:
             chained(unraisable)
@@ -127,6 +133,7 @@ def install():
 @contextmanager
 def installed():
     """install() for the length of a block (a command run in-process, e.g. by a test, gets its handlers back)."""
+    global _armed
     previous = install()
     try:
         yield
@@ -136,6 +143,11 @@ def installed():
                 signal.set_wakeup_fd(h)
             else:
                 signal.signal(s, h)
+        if previous:
+            with _arm_lock:  # disarmed and the abort flag down: the process's later native calls run again
+                _armed -= 1
+                if not _armed:
+                    _native("clear_abort")()
 
 
 def exit_now(code):
@@ -158,7 +170,8 @@ def _rearm():
         _lost.wait()
         _lost.clear()
         time.sleep(REARM_S)
-        _thread.interrupt_main()  # runs the SIGINT handler in the main thread, as a real Ctrl-C would
+        if _armed:  # a block that ended meanwhile (installed()) has had its interrupt
+            _thread.interrupt_main()  # runs the SIGINT handler in the main thread, as a real Ctrl-C would
 
 
 @contextmanager

@@ -142,3 +142,17 @@ def test_an_interrupt_discarded_inside_a_native_callback_is_raised_again():
         with pytest.raises(KeyboardInterrupt):
             libc.qsort(arr, n, 4, cmp)
             time.sleep(1)  # the re-raise comes within REARM_S of the callback's return
+
+
+def test_a_signal_inside_installed_does_not_stop_the_process_later_native_calls():
+    """installed() arms the native abort only for its block: a signal inside it stops the runs under way, and
+    after the block the flag is down again (it once stayed up, and every later ONNX run in the process, here
+    pytest's own, was terminated at once)."""
+    from edgepack.runtime import backend
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt.installed():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+    time.sleep(0.2)  # the watcher thread has read the wakeup byte by now
+    assert not backend.ABORT.is_set()
