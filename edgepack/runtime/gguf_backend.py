@@ -208,7 +208,9 @@ class GGUFBackend(Backend):
             b.seq_id[i][0] = 0
             b.logits[i] = int(want_all or i == len(chunk) - 1)
         rc = self._llama.llama_decode(self._ctx, b)
-        if rc != 0 and ABORT.is_set():  # stopped between two graph nodes by a signal (backend.abort_native)
+        # 2: aborted by the abort callback, i.e. by a signal (backend.abort_native). Not only while ABORT is up:
+        # a handler may have dropped it meanwhile (a chat that lost the SIGTERM this way waited for input)
+        if rc == 2 or (rc != 0 and ABORT.is_set()):
             raise KeyboardInterrupt
         if rc != 0:
             raise InternalError(f"{self.path}: llama_decode failed (returned {rc})")
