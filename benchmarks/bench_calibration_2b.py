@@ -49,9 +49,10 @@ def main():
 
     def progress(stage, done, total):
         now = time.time()
-        layer_s.append(round(now - last[0], 1))
+        if done:  # progress(…, 0, L) marks the start (after loading), not a layer
+            layer_s.append(round(now - last[0], 1))
         last[0] = now
-        print(f"{stage} {done}/{total} {layer_s[-1]:.1f}s rss_peak={_peak() / 2**30:.2f} GiB", file=sys.stderr, flush=True)
+        print(f"{stage} {done}/{total} {(layer_s[-1] if done else 0.0):.1f}s rss_peak={_peak() / 2**30:.2f} GiB", file=sys.stderr, flush=True)
 
     t0 = time.time()
     q = methods.quantize_model(ckpt, method, n_tokens=tokens, progress=progress)

@@ -36,9 +36,9 @@ class QTensor:
 
     @classmethod
     def from_codes(cls, codes, scales, zeros, bits, sym):
-        codes = np.asarray(codes, np.uint8)
+        codes = np.ascontiguousarray(codes, np.uint8)
         data = codes if bits != 4 else (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
-        return cls(data, np.asarray(scales, np.float32), np.asarray(zeros, np.uint8), bits, sym)
+        return cls(data, np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(zeros, np.uint8), bits, sym)
 
     @property
     def block_size(self):
@@ -152,7 +152,8 @@ def fake(w, bits=4, sym=True, clip=False, imp=None, block=BLOCK):
     N, K = w.shape
     b = w.reshape(N, K // block, block)
     s, z = fit_grid(b, bits, sym, clip, imp)
-    return ((quantize_grid(b, s, z, bits) - z) * s).reshape(N, K)
+    # in place on one temporary: the same ops in the same order as quantize_grid, then (q - z)·s
+    return (b / s).add_(z).round_().clamp_(0, 2 ** bits - 1).sub_(z).mul_(s).reshape(N, K)
 
 
 def quantize(w, bits=4, sym=True, clip=False, imp=None, block=BLOCK, chunk_rows=8192):
