@@ -137,6 +137,42 @@ def test_gptq_over_stacked_rows_equals_gptq_per_linear():
         assert np.mean(one.codes == rows.codes) > 0.999 and np.allclose(one.scales, rows.scales)
 
 
+def test_gptq_rows_over_threads_equal_one_thread(monkeypatch):
+    """GPTQ splits its rows over the intra-op threads (rows are independent given H): the codes and
+    scales are those of one pass over all rows."""
+    g = torch.Generator().manual_seed(9)
+    X = torch.randn(256, 128, generator=g) @ torch.randn(128, 128, generator=g) * 0.3
+    w = torch.cat([_weights(s, n=32, k=128) for s in (21, 22)]).double()
+    n_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(gptq, "ROWS_PER_THREAD", 8)  # 64 rows -> 2 threads of 32
+        split = gptq.gptq(w, gptq.hessian(X.double()), 4, sym=True, clip=True)
+        monkeypatch.setattr(gptq, "ROWS_PER_THREAD", 10 ** 9)
+        whole = gptq.gptq(w, gptq.hessian(X.double()), 4, sym=True, clip=True)
+    finally:
+        torch.set_num_threads(n_threads)
+    assert np.array_equal(split.codes, whole.codes) and np.array_equal(split.scales, whole.scales)
+
+
+def test_hessian_and_inverse_cholesky():
+    """hessian() multiplies only the blocks on and above the diagonal; _inverse_cholesky's one reversed
+    Cholesky gives the factor the three-pass chol(cholesky_inverse(chol(H))) gives, with the diagonal given."""
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(300, 200, generator=g, dtype=torch.float64) @ torch.randn(200, 200, generator=g, dtype=torch.float64)
+    H = gptq.hessian(x, piece=64)  # four column pieces, the last one short
+    ref = 2 * x.T @ x / len(x)
+    assert torch.allclose(H, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
+    d = H.diag() + 0.01 * H.diag().mean()
+    Hd = H.clone()
+    Hd.diagonal().copy_(d)
+    H0 = H.clone()
+    U = gptq._inverse_cholesky(H, d)
+    old = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(Hd)), upper=True)
+    assert torch.equal(U, U.triu()) and torch.allclose(U, old, rtol=1e-9, atol=1e-12 * float(old.abs().max()))
+    assert torch.equal(H, H0)  # H itself is not changed (gptq() no longer copies it)
+
+
 @pytest.mark.parametrize("name", ["rtn", "asym", "mse", "awq", "gptq", "awq_gptq", "rtn+emb8"])
 def test_methods_are_deterministic(tiny_gqa, name):
     a, b = _quantized(tiny_gqa, name), _quantized(tiny_gqa, name)

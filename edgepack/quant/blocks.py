@@ -137,9 +137,11 @@ def fit_grid(w, bits=4, sym=True, clip=False, imp=None):
 
 
 def _block_err(w, s, z, qmax, imp):
-    d = (w / s + z).round().clamp(0, qmax).sub(z).mul(s).sub(w).pow(2).double()
+    # in place on one temporary (GPTQ fits a block's grid 13 times per 32 columns: 1.3-1.6x faster than
+    # a fresh tensor per op; all clip ratios in one broadcast pass were slower still, out of cache)
+    d = (w / s).add_(z).round_().clamp_(0, qmax).sub_(z).mul_(s).sub_(w).pow_(2).double()
     if imp is not None:
-        d = d * imp
+        d.mul_(imp)
     return d.sum(-1, keepdim=True)  # float64: a float32 sum's rounding depends on the SIMD width
 
 

@@ -11,7 +11,7 @@ import torch
 from ..errors import BadInput
 from .awq import _awq_layer, _awq_mla_layer, _gqa_tie
 from .blocks import quantize
-from .gptq import gptq
+from .gptq import gptq, hessian
 from .moe import MIN_EXPERT_TOKENS, Routed, Tap, calibrate_experts, router_name
 
 
@@ -95,7 +95,7 @@ def _calibrate(q, ids, progress=None, float_only=False):
                     _attach(block, n + ".weight", W[n])
                 continue
             if m.gptq:  # one pass over the stacked rows: GPTQ treats rows independently given H
-                qt = gptq(torch.cat([W[n] for n in group]), 2 * x.T @ x / len(x), 4, m.sym, m.clip, block=q.block)
+                qt = gptq(torch.cat([W[n] for n in group]), hessian(x), 4, m.sym, m.clip, block=q.block)
                 lo = 0
                 for n in group:
                     q.tensors[p + n + ".weight"], lo = qt.rows(slice(lo, lo + len(W[n]))), lo + len(W[n])
@@ -190,15 +190,29 @@ def layer_norms(c):
     return ("input_layernorm", *extra, "post_attention_layernorm")
 
 
+class _Captured(Exception):
+    """Raised by _capture's hook once the last linear's input is kept (skips down_proj's product: 1/6 of
+    the capture pass)."""
+
+
 def _capture(block, h, pos, groups=SHARED_INPUT):
     """Run the float block on h; return {linear: its input as (tokens, K)} (a group shares one)."""
     X, hooks = {}, []
+
+    def keep(mod, args, n):
+        X[n] = args[0].reshape(-1, args[0].shape[-1])
+        if n == "mlp.down_proj":  # the last linear the block calls: its product and the rest are not needed
+            raise _Captured
+
     for n in (group[0] for group in groups):
-        mod = block.get_submodule(n)
-        hooks.append(mod.register_forward_pre_hook(lambda mod, args, n=n: X.__setitem__(n, args[0].reshape(-1, args[0].shape[-1]))))
-    block(h, pos, None)
-    for hk in hooks:
-        hk.remove()
+        hooks.append(block.get_submodule(n).register_forward_pre_hook(lambda mod, args, n=n: keep(mod, args, n)))
+    try:
+        block(h, pos, None)
+    except _Captured:
+        pass
+    finally:
+        for hk in hooks:
+            hk.remove()
     for group in groups:
         for n in group[1:]:
             X[n] = X[group[0]]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..model.reference import route
 from .blocks import quantize
-from .gptq import gptq
+from .gptq import gptq, hessian
 
 # Below this many routed calibration rows an expert is RTN. GPTQ's Hessian X^T X / n of a few dozen rows
 # has rank n, far below hidden (2304 for MoE-8x2B; 64 in the tiny tests) and mostly the 1% damping: the
@@ -65,7 +65,7 @@ def routed_rows(x, router, k):
 
 def _fit(w, x, m, block):
     if m.gptq:
-        return gptq(w, 2 * x.T @ x / len(x), 4, True, m.clip, block=block)
+        return gptq(w, hessian(x), 4, True, m.clip, block=block)
     return quantize(w.float(), 4, True, m.clip, imp=x.pow(2).mean(0) if m.clip else None, block=block)
 
 
@@ -79,17 +79,20 @@ def calibrate_experts(ckpt, i, x, m, block, release=lambda: None):
     router = ckpt.torch(router_name(i)).to(x.dtype)
     rows = routed_rows(x, router, c.num_experts_per_tok)
     out, Fi = {}, c.intermediate_size
+    weight = lambda e, w: ckpt.torch(expert_name(i, e, w)).to(x.dtype)  # noqa: E731
     for e in range(c.num_experts):
-        W = {w: ckpt.torch(expert_name(i, e, w)).to(x.dtype) for w in ROLES}
         if len(rows[e]) >= MIN_EXPERT_TOKENS:
+            # one float64 weight alive at a time besides GPTQ's own (MoE-8x2B's w1|w3 is 212 MB of it)
             xe = x[rows[e]]
-            qt = _fit(torch.cat([W["w1"], W["w3"]]), xe, m, block)
+            W13 = torch.cat([weight(e, "w1"), weight(e, "w3")])
+            xd = F.silu(xe @ W13[:Fi].T) * (xe @ W13[Fi:].T)  # w2's input, from the float w1 and w3
+            qt = _fit(W13, xe, m, block)
+            del W13
             out[expert_name(i, e, "w1")], out[expert_name(i, e, "w3")] = qt.rows(slice(0, Fi)), qt.rows(slice(Fi, 2 * Fi))
-            out[expert_name(i, e, "w2")] = _fit(W["w2"], F.silu(xe @ W["w1"].T) * (xe @ W["w3"].T), m, block)
+            out[expert_name(i, e, "w2")] = _fit(weight(e, "w2"), xd, m, block)
         else:
             for w in ROLES:
-                out[expert_name(i, e, w)] = rtn(W[w], block)
-        del W
+                out[expert_name(i, e, w)] = rtn(weight(e, w), block)
         release()
     return out, rows, router
 
