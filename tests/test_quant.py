@@ -167,10 +167,14 @@ def test_hessian_and_inverse_cholesky():
     Hd = H.clone()
     Hd.diagonal().copy_(d)
     H0 = H.clone()
-    U = gptq._inverse_cholesky(H, d)
+    U = gptq._inverse_cholesky_(H.flip(0, 1), d)
     old = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(Hd)), upper=True)
     assert torch.equal(U, U.triu()) and torch.allclose(U, old, rtol=1e-9, atol=1e-12 * float(old.abs().max()))
-    assert torch.equal(H, H0)  # H itself is not changed (gptq() no longer copies it)
+    assert torch.equal(H, H0)  # gptq() factors a reversed copy: H itself is not changed
+    L = torch.linalg.cholesky(Hd[:101, :101])  # the recursion by halves, odd sizes on the way down
+    assert torch.allclose(gptq._lower_inverse_(L.clone(), leaf=16), torch.linalg.inv(L), rtol=1e-9, atol=1e-12)
+    t = torch.arange(35.0).reshape(5, 7)
+    assert torch.equal(gptq._reverse_(t.clone(), chunk=4), t.flip(0, 1))
 
 
 @pytest.mark.parametrize("name", ["rtn", "asym", "mse", "awq", "gptq", "awq_gptq", "rtn+emb8"])

@@ -243,7 +243,11 @@ def blocks(qt):
 
         if not qt.sym or qt.block_size != 32:
             raise BadInput("GGUF's Q5_0 holds symmetric 5-bit blocks of 32 only")
-        return quants.quantize(qt.dequantize(), T.Q5_0), T.Q5_0
+        # by row chunks: the whole table dequantized (MoE-8x2B's: 1.13 GB of float32) and gguf's temporaries
+        # over it made the peak RSS of a MoE export (4.2 GB against its 4 GB bar)
+        rows = max(1, 2 ** 22 // qt.shape[1])
+        return np.concatenate([quants.quantize(qt.rows(slice(i, i + rows)).dequantize(), T.Q5_0)
+                               for i in range(0, n, rows)]), T.Q5_0
     if qt.bits == 8:
         if not qt.sym or qt.block_size != 32:
             raise BadInput("GGUF's Q8_0 holds symmetric 8-bit blocks of 32 only")

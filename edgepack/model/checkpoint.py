@@ -201,16 +201,7 @@ class Checkpoint:
         f = self._where[name]
         name = self._src.get(name, name)
         if f.suffix == ".bin":
-            if self._bin is None:  # mapped again after release(): the pages read before are no longer ours
-                self._bin = {}
-                for b in sorted({w for w in self._where.values() if w.suffix == ".bin"}):
-                    import torch
-
-                    try:
-                        self._bin.update(torch.load(b, map_location="cpu", weights_only=True, mmap=True))
-                    except RuntimeError:  # old (non-zip) serialization: read whole, as _index_bin did
-                        self._bin.update(torch.load(b, map_location="cpu", weights_only=True))
-            return self._bin[name].clone()
+            return self._mapped_bin()[name].clone()
         from safetensors import SafetensorError, safe_open
 
         if f not in self._open:
@@ -222,6 +213,27 @@ class Checkpoint:
             return self._open[f].get_tensor(name)
         except Exception as e:
             raise IntegrityError(f"{f}: cannot read tensor {name} ({_short(e)})") from None
+
+    def _mapped_bin(self):
+        if self._bin is None:  # mapped again after release(): the pages read before are no longer ours
+            import torch
+
+            self._bin = {}
+            for b in sorted({w for w in self._where.values() if w.suffix == ".bin"}):
+                try:
+                    self._bin.update(torch.load(b, map_location="cpu", weights_only=True, mmap=True))
+                except RuntimeError:  # old (non-zip) serialization: read whole, as _index_bin did
+                    self._bin.update(torch.load(b, map_location="cpu", weights_only=True))
+        return self._bin
+
+    def rows(self, name, index):
+        """Rows of a 2-D tensor as float32 (calibration's token embeddings): the table itself is never
+        made float32 (MoE-8x2B's is 1.13 GB so; a memory-mapped .bin reads only the rows' pages)."""
+        import torch
+
+        if self._where[name].suffix == ".bin":
+            return self._mapped_bin()[self._src.get(name, name)][index].to(torch.float32)
+        return self.stored(name)[index].to(torch.float32)
 
     def numpy(self, name):
         """One tensor as a float32 numpy array."""

@@ -61,7 +61,7 @@ def _calibrate(q, ids, progress=None, float_only=False):
         q.floats[emb_name] = ckpt.torch(emb_name)
     # (B, T, H) from the float table, so the layers' results do not depend on the embedding's bits.
     # All of the calibration runs in float64 (CALIBRATION_DTYPE's note says why)
-    h = ckpt.torch(emb_name)[ids].to(CALIBRATION_DTYPE) * c.embedding_scale
+    h = ckpt.rows(emb_name, ids).to(CALIBRATION_DTYPE) * c.embedding_scale
     tie = _gqa_tie(c) if c.attention != "mla" else None
     groups = shared_input(c)
     moe = bool(c.num_experts)  # the routed FFN: quant/moe.py, after the attention linears

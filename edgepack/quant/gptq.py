@@ -54,7 +54,9 @@ def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32):
     W[:, dead] = 0
     d += damp * d.mean()
     batch = max(batch, block)  # a block's grid is fitted inside one lazy batch
-    Hinv = _inverse_cholesky(H, d)
+    Hf = H.double().flip(0, 1)  # the one K x K float64 copy: factored and inverted in place
+    del H  # frees the caller's hessian(x) when it was passed as a temporary
+    Hinv = _inverse_cholesky_(Hf, d)
     n_threads = torch.get_num_threads()
     diag = d.float()
     parts = min(n_threads, max(1, N // ROWS_PER_THREAD))
@@ -77,31 +79,40 @@ def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32):
         return QTensor.cat(list(pool.map(run, [slice(a, b) for a, b in zip(cuts, cuts[1:])])))
 
 
-def _inverse_cholesky(H, diag):
-    """The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU) for H with its diagonal replaced by diag, from
-    one Cholesky of H reversed: with J the reversal, JHJ = RRᵀ gives U = J R⁻¹ J.
-    (chol(cholesky_inverse(chol(H))) costs three O(K³) passes: 7.6 s at K = 6400 here, against 2.9 s.)"""
-    Hf = H.double().flip(0, 1)  # a copy
+def _inverse_cholesky_(Hf, diag):
+    """The upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), in place in Hf, the reversed H (JHJ, J the
+    reversal; its diagonal is replaced by diag, H's own order): JHJ = RRᵀ gives U = J R⁻¹ J, so one
+    Cholesky and one triangular inverse (chol(cholesky_inverse(chol(H))) is three O(K³) passes: 7.6 s at
+    K = 6400 here, against 2.9 s). In place because at MoE-8x2B's w2 (K = 5760) each K x K float64 copy is
+    265 MB, and the copies made the largest part of a MoE export's peak RSS."""
     Hf.diagonal().copy_(diag.flip(0))
-    R = torch.linalg.cholesky(Hf)
-    del Hf
-    Ri = _lower_inverse(R)
-    del R
-    return Ri.flip(0, 1)
+    torch.linalg.cholesky_ex(Hf, out=(Hf, torch.empty((), dtype=torch.int32)))
+    return _reverse_(_lower_inverse_(Hf.tril_()))
 
 
-def _lower_inverse(L, leaf=512):
-    """L⁻¹ of a lower-triangular L by halves: [[A, 0], [B, C]]⁻¹ = [[A⁻¹, 0], [−C⁻¹BA⁻¹, C⁻¹]]. K³/3 flops
-    in float64 matmuls; solve_triangular against the identity does K³ (3.9 s at K = 6400 against 1.2 s)."""
+def _lower_inverse_(L, leaf=512):
+    """L⁻¹ of a lower-triangular L, in place, by halves: [[A, 0], [B, C]]⁻¹ = [[A⁻¹, 0], [−C⁻¹BA⁻¹, C⁻¹]].
+    K³/3 flops in float64 matmuls; solve_triangular against the identity does K³ (3.9 s at K = 6400
+    against 1.2 s)."""
     n = len(L)
     if n <= leaf:
-        return torch.linalg.solve_triangular(L, torch.eye(n, dtype=L.dtype), upper=False)
+        return L.copy_(torch.linalg.solve_triangular(L, torch.eye(n, dtype=L.dtype), upper=False))
     h = n // 2
-    Ai, Ci = _lower_inverse(L[:h, :h], leaf), _lower_inverse(L[h:, h:], leaf)
-    out = torch.zeros_like(L)
-    out[:h, :h], out[h:, h:] = Ai, Ci
-    out[h:, :h] = -(Ci @ (L[h:, :h] @ Ai))
-    return out
+    _lower_inverse_(L[:h, :h], leaf)
+    _lower_inverse_(L[h:, h:], leaf)
+    L[h:, :h] = -(L[h:, h:] @ (L[h:, :h] @ L[:h, :h]))
+    return L
+
+
+def _reverse_(t, chunk=2 ** 20):
+    """t.flip(0, 1) in place for a contiguous matrix: its flattened elements reversed, a chunk at a time."""
+    flat, n = t.view(-1), t.numel()
+    for i in range(0, n // 2, chunk):
+        j = min(i + chunk, n // 2)
+        a = flat[i:j].clone()
+        flat[i:j] = flat[n - j:n - i].flip(0)
+        flat[n - j:n - i] = a.flip(0)
+    return t
 
 
 def _gptq(W, diag, Hinv, bits, sym, clip, block, batch, n_threads):
