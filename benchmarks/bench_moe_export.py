@@ -3,7 +3,7 @@
     python benchmarks/bench_moe_export.py [--layers 4,8] [--work DIR] [--method M] [--out JSON] -> results/moe_export.json
 
 --method is passed to the export: without it the export's default, which calibrates every expert from its
-routed tokens (GPTQ per expert, quant/moe.py; at this shape several minutes per layer on 2 cores);
+routed tokens (GPTQ per expert, quant/moe.py; at this shape about 100 s per layer on 2 cores);
 `--method rtn` is the calibration-free export the committed moe_export.json figures were measured with.
 
 For each layer count a random checkpoint of MiniCPM-MoE-8x2B's shape (hidden 2304, 36 heads, 8 experts of

@@ -43,7 +43,7 @@ def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32):
     memory-bound and page-faulting); the column loop runs on the batch transposed, so a column is a
     contiguous row; rows are split over the threads. MiniCPM3-4B's shape on 2 cores of an AMD EPYC:
     GPTQ of gate|up (12800x2560) 13.8 -> 3.7 s, of down (2560x6400) 19.7 -> 9.7 s; a whole layer's
-    calibration 70 -> 40 s (benchmarks/bench_calibration_2b.py, results/quant_calibration_minicpm3_4b.json)."""
+    calibration 70 -> 32 s (benchmarks/bench_calibration_2b.py, results/quant_calibration_minicpm3_4b.json)."""
     W = w.double().clone()
     N, K = W.shape
     # H's diagonal with dead inputs at 1 and the damping added; H itself is neither copied nor changed
