@@ -173,6 +173,10 @@ def test_hessian_and_inverse_cholesky():
     assert torch.equal(H, H0)  # gptq() factors a reversed copy: H itself is not changed
     L = torch.linalg.cholesky(Hd[:101, :101])  # the recursion by halves, odd sizes on the way down
     assert torch.allclose(gptq._lower_inverse_(L.clone(), leaf=16), torch.linalg.inv(L), rtol=1e-9, atol=1e-12)
+    bad = torch.eye(64, dtype=torch.float64)
+    bad[0, 1] = bad[1, 0] = 5.0  # indefinite even after the 1% damping
+    with pytest.raises(torch.linalg.LinAlgError):
+        gptq.gptq(torch.randn(8, 64), bad, 4)
     t = torch.arange(35.0).reshape(5, 7)
     assert torch.equal(gptq._reverse_(t.clone(), chunk=4), t.flip(0, 1))
 

@@ -86,7 +86,10 @@ def _inverse_cholesky_(Hf, diag):
     K = 6400 here, against 2.9 s). In place because at MoE-8x2B's w2 (K = 5760) each K x K float64 copy is
     265 MB, and the copies made the largest part of a MoE export's peak RSS."""
     Hf.diagonal().copy_(diag.flip(0))
-    torch.linalg.cholesky_ex(Hf, out=(Hf, torch.empty((), dtype=torch.int32)))
+    info = torch.empty((), dtype=torch.int32)
+    torch.linalg.cholesky_ex(Hf, out=(Hf, info))
+    if info.item():  # cholesky_ex does not raise: what torch.linalg.cholesky would have said
+        raise torch.linalg.LinAlgError(f"GPTQ: the damped Hessian is not positive-definite (leading minor {info.item()})")
     return _reverse_(_lower_inverse_(Hf.tril_()))
 
 
