@@ -422,8 +422,12 @@ def test_sampling_with_speculation_keeps_the_distribution(tiny32, backend):
 
 # --- int4: the stated guarantee on the demo model ----------------------------------------------
 
+# A third copy prompt keeps enough steps checked whatever the int4 weights make of the code fix: after the
+# calibration's GPTQ rewrite (codes 99.6-100% the same) the demo's GGUF answered it in one 9-token sentence,
+# and the two prompts left 9 checked steps of the 10 the test asks for
 GROUNDED = ["Repeat this sentence exactly: The lighthouse stood on a rock at the mouth of the harbour.",
-            "Fix the typo and return the code: def add(a, b):\n    retrun a + b\n"]
+            "Fix the typo and return the code: def add(a, b):\n    retrun a + b\n",
+            "Copy this line exactly: The quick brown fox jumps over the lazy dog near the river bank."]
 
 
 @pytest.mark.parametrize("backend", ["onnx", "gguf"])
