@@ -12,7 +12,8 @@
    whole context up front: 29 GiB at the model's 32768.
 3. `edgepack bench` with 2 threads: edgepack's runtime on both backends against onnxruntime-genai and
    llama.cpp on the same files, in one run.
-The calibrated default method is not timed here (62 layers of calibration; see the 2B figures).
+The calibrated default method is timed by bench_calibration_2b.py on this script's checkpoint
+(README, MiniCPM3).
 """
 import argparse
 import json
