@@ -154,12 +154,25 @@ def int4(tiny, tmp_path_factory):
                   method="rtn")
 
 
-def test_int4_pair_answers_in_llama_cpp_pythons_chat_handler(int4, tiny):
+def test_int4_pair_answers_in_llama_cpp_pythons_chat_handler(int4, tiny, monkeypatch):
     """llama.cpp's own route: Llama + MiniCPMv26ChatHandler (mtmd) over the exported Q4_0 GGUF and f16 mmproj."""
     import base64
 
+    import llama_cpp.llama as high
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import MiniCPMv26ChatHandler
+
+    from edgepack.runtime.gguf_backend import use_extra_buffer_types
+
+    if not use_extra_buffer_types():  # an AMX CPU: ggml's AMX Q4_0 path segfaults in llama_decode (gguf_backend.py);
+        orig = high.llama_cpp.llama_model_default_params  # Llama() takes no argument for it, as in bench/engines.py
+
+        def params():
+            p = orig()
+            p.use_extra_bufts = False
+            return p
+
+        monkeypatch.setattr(high.llama_cpp, "llama_model_default_params", params)
 
     entry = json.loads((int4 / "edgepack.json").read_text())["artifacts"][0]
     assert entry["quantization"]["bits"] == 4 and entry["mmproj"]["type"] == "f16"
