@@ -154,31 +154,21 @@ def int4(tiny, tmp_path_factory):
                   method="rtn")
 
 
-def test_int4_pair_answers_in_llama_cpp_pythons_chat_handler(int4, tiny, monkeypatch):
+def test_int4_pair_answers_in_llama_cpp_pythons_chat_handler(int4, tiny):
     """llama.cpp's own route: Llama + MiniCPMv26ChatHandler (mtmd) over the exported Q4_0 GGUF and f16 mmproj."""
     import base64
 
-    import llama_cpp.llama as high
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import MiniCPMv26ChatHandler
 
-    from edgepack.runtime.gguf_backend import use_extra_buffer_types
-
-    if not use_extra_buffer_types():  # an AMX CPU: ggml's AMX Q4_0 path segfaults in llama_decode (gguf_backend.py);
-        orig = high.llama_cpp.llama_model_default_params  # Llama() takes no argument for it, as in bench/engines.py
-
-        def params():
-            p = orig()
-            p.use_extra_bufts = False
-            return p
-
-        monkeypatch.setattr(high.llama_cpp, "llama_model_default_params", params)
+    from edgepack.runtime.gguf_backend import llama_class_params
 
     entry = json.loads((int4 / "edgepack.json").read_text())["artifacts"][0]
     assert entry["quantization"]["bits"] == 4 and entry["mmproj"]["type"] == "f16"
     url = "data:image/png;base64," + base64.b64encode(tiny["pics"][(896, 448)].read_bytes()).decode()
     handler = MiniCPMv26ChatHandler(clip_model_path=str(int4 / entry["mmproj"]["path"]), verbose=False)
-    llm = Llama(model_path=str(int4 / entry["path"]), chat_handler=handler, n_ctx=1024, n_threads=2, verbose=False)
+    with llama_class_params():  # an AMX CPU: without it ggml's AMX Q4_0 path segfaults in llama_decode
+        llm = Llama(model_path=str(int4 / entry["path"]), chat_handler=handler, n_ctx=1024, n_threads=2, verbose=False)
     try:
         r = llm.create_chat_completion(messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is in this picture?"}]}],

@@ -117,22 +117,8 @@ class LlamaCppEngine(_Engine):
         self.llama_cpp = llama_cpp
 
     def load(self):
-        import llama_cpp.llama as high
+        from ..runtime.gguf_backend import llama_class_params
 
-        from ..runtime.gguf_backend import use_extra_buffer_types
-
-        extra = use_extra_buffer_types()
-        if not extra:
-            # Same workaround as GGUFBackend: llama.cpp's AMX repacking segfaults on Q4_0 in this VM, and
-            # Llama() has no argument for it, so its default model params are patched in this worker only.
-            orig = high.llama_cpp.llama_model_default_params
-
-            def params():
-                p = orig()
-                p.use_extra_bufts = False
-                return p
-
-            high.llama_cpp.llama_model_default_params = params
         th = self.spec["threads"]
         draft = None
         if self.spec["engine"].endswith(LOOKUP):
@@ -142,9 +128,10 @@ class LlamaCppEngine(_Engine):
         self.draft = draft
         # logits_all=True with a draft model: llama-cpp-python 0.3.36 sizes its scores buffer from the argument
         # (n_batch rows without it) though a draft model turns logits_all on, and crashes past n_batch tokens
-        self.llm = self.llama_cpp.Llama(model_path=self.spec["path"], n_ctx=self.spec["n_ctx"], n_threads=th,
-                                        n_threads_batch=th, n_batch=512, verbose=False, draft_model=draft,
-                                        logits_all=draft is not None)
+        with llama_class_params() as extra:  # GGUFBackend's extra-buffer-type choice (AMX: gguf_backend.py)
+            self.llm = self.llama_cpp.Llama(model_path=self.spec["path"], n_ctx=self.spec["n_ctx"], n_threads=th,
+                                            n_threads_batch=th, n_batch=512, verbose=False, draft_model=draft,
+                                            logits_all=draft is not None)
         self.detail = {"n_threads": th, "n_batch": 512, "use_extra_bufts": extra}
         if draft is not None:
             self.detail["draft_model"] = {"class": "LlamaPromptLookupDecoding", "max_ngram_size": draft.inner.max_ngram_size,

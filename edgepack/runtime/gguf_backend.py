@@ -6,6 +6,7 @@ keeps its own token history, scores buffer and sampler, and frees memory only wh
 collected. close() here calls llama_free and llama_model_free, so the weights' mapping and the KV
 cache are gone when it returns.
 """
+import contextlib
 import ctypes
 import os
 
@@ -39,6 +40,28 @@ def use_extra_buffer_types():
             return "amx_int8" not in f.read()
     except OSError:
         return True
+
+
+@contextlib.contextmanager
+def llama_class_params():
+    """While llama_cpp.Llama objects are built inside this block (bench's llama.cpp engine, the tests that
+    use llama-cpp-python's own route), their model params follow use_extra_buffer_types() as this
+    backend's do. Llama() takes no argument for it: it reads llama_model_default_params() when built,
+    so that function is replaced for the block. Yields whether extra buffer types are on."""
+    import llama_cpp.llama as high
+
+    extra, orig = use_extra_buffer_types(), high.llama_cpp.llama_model_default_params
+
+    def params():
+        p = orig()
+        p.use_extra_bufts = extra
+        return p
+
+    high.llama_cpp.llama_model_default_params = params
+    try:
+        yield extra
+    finally:
+        high.llama_cpp.llama_model_default_params = orig
 
 
 def _load_model(path, vocab_only=False):
