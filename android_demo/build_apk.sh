@@ -55,7 +55,7 @@ aapt2 link -I "$ANDROID_JAR" --manifest "$W/AndroidManifest.xml" -A "$APP/assets
 echo "== Downgrade: onnxruntime's Java API, class version 61 -> 52 (tools/Downgrade.java, ASM)"
 mkdir -p "$W/tools"
 javac -source 8 -target 8 -encoding UTF-8 -Xlint:-options -classpath "$ASM_JARS" -d "$W/tools" \
-    "$HERE/tools/Downgrade.java"
+    "$HERE/tools/Downgrade.java" "$HERE/tools/LambdaClass.java"
 java -cp "$W/tools:$ASM_JARS" Downgrade "$ENGINE_DIR/ort-classes-61.jar" "$ENGINE_DIR/ort-classes.jar" "$ANDROID_JAR"
 
 echo "== javac: Java 8 against android.jar (API 23), onnxruntime-genai's and onnxruntime's classes"

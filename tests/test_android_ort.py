@@ -29,8 +29,8 @@ def _class_versions(jar):
 def tools(apk, tmp_path_factory):
     """Downgrade and LinkCheck compiled here (build_apk.sh compiles its own Downgrade into build/apk)."""
     out = tmp_path_factory.mktemp("tools")
-    r = _run(["javac", "-Xlint:-options", "-cp", ASM, "-d", str(out), str(DEMO / "tools" / "Downgrade.java"),
-              str(DEMO / "tools" / "LinkCheck.java")], timeout=300)
+    sources = [str(DEMO / "tools" / f) for f in ("Downgrade.java", "LambdaClass.java", "LinkCheck.java")]
+    r = _run(["javac", "-Xlint:-options", "-cp", ASM, "-d", str(out), *sources], timeout=300)
     assert r.returncode == 0, r.stderr
     return out
 

@@ -9,7 +9,6 @@ import java.util.Enumeration;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.ListIterator;
 import java.util.Map;
 import java.util.Set;
@@ -27,14 +26,10 @@ import org.objectweb.asm.tree.AbstractInsnNode;
 import org.objectweb.asm.tree.ClassNode;
 import org.objectweb.asm.tree.FieldInsnNode;
 import org.objectweb.asm.tree.FieldNode;
-import org.objectweb.asm.tree.InsnList;
-import org.objectweb.asm.tree.InsnNode;
 import org.objectweb.asm.tree.InvokeDynamicInsnNode;
 import org.objectweb.asm.tree.LdcInsnNode;
 import org.objectweb.asm.tree.MethodInsnNode;
 import org.objectweb.asm.tree.MethodNode;
-import org.objectweb.asm.tree.TypeInsnNode;
-import org.objectweb.asm.tree.VarInsnNode;
 
 /**
  * Rewrites onnxruntime's Java classes (class version 61, Java 17) as class version 52 (Java 8), so
@@ -54,7 +49,7 @@ import org.objectweb.asm.tree.VarInsnNode;
  *       android.jar.</li>
  * </ol>
  *
- * Usage: java Downgrade IN.jar OUT.jar ANDROID.jar. Only .class entries are written; OUT.jar appears
+ * Usage: java Downgrade IN.jar OUT.jar ANDROID.jar (with LambdaClass.java beside it). Only .class entries are written; OUT.jar appears
  * only when every class was rewritten.
  */
 public final class Downgrade {
@@ -193,107 +188,17 @@ public final class Downgrade {
                 continue;
             }
             InvokeDynamicInsnNode indy = (InvokeDynamicInsnNode) i;
-            Type sam = (Type) indy.bsmArgs[0];
-            Handle impl = (Handle) indy.bsmArgs[1];
             String iface = Type.getReturnType(indy.desc).getInternalName();
             String name;
             int n = 0;
             do {
                 name = owner.name + "$Lambda$" + n++;
             } while (classes.containsKey(name));
-            ClassNode g = new ClassNode();
-            g.version = Opcodes.V1_8;
-            g.access = Opcodes.ACC_FINAL | Opcodes.ACC_SUPER | Opcodes.ACC_SYNTHETIC;
-            g.name = name;
-            g.superName = "java/lang/Object";
-            g.interfaces.add(iface);
-            g.sourceFile = owner.sourceFile;
-            String field = "INSTANCE";
-            String fieldDesc = "L" + iface + ";";
-            g.fields.add(new FieldNode(Opcodes.ACC_STATIC | Opcodes.ACC_FINAL, field, fieldDesc, null, null));
-
-            MethodNode init = new MethodNode(Opcodes.ACC_PRIVATE, "<init>", "()V", null, null);
-            init.instructions.add(new VarInsnNode(Opcodes.ALOAD, 0));
-            init.instructions.add(new MethodInsnNode(Opcodes.INVOKESPECIAL, "java/lang/Object", "<init>", "()V", false));
-            init.instructions.add(new InsnNode(Opcodes.RETURN));
-            g.methods.add(init);
-
-            MethodNode clinit = new MethodNode(Opcodes.ACC_STATIC, "<clinit>", "()V", null, null);
-            clinit.instructions.add(new TypeInsnNode(Opcodes.NEW, name));
-            clinit.instructions.add(new InsnNode(Opcodes.DUP));
-            clinit.instructions.add(new MethodInsnNode(Opcodes.INVOKESPECIAL, name, "<init>", "()V", false));
-            clinit.instructions.add(new FieldInsnNode(Opcodes.PUTSTATIC, name, field, fieldDesc));
-            clinit.instructions.add(new InsnNode(Opcodes.RETURN));
-            g.methods.add(clinit);
-
-            MethodNode body = new MethodNode(Opcodes.ACC_PUBLIC, indy.name, sam.getDescriptor(), null, null);
-            InsnList code = body.instructions;
-            Type[] from = sam.getArgumentTypes();
-            Type[] to = Type.getArgumentTypes(impl.getDesc());
             String at = owner.name.replace('/', '.') + "." + m.name + m.desc;
-            if (from.length != to.length) {
-                throw new Refusal(at + " has a lambda whose body takes " + to.length + " arguments for "
-                        + from.length + " (a method reference with a receiver?)");
-            }
-            int slot = 1;
-            for (int k = 0; k < from.length; k++) {
-                code.add(new VarInsnNode(from[k].getOpcode(Opcodes.ILOAD), slot));
-                slot += from[k].getSize();
-                adapt(code, from[k], to[k], at);
-            }
-            code.add(new MethodInsnNode(Opcodes.INVOKESTATIC, impl.getOwner(), impl.getName(), impl.getDesc(),
-                    impl.isInterface()));
-            Type ret = sam.getReturnType();
-            Type implRet = Type.getReturnType(impl.getDesc());
-            if (ret.getSort() == Type.VOID) {
-                if (implRet.getSort() != Type.VOID) {
-                    code.add(new InsnNode(implRet.getSize() == 2 ? Opcodes.POP2 : Opcodes.POP));
-                }
-                code.add(new InsnNode(Opcodes.RETURN));
-            } else {
-                adapt(code, implRet, ret, at);
-                code.add(new InsnNode(ret.getOpcode(Opcodes.IRETURN)));
-            }
-            g.methods.add(body);
+            ClassNode g = LambdaClass.make(name, owner.sourceFile, indy, at);
             classes.put(name, g);
-            it.set(new FieldInsnNode(Opcodes.GETSTATIC, name, field, fieldDesc));
+            it.set(new FieldInsnNode(Opcodes.GETSTATIC, name, LambdaClass.FIELD, "L" + iface + ";"));
             lambdas++;
-        }
-    }
-
-    /** Converts the value on the stack from type a to type b, as LambdaMetafactory would. */
-    static void adapt(InsnList code, Type a, Type b, String at) throws Refusal {
-        if (a.equals(b)) {
-            return;
-        }
-        boolean aRef = a.getSort() >= Type.ARRAY, bRef = b.getSort() >= Type.ARRAY;
-        if (aRef && bRef) {
-            if (!b.getDescriptor().equals("Ljava/lang/Object;")) {
-                code.add(new TypeInsnNode(Opcodes.CHECKCAST, b.getInternalName()));
-            }
-        } else if (aRef && b.getSort() != Type.VOID) {
-            String box = box(b);
-            code.add(new TypeInsnNode(Opcodes.CHECKCAST, box));
-            code.add(new MethodInsnNode(Opcodes.INVOKEVIRTUAL, box, b.getClassName() + "Value", "()" + b.getDescriptor(), false));
-        } else if (bRef && a.getSort() != Type.VOID) {
-            String box = box(a);
-            code.add(new MethodInsnNode(Opcodes.INVOKESTATIC, box, "valueOf", "(" + a.getDescriptor() + ")L" + box + ";", false));
-        } else {
-            throw new Refusal(at + " has a lambda that needs a conversion from " + a + " to " + b
-                    + ", which the downgrader does not write");
-        }
-    }
-
-    static String box(Type t) {
-        switch (t.getSort()) {
-            case Type.BOOLEAN: return "java/lang/Boolean";
-            case Type.BYTE: return "java/lang/Byte";
-            case Type.CHAR: return "java/lang/Character";
-            case Type.SHORT: return "java/lang/Short";
-            case Type.INT: return "java/lang/Integer";
-            case Type.LONG: return "java/lang/Long";
-            case Type.FLOAT: return "java/lang/Float";
-            default: return "java/lang/Double";
         }
     }
 
