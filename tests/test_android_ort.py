@@ -52,6 +52,69 @@ def test_dex_holds_onnxruntimes_java_api(apk_files):
     assert int(re.search(r"method_ids_size\s*:\s*(\d+)", header).group(1)) < 65536
 
 
+INVOKE = re.compile(r"\|[0-9a-f]{4}: (invoke-\w+)(?:/range)? \{[^}]*\}, L([^;]+);\.([^:]+):(\S+)")
+
+
+def _bad_calls(dex, prefix):
+    """Calls from classes under prefix that ART would run wrongly or refuse: invoke-super to a method that
+    is not a superclass's, invoke-direct to a method that is neither private nor a constructor (what dx
+    makes of an invokespecial to the class's own non-private method, e.g. a de-privatized one), and
+    invoke-virtual/-interface to a private (direct) method."""
+    out = _run(["dexdump", "-d", str(dex)], timeout=300).stdout
+    supers, private, calls = {}, set(), []
+    cls = name = sig = caller = None
+    for line in out.splitlines():
+        if m := re.match(r"\s*Class descriptor\s*:\s*'L(.+);'", line):
+            cls = m.group(1)
+        elif m := re.match(r"\s*Superclass\s*:\s*'L(.+);'", line):
+            supers[cls] = m.group(1)
+        elif m := re.match(r"\s+name\s*:\s*'(.+)'", line):
+            name = m.group(1)
+        elif m := re.match(r"\s+type\s*:\s*'(.+)'", line):
+            sig = m.group(1)
+        elif re.match(r"\s+access\s*:.*\bPRIVATE\b", line):
+            private.add((cls, name, sig))
+        elif m := re.search(r"\|\[[0-9a-f]+\] ([\w.$]+)\.[^.:]+:", line):
+            caller = m.group(1).replace(".", "/")
+        elif (m := INVOKE.search(line)) and caller.startswith(prefix) and "/genai/" not in caller:
+            calls.append((caller, *m.groups()))
+    bad = []
+    for caller, op, owner, meth, sig in calls:
+        ancestors, c = set(), caller
+        while c in supers:
+            c = supers[c]
+            ancestors.add(c)
+        if ((op == "invoke-super" and owner not in ancestors)
+                or (op == "invoke-direct" and meth != "<init>" and (owner, meth, sig) not in private)
+                or (op in ("invoke-virtual", "invoke-interface") and (owner, meth, sig) in private)):
+            bad.append((caller, op, owner, meth))
+    return calls, bad
+
+
+def test_the_dex_calls_onnxruntimes_methods_as_art_needs(apk_files):
+    calls, bad = _bad_calls(apk_files["classes.dex"], "ai/onnxruntime/")
+    assert len(calls) > 1000 and not bad, bad
+
+
+def test_the_dex_call_check_finds_a_direct_call_to_a_virtual_method(apk, tmp_path):
+    """What the check is for: an invokespecial to the class's own non-private method (javac never writes
+    one; here patched into a tiny class) comes out of dx as invoke-direct to a virtual method, which ART's
+    verifier refuses, and the check says so. (dx itself turns invokevirtual to a private method into
+    invoke-direct; Downgrade writes invokespecial for those anyway, as a Java 8 class file has it.)"""
+    (tmp_path / "Own.java").write_text("public class Own { void f() {} void g() { f(); } }")
+    r = _run(["javac", "--release", "8", "-d", str(tmp_path), str(tmp_path / "Own.java")], timeout=120)
+    assert r.returncode == 0, r.stderr
+    cls = (tmp_path / "Own.class").read_bytes()
+    assert cls.count(b"\x2a\xb6") == 1  # aload_0; invokevirtual f
+    (tmp_path / "Own.class").write_bytes(cls.replace(b"\x2a\xb6", b"\x2a\xb7"))  # -> invokespecial
+    dex = tmp_path / "own.dex"
+    r = subprocess.run(["dalvik-exchange", "--dex", "--min-sdk-version=24", f"--output={dex}", "Own.class"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _, bad = _bad_calls(dex, "Own")
+    assert bad == [("Own", "invoke-direct", "Own", "f")]
+
+
 def test_every_onnxruntime_native_method_is_in_its_jni_library(apk_files):
     natives = [n for n in _dex_natives(apk_files["classes.dex"])
                if n[0].startswith("ai/onnxruntime/") and not n[0].startswith("ai/onnxruntime/genai/")]

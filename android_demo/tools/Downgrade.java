@@ -40,8 +40,9 @@ import org.objectweb.asm.tree.MethodNode;
  *   <li>nests (NestHost/NestMembers): the attributes go, and every private member that another class
  *       of the jar uses becomes package-private (a nest shares a package); instance calls to a
  *       de-privatized method become invokevirtual (dx turns invokespecial on a non-private method into
- *       invoke-super), calls to a method that stays private become invokespecial (Java 11+ javac emits
- *       invokevirtual for them, which dex cannot express for a direct method);</li>
+ *       invoke-super, or invoke-direct on the class's own, which ART refuses), calls to a method that
+ *       stays private become invokespecial, as a Java 8 class file has them (Java 11+ javac writes
+ *       invokevirtual; dx would make invoke-direct of those too);</li>
  *   <li>non-capturing lambdas (invokedynamic with LambdaMetafactory.metafactory and a static body):
  *       each becomes a small final class with one instance, read with getstatic where the
  *       invokedynamic was;</li>
