@@ -64,6 +64,10 @@ public final class MultimodalChat {
         /** One generated token (EOS excluded) and the text it made visible (may be ""). */
         public void onToken(int id, String text, StreamStats stats) {
         }
+
+        /** Text released after the last token (what the detokenizer held back). */
+        public void onText(String text) {
+        }
     }
 
     /** The outcome of one ask. */
@@ -319,6 +323,14 @@ public final class MultimodalChat {
             }
             logits = decoder.forwardIds(new int[] {t});
             held.add(t);
+        }
+        String tail = stream.finish();
+        if (!tail.isEmpty()) {
+            text.append(tail);
+            stats.onText(tail);
+            if (listener != null) {
+                listener.onText(tail);
+            }
         }
         cachedIds = held.toArray();
         cachedImages = new ArrayList<Image>(images);

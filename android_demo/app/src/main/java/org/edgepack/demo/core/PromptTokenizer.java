@@ -47,5 +47,8 @@ public interface PromptTokenizer {
     /** Token ids in, text out as soon as it is complete (UTF-8 sequences split across tokens held back). */
     interface Stream {
         String add(int id) throws ArtifactException;
+
+        /** What is still held back once the answer ends (an unfinished UTF-8 sequence; often ""). */
+        String finish() throws ArtifactException;
     }
 }
