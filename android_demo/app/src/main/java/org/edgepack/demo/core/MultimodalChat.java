@@ -65,6 +65,10 @@ public final class MultimodalChat {
         public void onToken(int id, String text, StreamStats stats) {
         }
 
+        /** The logits step's token is picked from (before any sampling transform); for tests and tools. */
+        public void onLogits(int step, float[] logits) {
+        }
+
         /** Text released after the last token (what the detokenizer held back). */
         public void onText(String text) {
         }
@@ -301,6 +305,9 @@ public final class MultimodalChat {
         StringBuilder text = new StringBuilder();
         String finish = "length";
         for (int step = 0; step < maxNewTokens; step++) {
+            if (listener != null) {
+                listener.onLogits(step, logits);
+            }
             int t = sampler.sample(logits);
             if (isEos(t)) {
                 finish = "eos";

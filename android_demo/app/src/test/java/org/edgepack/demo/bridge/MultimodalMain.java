@@ -56,7 +56,23 @@ public final class MultimodalMain {
                 res.put("slices", encoded.slices());
                 res.put("encode_ms", new JSONArray(encoded.encodeMs));
             }
-            MultimodalChat.Result r = chat.ask(question, encoded, maxTokens, TokenSampler.greedy(a.vocabSize), null);
+            final JSONArray logits = new JSONArray();
+            MultimodalChat.Listener listener = new MultimodalChat.Listener() {
+                @Override
+                public void onLogits(int step, float[] x) {
+                    JSONArray row = new JSONArray();
+                    for (float f : x) {
+                        try {
+                            row.put((double) f);
+                        } catch (org.json.JSONException e) {
+                            throw new IllegalStateException(e);
+                        }
+                    }
+                    logits.put(row);
+                }
+            };
+            MultimodalChat.Result r = chat.ask(question, encoded, maxTokens, TokenSampler.greedy(a.vocabSize), listener);
+            res.put("logits", logits);
             res.put("ids", new JSONArray(r.ids)).put("text", r.text).put("finish", r.finishReason)
                     .put("prompt_tokens", r.promptTokens)
                     .put("prompt_ids", new JSONArray(chat.promptIds(java.util.Collections.singletonList(
