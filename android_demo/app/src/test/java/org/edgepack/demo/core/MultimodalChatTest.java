@@ -32,7 +32,7 @@ class MultimodalChatTest {
         final float[] f;
         final long[] l;
         boolean closed;
-        static int live;
+        static int live, reads;
 
         V(String type, long[] shape, float[] f, long[] l) {
             this.type = type;
@@ -53,6 +53,12 @@ class MultimodalChatTest {
         public float[] readFloats() {
             assertTrue(!closed && f != null);
             return f.clone();
+        }
+
+        public float[] readFloats(long offset, int count) {
+            assertTrue(!closed && f != null && offset + count <= f.length);
+            reads += count;
+            return Arrays.copyOfRange(f, (int) offset, (int) offset + count);
         }
 
         public long[] readLongs() {
@@ -263,6 +269,7 @@ class MultimodalChatTest {
 
         e.answerStart = prompt.length;
         e.runs.clear();
+        V.reads = 0;
         MultimodalChat.Result r = c.ask("hi", im, 50, TokenSampler.greedy(VOCAB), null);
         assertEquals("eos", r.finishReason);
         assertEquals(STOP_AT, r.ids.length);
@@ -292,6 +299,7 @@ class MultimodalChatTest {
             prev = run;
         }
         assertEquals(3 * Q, rows);
+        assertEquals(decodes * VOCAB, V.reads, "only the last position's logits come into Java");
         assertTrue(decodes >= 3 + 1 + STOP_AT - 1, "prefill pieces (192 rows: two) + text runs + decode steps");
         assertEquals(prompt.length + STOP_AT, ((V) prev.in.get("attention_mask")).l.length);
 
