@@ -105,7 +105,7 @@ def setup(tmp_path_factory):
                            threads=THREADS)
     pics = {"4.0": picture(d / "wide.png", 900, 600, seed=1),
             "2.0": picture(d / "turned.png", 900, 600, seed=2, orientation=6)}  # 600x900 once turned
-    return {"arts": arts, "pics": pics, "dir": d, "python": runtime_python(), "cp": compile_java(d / "java")}
+    return {"arts": arts, "pics": pics, "dir": d, "python": runtime_python(), "cp": compile_java(d / "java"), "refs": {}}
 
 
 def run_java(setup, artifact, image, cp=None, n_new=N_NEW, *more):
@@ -133,7 +133,13 @@ with load(art, backend="onnx") as m:
 
 
 def reference(setup, ver):
-    """edgepack's runtime on onnxruntime 1.29.0: `edgepack run --json --no-speculate`, and its ids."""
+    """edgepack's runtime on onnxruntime 1.29.0: `edgepack run --json --no-speculate`, and its ids (once per version)."""
+    if ver not in setup["refs"]:
+        setup["refs"][ver] = _reference(setup, ver)
+    return setup["refs"][ver]
+
+
+def _reference(setup, ver):
     art, pic = setup["arts"][ver], setup["pics"][ver]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     py = str(setup["python"])
