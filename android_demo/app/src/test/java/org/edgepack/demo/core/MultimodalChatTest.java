@@ -327,6 +327,26 @@ class MultimodalChatTest {
     }
 
     @Test
+    void stopEndsTheAnswerAfterTheCurrentToken() throws Exception {
+        Engine e = new Engine();
+        final MultimodalChat c = chat(e);
+        MultimodalChat.Image im = c.encode(slices(1), null);
+        MultimodalChat.Result r = c.ask("hi", im, 50, TokenSampler.greedy(VOCAB), new MultimodalChat.Listener() {
+            @Override
+            public void onToken(int id, String text, StreamStats stats) {
+                if (stats.tokens() == 3) {
+                    c.stop();
+                }
+            }
+        });
+        assertEquals("stopped", r.finishReason);
+        assertEquals(3, r.ids.length);
+        assertEquals("length", c.ask("hi", im, 2, TokenSampler.greedy(VOCAB), null).finishReason);  // the flag is cleared
+        c.close();
+        assertEquals(0, V.live);
+    }
+
+    @Test
     void aGraphWithoutAnExpectedInputIsOneMessage() throws Exception {
         Engine e = new Engine() {
             @Override
