@@ -108,6 +108,9 @@ def _images(files, rng):
     ex = Image.Exif()
     ex[0x0112] = 6
     save("png_exif6_300x500", Image.fromarray(_picture(rng, 300, 500), "RGB"), exif=ex)
+    ex = Image.Exif()
+    ex[0x0112] = 8
+    save("webp_exif8_200x120", Image.fromarray(_picture(rng, 200, 120), "RGB"), "webp", exif=ex, lossless=True)
     save("jpeg_noexif_700x300", Image.fromarray(_picture(rng, 700, 300), "RGB"), "jpg", quality=85)
     return out
 

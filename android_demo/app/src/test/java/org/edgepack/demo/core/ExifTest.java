@@ -84,6 +84,43 @@ class ExifTest {
         assertEquals(3, Exif.orientation(png(tiff(true, with(3, 3)))));
     }
 
+    static byte[] webp(byte[] exif) {
+        ByteArrayOutputStream b = new ByteArrayOutputStream();
+        b.write('R');
+        b.write('I');
+        b.write('F');
+        b.write('F');
+        u32(b, 0, false);
+        b.write('W');
+        b.write('E');
+        b.write('B');
+        b.write('P');
+        riff(b, "VP8L", new byte[5]);  // odd: padded
+        riff(b, "EXIF", exif);
+        return b.toByteArray();
+    }
+
+    private static void riff(ByteArrayOutputStream b, String type, byte[] data) {
+        for (int i = 0; i < 4; i++) {
+            b.write(type.charAt(i));
+        }
+        u32(b, data.length, false);
+        b.write(data, 0, data.length);
+        if (data.length % 2 == 1) {
+            b.write(0);
+        }
+    }
+
+    @Test
+    void readsWebpExif() {
+        assertEquals(8, Exif.orientation(webp(tiff(true, with(3, 8)))));
+        assertEquals(5, Exif.orientation(webp(tiff(false, with(3, 5)))));
+        byte[] w = webp(tiff(false, with(3, 5)));
+        byte[] head = new byte[30];  // the EXIF chunk is past the head
+        System.arraycopy(w, 0, head, 0, head.length);
+        assertEquals(1, Exif.orientation(head));
+    }
+
     @Test
     void oneWithoutTheTag() {
         assertEquals(1, Exif.orientation(jpeg(tiff(false, CAMERA))));
