@@ -9,7 +9,7 @@ and the file's first 64 KiB (for Exif.orientation). The expected side is read_im
 mode -> RGB) and slice_image for a 4.0 and a 2.0 VisionConfig, placeholder_parts, and the position
 inputs of each slice shape. Everything little-endian:
 
-    index.json            {"visions": {name: VisionConfig as in a manifest}, "cases": [...], "sizes": ...}
+    index.json            {"pillow": version, "visions": {name: VisionConfig as in a manifest}, "cases": [...], "sizes": ...}
     <case>.argb           int32 ARGB per pixel, row-major (the decoded picture, before EXIF rotation)
     <case>.head           the file's first 64 KiB
     <case>.rgb            uint8 RGB after read_image (small cases only)
@@ -28,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image
 
 from edgepack.model.config import VisionConfig
@@ -108,6 +109,9 @@ def _images(files, rng):
     ex = Image.Exif()
     ex[0x0112] = 6
     save("png_exif6_300x500", Image.fromarray(_picture(rng, 300, 500), "RGB"), exif=ex)
+    ex = Image.Exif()
+    ex[0x0112] = 8
+    save("webp_exif8_200x120", Image.fromarray(_picture(rng, 200, 120), "RGB"), "webp", exif=ex, lossless=True)
     save("jpeg_noexif_700x300", Image.fromarray(_picture(rng, 700, 300), "RGB"), "jpg", quality=85)
     return out
 
@@ -222,7 +226,7 @@ def main(outdir):
         p.unlink()
     pos = _positions(outdir / "pos", sorted(shapes))
     resizes = _resizes(outdir / "resize", rng)
-    index = {"visions": {n: {**asdict(v), "image_mean": list(v.image_mean), "image_std": list(v.image_std)}
+    index = {"pillow": PIL.__version__, "visions": {n: {**asdict(v), "image_mean": list(v.image_mean), "image_std": list(v.image_std)}
                          for n, v in VISIONS.items()},
              "cases": cases, "refused": refused, "sizes": _size_sweep(), "positions": pos,
              "resizes": resizes}

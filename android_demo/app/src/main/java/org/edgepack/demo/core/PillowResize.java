@@ -89,8 +89,9 @@ final class PillowResize {
         return needV ? vertical(h, outH, first, im.height) : h;
     }
 
-    /** Pillow 13's order (ImagingResampleInner): the vertical pass goes first when the height shrinks by
-     *  more than twice as many pixels as the width does; Pillow before 12.2 always went horizontal first. */
+    /** Pillow 13.0's order (ImagingResampleInner): the vertical pass goes first when the height shrinks by
+     *  more than twice as many pixels as the width does. Pillow up to 12.1 always went horizontal first;
+     *  12.2 and 12.3 went vertical first only for images over 100 times taller than wide. */
     static boolean horizontalFirst(int inW, int inH, int outW, int outH) {
         return !(inH - outH > 0 && inH - outH > (inW - outW) * 2);
     }
