@@ -391,7 +391,8 @@ def _bench_json(**changes):
             "speech_units_per_s": 17.8, "speech_unit": "words", "peak_rss_bytes": 412 * 2**20, "rss_bytes": 380 * 2**20,
             "load_s": 1.9, "threads": 4, "artifact": "demo-int4", "model": "SmolLM2-135M-Instruct (MiniCPM form)",
             "device": {"manufacturer": "Google", "model": "Pixel 8", "abi": "arm64-v8a", "sdk": 34, "cores": 9},
-            "engine": {"onnxruntime_genai": "0.15.2", "onnxruntime": "1.29.0"}, "text": "Once upon a time", "error": None}
+            "engine": {"onnxruntime_genai": "0.15.2", "onnxruntime": "1.29.0"}, "text": "Once upon a time", "error": None,
+            "image": None, "slices": None, "encode_ms": None, "encode_ms_per_slice": None, "ttft_after_encode_s": None}
     data.update(changes)
     return data
 
