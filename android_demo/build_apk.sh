@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds app/ into a signed debug APK without Gradle, with Debian's Android packages, around the
 # real engine (onnxruntime-genai 0.15.2 + onnxruntime 1.29.0, fetched by fetch_engine.sh):
-#   aapt2 (resources, manifest, license assets) -> javac (Java 8, against android.jar API 23 and
-#   genai's classes.jar) -> dx (app + genai classes into one classes.dex, --min-sdk-version 24)
-#   -> zip (+ lib/<abi>/ with the four native libraries) -> zipalign -> apksigner.
+#   aapt2 (resources, manifest, license assets) -> tools/Downgrade.java (onnxruntime's Java API,
+#   class version 61, rewritten as version 52 with Debian's ASM, since dx takes nothing newer) ->
+#   javac (Java 8, against android.jar API 23, genai's classes.jar and the downgraded onnxruntime
+#   jar) -> dx (app + genai + onnxruntime classes into one classes.dex, --min-sdk-version 24)
+#   -> zip (+ lib/<abi>/ with the five native libraries) -> zipalign -> apksigner.
 # Output: build/edgepack-demo-debug.apk. Safe to run again.
 #
 # Native libraries are stored compressed and the manifest says extractNativeLibs="true" (Gradle:
@@ -50,14 +52,21 @@ aapt2 link -I "$ANDROID_JAR" --manifest "$W/AndroidManifest.xml" -A "$APP/assets
     --version-code 1 --version-name 1.0 \
     --java "$W/gen" -o "$W/unsigned.apk" "$W/res/compiled.zip"
 
-echo "== javac: Java 8 against android.jar (API 23) and onnxruntime-genai's classes.jar"
+echo "== Downgrade: onnxruntime's Java API, class version 61 -> 52 (tools/Downgrade.java, ASM)"
+mkdir -p "$W/tools"
+javac -source 8 -target 8 -encoding UTF-8 -Xlint:-options -classpath "$ASM_JARS" -d "$W/tools" \
+    "$HERE/tools/Downgrade.java" "$HERE/tools/LambdaClass.java"
+java -cp "$W/tools:$ASM_JARS" Downgrade "$ENGINE_DIR/ort-classes-61.jar" "$ENGINE_DIR/ort-classes.jar" "$ANDROID_JAR"
+
+echo "== javac: Java 8 against android.jar (API 23), onnxruntime-genai's and onnxruntime's classes"
 JAVAC_FLAGS=(-source 8 -target 8 -encoding UTF-8 -Xlint:-options -bootclasspath "$ANDROID_JAR")
 find "$APP/java" "$W/gen" -name '*.java' > "$W/sources.txt"
-javac "${JAVAC_FLAGS[@]}" -classpath "$ENGINE_DIR/classes.jar" -d "$W/classes" @"$W/sources.txt"
+javac "${JAVAC_FLAGS[@]}" -classpath "$ENGINE_DIR/classes.jar:$ENGINE_DIR/ort-classes.jar" -d "$W/classes" \
+    @"$W/sources.txt"
 
-echo "== dx: classes.dex (app + onnxruntime-genai)"
+echo "== dx: classes.dex (app + onnxruntime-genai + onnxruntime)"
 dalvik-exchange --dex --min-sdk-version="$MIN_SDK" --output="$W/dex/classes.dex" \
-    "$W/classes" "$ENGINE_DIR/classes.jar"
+    "$W/classes" "$ENGINE_DIR/classes.jar" "$ENGINE_DIR/ort-classes.jar"
 
 echo "== zip, zipalign, apksigner"
 (cd "$W/dex" && zip -q -j "$W/unsigned.apk" classes.dex)

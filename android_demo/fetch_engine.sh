@@ -8,7 +8,9 @@
 #   app/src/main/assets/licenses/                               LICENSE, ThirdPartyNotices.txt of
 #                                                               both, and genai's 1DS telemetry license
 #   build/engine/classes.jar                                    genai's Java API (build_apk.sh)
-#   build/engine/lib/<abi>/*.so                                 the four native libraries per ABI
+#   build/engine/ort-classes-61.jar                             onnxruntime's Java API, class version
+#                                                               61 as shipped (build_apk.sh downgrades it)
+#   build/engine/lib/<abi>/*.so                                 the five native libraries per ABI
 #
 # The tarballs (100 MB and 150 MB) are fetched once with `npm pack NAME@VERSION` into
 # $EDGEPACK_CACHE/android (default ~/.cache/edgepack/android), outside the repository, and their
@@ -22,7 +24,9 @@ ENGINE_DIR="$EDGEPACK_DEMO/build/engine"
 ENGINE_ABIS="arm64-v8a x86_64"
 # What the app loads: genai's JNI library, which needs genai, which needs libmat.so (Microsoft's
 # telemetry library; it also carries the libc++ genai imports); genai dlopens libonnxruntime.so.
-ENGINE_LIBS="libonnxruntime-genai-jni.so libonnxruntime-genai.so libmat.so libonnxruntime.so"
+# onnxruntime's own Java API (the picture path) loads libonnxruntime4j_jni.so, which needs libonnxruntime.so.
+ENGINE_LIBS="libonnxruntime-genai-jni.so libonnxruntime-genai.so libmat.so libonnxruntime.so libonnxruntime4j_jni.so"
+ORT_LIBS="libonnxruntime.so libonnxruntime4j_jni.so"   # taken from onnxruntime.aar, the rest from genai's
 
 # name@version  sha256 of the tarball npm serves  AAR inside it
 GENAI_PKG=com.github.asus4.onnxruntime-genai@0.4.9
@@ -78,8 +82,10 @@ fetch_engine() {
     mkdir -p "$ENGINE_DIR/aar"
 
     unzip -q -o "$libs/onnxruntime-genai.aar" classes.jar 'jni/*' -d "$ENGINE_DIR/aar/genai"
-    unzip -q -o "$libs/onnxruntime.aar" 'jni/*/libonnxruntime.so' -d "$ENGINE_DIR/aar/ort"
+    unzip -q -o "$libs/onnxruntime.aar" classes.jar 'jni/*/libonnxruntime.so' 'jni/*/libonnxruntime4j_jni.so' \
+        -d "$ENGINE_DIR/aar/ort"
     mv "$ENGINE_DIR/aar/genai/classes.jar" "$ENGINE_DIR/classes.jar"
+    mv "$ENGINE_DIR/aar/ort/classes.jar" "$ENGINE_DIR/ort-classes-61.jar"
     # genai's classes.jar carries the license of the 1DS telemetry SDK libmat.so is built from.
     unzip -q -p "$ENGINE_DIR/classes.jar" META-INF/LICENSE-1DS-ORTGENAI > "$lic/onnxruntime-genai/LICENSE-1DS-ORTGENAI"
     local abi lib src
@@ -87,7 +93,7 @@ fetch_engine() {
         mkdir -p "$ENGINE_DIR/lib/$abi"
         for lib in $ENGINE_LIBS; do
             src="$ENGINE_DIR/aar/genai/jni/$abi/$lib"
-            [ "$lib" = libonnxruntime.so ] && src="$ENGINE_DIR/aar/ort/jni/$abi/$lib"
+            case " $ORT_LIBS " in *" $lib "*) src="$ENGINE_DIR/aar/ort/jni/$abi/$lib" ;; esac
             if [ ! -f "$src" ]; then
                 echo "edgepack: error: $lib for $abi is not in the AAR" >&2
                 return 1

@@ -3,14 +3,16 @@
 #
 #   bullseye: libandroid-23-java (android.jar, API 23), dalvik-exchange (dx)
 #   bookworm: aapt (aapt2 and aapt), zipalign, apksigner, dexdump, binutils (readelf), junit5,
-#             libandroid-json-java, a JDK, zip/unzip, and npm when there is none (fetch_engine.sh)
+#             libandroid-json-java, libasm-java (ASM, for tools/Downgrade.java), a JDK, zip/unzip,
+#             and npm when there is none (fetch_engine.sh)
 
 ANDROID_JAR=/usr/lib/android-sdk/platforms/android-23/android.jar
 JUNIT_CONSOLE=/usr/share/java/junit-platform-console-standalone.jar
 JUNIT_API=/usr/share/java/junit-jupiter-api.jar
 ORG_JSON=/usr/share/java/com.android.json.jar
+ASM_JARS=/usr/share/java/asm.jar:/usr/share/java/asm-tree.jar
 
-EDGEPACK_APT_PACKAGES="default-jdk-headless zip unzip aapt zipalign apksigner dexdump binutils junit5 libandroid-json-java libandroid-23-java dalvik-exchange"
+EDGEPACK_APT_PACKAGES="default-jdk-headless zip unzip aapt zipalign apksigner dexdump binutils junit5 libandroid-json-java libasm-java libandroid-23-java dalvik-exchange"
 
 tools_present() {
     local cmd
@@ -18,7 +20,7 @@ tools_present() {
         command -v "$cmd" >/dev/null 2>&1 || return 1
     done
     local f
-    for f in "$ANDROID_JAR" "$JUNIT_CONSOLE" "$JUNIT_API" "$ORG_JSON"; do
+    for f in "$ANDROID_JAR" "$JUNIT_CONSOLE" "$JUNIT_API" "$ORG_JSON" ${ASM_JARS//:/ }; do
         [ -f "$f" ] || return 1
     done
 }

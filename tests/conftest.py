@@ -1,5 +1,9 @@
-"""Shared fixtures: tiny random MiniCPMs (built in ~1 s) and the demo checkpoint (cached after first use)."""
+"""Shared fixtures: tiny random MiniCPMs (built in ~1 s), the demo checkpoint (cached after first use), and
+the Android demo's APK (built once per session, for test_android.py and test_android_ort.py)."""
 import os
+import subprocess
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +51,31 @@ def demo_art(tmp_path_factory):
 
     return export("demo", out=tmp_path_factory.mktemp("art") / "demo", formats=("onnx", "gguf"),
                   fidelity_tokens=0, threads=2)
+
+
+ANDROID_DEMO = Path(__file__).resolve().parent.parent / "android_demo"
+
+
+@pytest.fixture(scope="session")
+def apk():
+    """android_demo/build/edgepack-demo-debug.apk, built by build_apk.sh."""
+    result = subprocess.run(["bash", str(ANDROID_DEMO / "build_apk.sh")], capture_output=True, text=True,
+                            timeout=1800, cwd=ANDROID_DEMO.parent)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    path = ANDROID_DEMO / "build" / "edgepack-demo-debug.apk"
+    assert path.is_file()
+    return path
+
+
+@pytest.fixture(scope="session")
+def apk_files(apk, tmp_path_factory):
+    """classes.dex and lib/<abi>/*.so as the APK holds them, extracted once."""
+    dest = tmp_path_factory.mktemp("apk")
+    out = {}
+    with zipfile.ZipFile(apk) as z:
+        for name in z.namelist():
+            if name == "classes.dex" or name.startswith("lib/"):
+                out[name] = dest / name
+                out[name].parent.mkdir(parents=True, exist_ok=True)
+                out[name].write_bytes(z.read(name))
+    return out

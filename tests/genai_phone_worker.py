@@ -9,6 +9,13 @@ logits<k>.npy (the logits each greedy token was picked from) into OUT_DIR:
 same order: Config(onnx folder) + overlay(threads), Model(config), Tokenizer(model),
 applyChatTemplate(the manifest's template, one user message), encode, BOS by edgepack's rule
 (EngineSetup.addsBos/withBos), greedy Generator loop.
+`tokenize` loads genai's Model through an overlay that points the decoder at another graph of the
+folder (EMBED_OVERLAY: MiniCPM-V's small embedding.onnx, so the decoder weights are not loaded a second
+time beside the app's own onnxruntime sessions), then encodes the JSON list of texts with its Tokenizer;
+it records VmRSS/VmHWM before and after the load:
+
+    python genai_phone_worker.py tokenize ARTIFACT OUT_DIR 0 THREADS OVERLAY_JSON TEXTS_JSON
+
 `edgepack` runs edgepack's own OnnxBackend (numpy + onnxruntime only) on the same onnxruntime, on
 prompt ids given as a JSON list of lists.
 """
@@ -72,6 +79,31 @@ def run_genai(artifact, out_dir, n_new, threads, prompts):
     return results
 
 
+def _status(keys=("VmRSS", "VmHWM")):
+    """kB figures of /proc/self/status, as the app's ProcStatus reads them."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in keys:
+            out[key] = int(value.split()[0])
+    return out
+
+
+def run_tokenize(artifact, out_dir, threads, overlay, texts):
+    import onnxruntime_genai as og
+
+    _, folder = _onnx_dir(artifact)
+    before = _status()
+    config = og.Config(str(folder))
+    config.overlay(OVERLAY % threads)
+    config.overlay(overlay)
+    model = og.Model(config)
+    tokenizer = og.Tokenizer(model)
+    return {"genai": og.__version__, "onnxruntime": onnxruntime.__version__, "before_kb": before,
+            "after_kb": _status(), "bos": int(tokenizer.bos_token_id),
+            "ids": [[int(t) for t in tokenizer.encode(text)] for text in texts]}
+
+
 def run_edgepack(artifact, out_dir, n_new, threads, prompt_ids):
     from edgepack.runtime.onnx_backend import OnnxBackend
 
@@ -97,6 +129,8 @@ def main(mode, artifact, out_dir, n_new, threads, *rest):
     artifact, out_dir, n_new, threads = Path(artifact), Path(out_dir), int(n_new), int(threads)
     if mode == "genai":
         results = run_genai(artifact, out_dir, n_new, threads, rest)
+    elif mode == "tokenize":
+        results = run_tokenize(artifact, out_dir, threads, rest[0], json.loads(rest[1]))
     else:
         results = run_edgepack(artifact, out_dir, n_new, threads, json.loads(rest[0]))
     (out_dir / "result.json").write_text(json.dumps(results, ensure_ascii=False), encoding="utf-8")

@@ -1,7 +1,8 @@
 """The Android demo: the hand-built APK with the real engine, JVM tests of its pure logic, and
 `edgepack android push`.
 
-The APK is built once per session (build_apk.sh: ~25 s once the tools and the engine are here). On
+The APK is built once per session (the `apk` fixture in conftest.py; build_apk.sh: ~25 s once the
+tools and the engine are here). On
 a fresh machine it first installs Debian packages with apt and fetches the engine's two npm
 tarballs (250 MB, cached in ~/.cache/edgepack/android); without apt or npm it fails rather than skips.
 The static checks read the APK the way a phone would: the dex (dexdump) and the native libraries
@@ -24,9 +25,9 @@ from edgepack.android import DEVICE_DIR, adb_commands, android
 from edgepack.errors import EdgepackError
 
 DEMO = Path(__file__).resolve().parent.parent / "android_demo"
-APK = DEMO / "build" / "edgepack-demo-debug.apk"
 ABIS = ("arm64-v8a", "x86_64")
-ENGINE_LIBS = {"libonnxruntime-genai-jni.so", "libonnxruntime-genai.so", "libmat.so", "libonnxruntime.so"}
+ENGINE_LIBS = {"libonnxruntime-genai-jni.so", "libonnxruntime-genai.so", "libmat.so", "libonnxruntime.so",
+               "libonnxruntime4j_jni.so"}  # the last: onnxruntime's own Java API (test_android_ort.py)
 LICENSES = {"assets/licenses/onnxruntime-genai/LICENSE", "assets/licenses/onnxruntime-genai/ThirdPartyNotices.txt",
             "assets/licenses/onnxruntime-genai/LICENSE-1DS-ORTGENAI",
             "assets/licenses/onnxruntime/LICENSE", "assets/licenses/onnxruntime/ThirdPartyNotices.txt"}
@@ -34,14 +35,6 @@ LICENSES = {"assets/licenses/onnxruntime-genai/LICENSE", "assets/licenses/onnxru
 
 def _run(cmd, timeout):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=DEMO.parent)
-
-
-@pytest.fixture(scope="session")
-def apk():
-    result = _run(["bash", str(DEMO / "build_apk.sh")], timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert APK.is_file()
-    return APK
 
 
 def test_build_script_makes_a_signed_launchable_apk(apk):
@@ -63,23 +56,7 @@ def _apk_entries(apk):
         return {i.filename: i for i in z.infolist()}
 
 
-def _extract(apk, name, dest):
-    with zipfile.ZipFile(apk) as z:
-        path = dest / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(z.read(name))
-    return path
-
-
-@pytest.fixture(scope="session")
-def apk_files(apk, tmp_path_factory):
-    """classes.dex and lib/<abi>/*.so as the APK holds them, extracted once."""
-    dest = tmp_path_factory.mktemp("apk")
-    names = [n for n in _apk_entries(apk) if n == "classes.dex" or n.startswith("lib/")]
-    return {n: _extract(apk, n, dest) for n in names}
-
-
-def test_each_abi_carries_the_four_engine_libraries_compressed(apk):
+def test_each_abi_carries_the_five_engine_libraries_compressed(apk):
     entries = _apk_entries(apk)
     libs = {n for n in entries if n.startswith("lib/")}
     assert libs == {f"lib/{abi}/{lib}" for abi in ABIS for lib in ENGINE_LIBS}
@@ -162,11 +139,13 @@ def test_every_native_method_in_the_dex_has_its_jni_symbol(apk_files):
         for lib in ENGINE_LIBS:
             provided |= _dynamic_symbols(apk_files[f"lib/{abi}/{lib}"])
         jni_lib = _dynamic_symbols(apk_files[f"lib/{abi}/libonnxruntime-genai-jni.so"])
+        ort4j = _dynamic_symbols(apk_files[f"lib/{abi}/libonnxruntime4j_jni.so"])
         missing = []
         for cls, name, sig in natives:
             short = f"Java_{_jni_escape(cls)}_{_jni_escape(name)}"
             long = f"{short}__{_jni_escape(sig[1:sig.index(')')])}"
-            where = jni_lib if cls.startswith("ai/onnxruntime/genai/") else provided
+            where = (jni_lib if cls.startswith("ai/onnxruntime/genai/") else provided if "/telemetry/" in cls
+                     else ort4j if cls.startswith("ai/onnxruntime/") else provided)
             if short not in where and long not in where:
                 missing.append((cls, name, sig))
         assert not missing, (abi, missing)
@@ -203,7 +182,7 @@ def test_which_arm64_libraries_have_4k_load_segments(apk_files):
     """A phone with 16 KB pages cannot map a 4 KB-aligned segment (Android 15+ devices may run such
     an app in a page-size compatibility mode, or not at all); README.md says what that means."""
     four_k = {lib for lib in ENGINE_LIBS if min(_load_alignments(apk_files[f"lib/arm64-v8a/{lib}"])) < 0x4000}
-    assert four_k == {"libmat.so"}  # upstream's build; the other three are 16 KB-aligned
+    assert four_k == {"libmat.so"}  # upstream's build; the others are 16 KB-aligned
 
 
 def test_gradle_uses_the_same_aars_the_fetch_script_unpacked(apk):
@@ -214,7 +193,8 @@ def test_gradle_uses_the_same_aars_the_fetch_script_unpacked(apk):
     assert re.search(r"^\s*minSdk 24\b", gradle, re.M) and "useLegacyPackaging true" in gradle
     # The APK's libraries are the AARs' own bytes.
     with zipfile.ZipFile(apk) as z_apk:
-        for aar, lib in (("onnxruntime-genai.aar", "libmat.so"), ("onnxruntime.aar", "libonnxruntime.so")):
+        for aar, lib in (("onnxruntime-genai.aar", "libmat.so"), ("onnxruntime.aar", "libonnxruntime.so"),
+                         ("onnxruntime.aar", "libonnxruntime4j_jni.so")):
             with zipfile.ZipFile(DEMO / "app" / "libs" / aar) as z_aar:
                 for abi in ABIS:
                     assert (hashlib.sha256(z_aar.read(f"jni/{abi}/{lib}")).digest()

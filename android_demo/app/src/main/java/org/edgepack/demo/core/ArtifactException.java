@@ -16,7 +16,9 @@ public final class ArtifactException extends Exception {
         /** A file is shorter than the manifest says: the push did not finish. */
         PARTIAL,
         /** A file has the wrong size or the wrong sha256. */
-        CORRUPT
+        CORRUPT,
+        /** A picture the app cannot use (too many pixels, too small, not a picture). */
+        BAD_IMAGE
     }
 
     public final Kind kind;

@@ -1,0 +1,54 @@
+package org.edgepack.demo.core;
+
+import java.util.List;
+
+/**
+ * What the picture loop needs from a tokenizer (edgepack.model.tokenizer's Tokenizer, for the
+ * artifact's tokenizer files). The app implements it over onnxruntime-genai's Tokenizer and
+ * TokenizerStream; the desktop test over edgepack's own tokenizer in Python.
+ */
+public interface PromptTokenizer {
+
+    /** One chat message. */
+    final class Message {
+        public final String role;
+        public final String content;
+
+        public Message(String role, String content) {
+            this.role = role;
+            this.content = content;
+        }
+    }
+
+    /** The chat template rendered over messages, with the generation prompt (render_chat). */
+    String renderChat(List<Message> messages) throws ArtifactException;
+
+    /** Token ids of text, never with a BOS (the loop adds it by {@link #addsBos()}). */
+    int[] encode(String text) throws ArtifactException;
+
+    /** The BOS id, or -1 when the tokenizer has none. */
+    int bosId();
+
+    /** Whether a prompt starts with BOS (tokenizer.add_bos: add_bos_token, default true for sentencepiece). */
+    boolean addsBos();
+
+    /** The id of the one vocabulary piece spelled exactly text (a marker such as "&lt;image&gt;"), or -1. */
+    int tokenId(String text);
+
+    /** The vocabulary piece of id as spelled in the vocabulary ("\u2581" for sentencepiece's lone space). */
+    String piece(int id);
+
+    /** The ids that end an answer. */
+    int[] eosIds();
+
+    /** A fresh incremental detokenizer for one answer. */
+    Stream newStream();
+
+    /** Token ids in, text out as soon as it is complete (UTF-8 sequences split across tokens held back). */
+    interface Stream {
+        String add(int id) throws ArtifactException;
+
+        /** What is still held back once the answer ends (an unfinished UTF-8 sequence; often ""). */
+        String finish() throws ArtifactException;
+    }
+}
