@@ -468,12 +468,15 @@ def test_bench_refuses_a_folder_name_adb_shell_would_split(tmp_path, bench_adb):
 
 def test_bench_names_and_keys_are_the_apps():
     """The intent extras, the prompt and the report's keys, as the app's Java sources spell them."""
-    from edgepack.android import BENCH_ARTIFACT_EXTRA, BENCH_EXTRA, BENCH_KEYS, BENCH_PROMPT, BENCH_TOKENS_EXTRA
+    from edgepack.android import (BENCH_ARTIFACT_EXTRA, BENCH_EXTRA, BENCH_IMAGE_EXTRA, BENCH_IMAGE_PROMPT, BENCH_KEYS,
+                                  BENCH_PROMPT, BENCH_TOKENS_EXTRA)
 
     core = DEMO / "app" / "src" / "main" / "java" / "org" / "edgepack" / "demo" / "core"
     request, report = (core / "BenchRequest.java").read_text(), (core / "BenchReport.java").read_text()
     consts = dict(re.findall(r'public static final String (\w+) = "([^"]*)";', request))
     assert (consts["EXTRA_RUN"], consts["EXTRA_TOKENS"], consts["EXTRA_ARTIFACT"], consts["PROMPT"]) == (
         BENCH_EXTRA, BENCH_TOKENS_EXTRA, BENCH_ARTIFACT_EXTRA, BENCH_PROMPT)
+    assert (consts["EXTRA_IMAGE"], consts["IMAGE_PROMPT"]) == (BENCH_IMAGE_EXTRA, BENCH_IMAGE_PROMPT)
     keys = re.search(r"KEYS = \{(.*?)\};", report, re.S).group(1)
     assert tuple(re.findall(r'"(\w+)"', keys)) == BENCH_KEYS
+
