@@ -163,9 +163,9 @@ public final class EmbedsDecoder {
         nPast = total;
         OnnxEngine.Value logits = out.get("logits");
         try {
-            float[] all = logits.readFloats();
-            int v = all.length / n;
-            return Arrays.copyOfRange(all, (n - 1) * v, n * v);
+            long[] shape = logits.shape();
+            int v = (int) shape[shape.length - 1];
+            return logits.readFloats((long) (n - 1) * v, v);
         } finally {
             logits.close();
         }

@@ -2,7 +2,8 @@ package org.edgepack.demo.core;
 
 /**
  * The EXIF orientation tag (0x0112) of a picture, from the first bytes of its file: a JPEG's first
- * "Exif" APP1 segment or a PNG's eXIf chunk, as Pillow's getexif() reads them. 1 (as stored) when there
+ * "Exif" APP1 segment, a PNG's eXIf chunk or a WebP's EXIF chunk, as Pillow's getexif() reads them (a WebP
+ * keeps EXIF after the pixels: give the whole file, or the tag is not found). 1 (as stored) when there
  * is no tag, the value is not 1..8 or the bytes cannot be read; it never throws.
  */
 public final class Exif {
@@ -30,6 +31,10 @@ public final class Exif {
         }
         if (b.length >= 8 && u8(b, 0) == 0x89 && b[1] == 'P' && b[2] == 'N' && b[3] == 'G') {
             return png(b);
+        }
+        if (b.length >= 12 && b[0] == 'R' && b[1] == 'I' && b[2] == 'F' && b[3] == 'F' && b[8] == 'W'
+                && b[9] == 'E' && b[10] == 'B' && b[11] == 'P') {
+            return webp(b);
         }
         return 1;
     }
@@ -84,6 +89,27 @@ public final class Exif {
                 return 1;  // Pillow reads eXIf after IDAT only when it decodes; the head holds what comes first
             }
             i = data + (int) len + 4;
+        }
+        return 1;
+    }
+
+    private static int webp(byte[] b) {
+        int i = 12;
+        while (i + 8 <= b.length) {
+            long len = u32(b, i + 4, false);
+            int data = i + 8;
+            if (b[i] == 'E' && b[i + 1] == 'X' && b[i + 2] == 'I' && b[i + 3] == 'F') {
+                int end = (int) Math.min(b.length, data + len);
+                if (end - data >= 6 && b[data] == 'E' && b[data + 1] == 'x' && b[data + 2] == 'i'
+                        && b[data + 3] == 'f' && b[data + 4] == 0 && b[data + 5] == 0) {
+                    data += 6;
+                }
+                return tiff(b, data, end);
+            }
+            if (len > b.length) {
+                return 1;
+            }
+            i = data + (int) len + (int) (len & 1);  // chunks are padded to an even size
         }
         return 1;
     }

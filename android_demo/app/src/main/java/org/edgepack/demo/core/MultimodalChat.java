@@ -77,7 +77,7 @@ public final class MultimodalChat {
     /** The outcome of one ask. */
     public static final class Result {
         public final int[] ids;
-        public final String text, finishReason;  // eos | length | context
+        public final String text, finishReason;  // eos | length | context | stopped
         public final int promptTokens, prefillTokens;
         public final StreamStats stats;  // TTFT counted from the start of the prefill (after the encode)
 
@@ -99,6 +99,7 @@ public final class MultimodalChat {
     private final OnnxEngine.Graph visionGraph;
     private final EmbedsDecoder decoder;
     private final int[] eos;
+    private volatile boolean stopRequested;
     private int[] cachedIds = new int[0];  // what the decoder's cache holds (negative: image rows)
     private List<Image> cachedImages = new ArrayList<Image>();
 
@@ -297,6 +298,7 @@ public final class MultimodalChat {
         IntList held = new IntList();
         held.addAll(Arrays.copyOf(prompt, cached));
         cachedIds = null;  // unknown while the decoder runs (an error leaves it untrusted)
+        stopRequested = false;
         float[] logits = prefill(prompt, cached, images);
         held.addAll(Arrays.copyOfRange(prompt, cached, prompt.length));
         sampler.observe(prompt);
@@ -326,6 +328,10 @@ public final class MultimodalChat {
             }
             if (prompt.length + out.size() > nCtx) {
                 finish = "context";
+                break;
+            }
+            if (stopRequested) {
+                finish = "stopped";
                 break;
             }
             logits = decoder.forwardIds(new int[] {t});
@@ -408,6 +414,11 @@ public final class MultimodalChat {
             }
         }
         return false;
+    }
+
+    /** Ends the running ask after its current step (from any thread); its Result says "stopped". */
+    public void stop() {
+        stopRequested = true;
     }
 
     /** Closes the cache and every graph; the memory goes back to the engine. */

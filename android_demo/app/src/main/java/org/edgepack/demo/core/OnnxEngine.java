@@ -28,6 +28,13 @@ public interface OnnxEngine {
         /** The elements as float32, row-major (float16 widened exactly). */
         float[] readFloats() throws ArtifactException;
 
+        /**
+         * count elements from element offset, as float32: the last position's logits of a prefill
+         * piece without bringing the (piece × vocabulary) rest into Java (onnxruntime: a view of the
+         * tensor's buffer, e.g. OnnxTensor.getBufferRef on a float tensor, then one bulk get).
+         */
+        float[] readFloats(long offset, int count) throws ArtifactException;
+
         /** The elements of an INT64 value, row-major. */
         long[] readLongs() throws ArtifactException;
 

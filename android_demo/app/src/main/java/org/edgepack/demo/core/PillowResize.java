@@ -3,9 +3,10 @@ package org.edgepack.demo.core;
 /**
  * Pillow's Image.resize(size, BICUBIC) on RGB888, bit for bit (libImaging/Resample.c): coefficients in
  * double (support 2·scale when shrinking), rounded to 22-bit fixed point per tap; a horizontal pass over
- * the rows the vertical pass needs, its output clipped to uint8, then a vertical pass. A pass whose size
- * does not change is skipped; an image more than 100 times taller than wide that shrinks vertically is
- * resized vertically first (Image.resize's special case).
+ * the rows the vertical pass needs, its output clipped to uint8, then a vertical pass, or the vertical pass
+ * first when the height shrinks by more than twice as many pixels as the width (Pillow 13.0's rule; the
+ * order changes the uint8 intermediate, so Pillow versions before it differ here by a few LSB). A pass
+ * whose size does not change is skipped.
  */
 final class PillowResize {
 
@@ -73,19 +74,26 @@ final class PillowResize {
         if (outW == im.width && outH == im.height) {
             return new RgbImage(outW, outH, im.rgb.clone());
         }
-        if (im.height > (long) im.width * 100 && outH < im.height) {
-            return horizontal(vertical(im, outH, 0, im.height), outW);
+        boolean needH = outW != im.width, needV = outH != im.height;
+        if (!horizontalFirst(im.width, im.height, outW, outH)) {
+            RgbImage v = needV ? vertical(im, outH, 0, im.height) : im;
+            return needH ? horizontal(v, outW) : v;
         }
-        if (outW == im.width) {
+        if (!needH) {
             return vertical(im, outH, 0, im.height);
-        }
-        if (outH == im.height) {
-            return horizontal(im, outW);
         }
         Coeffs cv = new Coeffs(im.height, outH);
         int first = cv.bounds[0];
         int last = cv.bounds[2 * outH - 2] + cv.bounds[2 * outH - 1];
-        return vertical(horizontalRows(im, outW, first, last), outH, first, im.height);
+        RgbImage h = horizontalRows(im, outW, first, last);
+        return needV ? vertical(h, outH, first, im.height) : h;
+    }
+
+    /** Pillow 13.0's order (ImagingResampleInner): the vertical pass goes first when the height shrinks by
+     *  more than twice as many pixels as the width does. Pillow up to 12.1 always went horizontal first;
+     *  12.2 and 12.3 went vertical first only for images over 100 times taller than wide. */
+    static boolean horizontalFirst(int inW, int inH, int outW, int outH) {
+        return !(inH - outH > 0 && inH - outH > (inW - outW) * 2);
     }
 
     private static RgbImage horizontal(RgbImage im, int outW) {

@@ -23,7 +23,11 @@ public interface PromptTokenizer {
     /** The chat template rendered over messages, with the generation prompt (render_chat). */
     String renderChat(List<Message> messages) throws ArtifactException;
 
-    /** Token ids of text, never with a BOS (the loop adds it by {@link #addsBos()}). */
+    /**
+     * Token ids of text as edgepack's tokenizer.encode(text, add_bos=False): special tokens written in
+     * the text (the template's "&lt;|im_start|&gt;", "&lt;s&gt;") are their own ids, and no BOS is added
+     * (the loop adds it by {@link #addsBos()}).
+     */
     int[] encode(String text) throws ArtifactException;
 
     /** The BOS id, or -1 when the tokenizer has none. */
@@ -32,10 +36,19 @@ public interface PromptTokenizer {
     /** Whether a prompt starts with BOS (tokenizer.add_bos: add_bos_token, default true for sentencepiece). */
     boolean addsBos();
 
-    /** The id of the one vocabulary piece spelled exactly text (a marker such as "&lt;image&gt;"), or -1. */
+    /**
+     * The id of the one vocabulary piece spelled exactly text (a marker such as "&lt;image&gt;"), or -1
+     * when there is none (genai's Tokenizer.toTokenId answers the unknown token's id instead: map that
+     * to -1 unless text is the unknown token's own spelling).
+     */
     int tokenId(String text);
 
-    /** The vocabulary piece of id as spelled in the vocabulary ("\u2581" for sentencepiece's lone space). */
+    /**
+     * The vocabulary piece of id. The loop only compares it with "\u2581" (sentencepiece's lone space,
+     * dropped in front of a marker's text: vision.marker_ids) and uses the BOS id's piece to see whether
+     * the rendered template already starts with BOS; an implementation without raw pieces may answer
+     * "\u2581" for tokenId("\u2581") and the BOS token's text for bosId().
+     */
     String piece(int id);
 
     /** The ids that end an answer. */

@@ -48,6 +48,34 @@ public final class RgbImage {
         return new RgbImage(width, height, out);
     }
 
+    /**
+     * From RGBA bytes, not premultiplied (Bitmap.copyPixelsToBuffer of an ARGB_8888 bitmap decoded with
+     * inPremultiplied = false: the decoded values without getPixels' conversion to sRGB, as Pillow reads
+     * them), composited over white as fromArgb.
+     */
+    public static RgbImage fromRgba(byte[] rgba, int width, int height) {
+        if (width < 1 || height < 1 || rgba.length != (long) width * height * 4) {
+            throw new IllegalArgumentException("fromRgba " + width + "x" + height + " needs "
+                    + (long) width * height * 4 + " bytes, got " + rgba.length);
+        }
+        byte[] out = new byte[width * height * 3];
+        for (int i = 0, n = width * height; i < n; i++) {
+            int r = rgba[4 * i] & 0xff, g = rgba[4 * i + 1] & 0xff, b = rgba[4 * i + 2] & 0xff;
+            int a = rgba[4 * i + 3] & 0xff;
+            if (a == 0) {
+                r = g = b = 255;
+            } else if (a != 255) {
+                r = over(r, a);
+                g = over(g, a);
+                b = over(b, a);
+            }
+            out[3 * i] = (byte) r;
+            out[3 * i + 1] = (byte) g;
+            out[3 * i + 2] = (byte) b;
+        }
+        return new RgbImage(width, height, out);
+    }
+
     /** One channel of src (alpha a) over opaque white, exactly as AlphaComposite.c (7 extra bits). */
     static int over(int c, int a) {
         long outa255 = a * 255L + 255L * (255 - a);           // = 255·255 over an opaque background

@@ -10,6 +10,47 @@ public final class VisionInputs {
     private VisionInputs() {
     }
 
+    /** Everything vision.onnx takes for one slice, named and shaped as the graph declares its inputs. */
+    public static final class Feeds {
+        public static final String PIXEL_VALUES = "pixel_values", KEY_POS = "key_pos",
+                POSITION_IDS = "position_ids", POS_ROWS = "pos_rows", POS_COLS = "pos_cols";
+
+        /** (1, 3, heightPx, widthPx): the slice as ImageSlicer gives it. */
+        public final float[] pixelValues;
+        public final long[] pixelShape;
+        /** (h·w, embedDim). */
+        public final float[] keyPos;
+        public final long[] keyPosShape;
+        /** (h·w) for "bucketed" (4.0), else null. */
+        public final long[] positionIds;
+        /** (h, positionGrid) and (w, positionGrid) for "interpolated" (2.0), else null. */
+        public final float[] posRows, posCols;
+        public final long[] posRowsShape, posColsShape;
+
+        Feeds(float[] pixels, int heightPx, int widthPx, VisionSpec v) {
+            int h = heightPx / v.patchSize, w = widthPx / v.patchSize;
+            if (h * v.patchSize != heightPx || w * v.patchSize != widthPx || pixels.length != 3 * heightPx * widthPx) {
+                throw new IllegalArgumentException("a slice of " + widthPx + "x" + heightPx + " px (" + pixels.length
+                        + " values) is not whole " + v.patchSize + "-pixel patches");
+            }
+            pixelValues = pixels;
+            pixelShape = new long[] {1, 3, heightPx, widthPx};
+            keyPos = keyPos(v.embedDim, h, w);
+            keyPosShape = new long[] {(long) h * w, v.embedDim};
+            boolean bucketed = v.position.equals("bucketed");
+            positionIds = bucketed ? bucketedIds(h, w, v.positionGrid) : null;
+            posRows = bucketed ? null : aaBicubicMatrix(h, v.positionGrid);
+            posCols = bucketed ? null : aaBicubicMatrix(w, v.positionGrid);
+            posRowsShape = bucketed ? null : new long[] {h, v.positionGrid};
+            posColsShape = bucketed ? null : new long[] {w, v.positionGrid};
+        }
+    }
+
+    /** The feeds of slice k of s (0: the overview), as OnnxImageEncoder.inputs builds them. */
+    public static Feeds feeds(ImageSlicer.Sliced s, int k, VisionSpec v) {
+        return new Feeds(s.pixels[k], s.sizes[k][0], s.sizes[k][1], v);
+    }
+
     /** sincos_2d: (h·w, dim) row-major; row r·w+c = [sin(c·ω), cos(c·ω), sin(r·ω), cos(r·ω)],
      *  ω_k = 10000^(-k/(dim/4)), in double then rounded to float. */
     public static float[] keyPos(int dim, int h, int w) {

@@ -25,7 +25,7 @@ import org.json.JSONObject;
 /**
  * The app's picture path on the JVM, for tests/test_android_multimodal.py:
  *
- *     java ... MultimodalMain ARTIFACT IMAGE|- QUESTION MAX_TOKENS PYTHON BRIDGE_SCRIPT THREADS
+ *     java ... MultimodalMain ARTIFACT IMAGE|- QUESTION MAX_TOKENS PYTHON BRIDGE_SCRIPT THREADS [QUESTION2]
  *
  * Reads the picture as the app does (size checked first, ARGB pixels, EXIF orientation from the
  * file's first 64 KiB), slices it with core's ImageSlicer, and answers greedily with core's
@@ -82,6 +82,19 @@ public final class MultimodalMain {
                                     : java.util.Collections.singletonList(encoded))))
                     .put("ttft_s", r.stats.ttftSeconds()).put("decode_tok_s", r.stats.tokensPerSecond())
                     .put("meter", r.stats.summary());
+            if (args.length > 7) {  // a second turn: the history re-rendered, the cache reused where it holds a prefix
+                java.util.List<org.edgepack.demo.core.PromptTokenizer.Message> chatLog =
+                        new java.util.ArrayList<org.edgepack.demo.core.PromptTokenizer.Message>();
+                chatLog.add(new org.edgepack.demo.core.PromptTokenizer.Message("user",
+                        encoded == null ? question : MultimodalChat.userContent(question, 1)));
+                chatLog.add(new org.edgepack.demo.core.PromptTokenizer.Message("assistant", r.text));
+                chatLog.add(new org.edgepack.demo.core.PromptTokenizer.Message("user", args[7]));
+                MultimodalChat.Result r2 = chat.ask(chatLog, encoded == null
+                        ? java.util.Collections.<MultimodalChat.Image>emptyList() : java.util.Collections.singletonList(encoded),
+                        maxTokens, TokenSampler.greedy(a.vocabSize), null);
+                res.put("turn2", new JSONObject().put("ids", new JSONArray(r2.ids)).put("text", r2.text)
+                        .put("prompt_tokens", r2.promptTokens).put("prefill_tokens", r2.prefillTokens));
+            }
         } catch (ArtifactException e) {
             System.err.println("edgepack: error: " + e.getMessage());
             status = 2;

@@ -190,6 +190,10 @@ public final class PyBridge implements OnnxEngine, PromptTokenizer {
             throw new ArtifactException(ArtifactException.Kind.UNSUPPORTED, "readFloats of a " + type + " value");
         }
 
+        public float[] readFloats(long offset, int count) throws ArtifactException {
+            return java.util.Arrays.copyOfRange(readFloats(), (int) offset, (int) offset + count);  // the bridge's own cost
+        }
+
         public long[] readLongs() throws ArtifactException {
             call(op("read", "value", id));
             long[] l = new long[lastPayload.length / 8];

@@ -32,7 +32,7 @@ class MultimodalChatTest {
         final float[] f;
         final long[] l;
         boolean closed;
-        static int live;
+        static int live, reads;
 
         V(String type, long[] shape, float[] f, long[] l) {
             this.type = type;
@@ -53,6 +53,12 @@ class MultimodalChatTest {
         public float[] readFloats() {
             assertTrue(!closed && f != null);
             return f.clone();
+        }
+
+        public float[] readFloats(long offset, int count) {
+            assertTrue(!closed && f != null && offset + count <= f.length);
+            reads += count;
+            return Arrays.copyOfRange(f, (int) offset, (int) offset + count);
         }
 
         public long[] readLongs() {
@@ -142,7 +148,7 @@ class MultimodalChatTest {
                             out.put("present." + i + ".value", new V(FLOAT16, new long[] {1, 1, total, 4}, null, null));
                         }
                         float[] logits = new float[t * VOCAB];
-                        int next = answerStart >= 0 && total - answerStart + 1 >= STOP_AT + 1 ? EOS : 10 + total % 7;
+                        int next = answerStart >= 0 && total - answerStart + 1 >= STOP_AT + 1 ? EOS : 20 + total % 7;
                         logits[(t - 1) * VOCAB + next] = 1f;
                         out.put("logits", new V(FLOAT, new long[] {1, t, VOCAB}, logits, null));
                     }
@@ -216,7 +222,7 @@ class MultimodalChatTest {
         public Stream newStream() {
             return new Stream() {
                 public String add(int id) {
-                    return "t" + id + " ";
+                    return String.valueOf((char) (60 + id));  // encodes back to id: 20 + (60 + id) % 20
                 }
 
                 public String finish() {
@@ -263,6 +269,7 @@ class MultimodalChatTest {
 
         e.answerStart = prompt.length;
         e.runs.clear();
+        V.reads = 0;
         MultimodalChat.Result r = c.ask("hi", im, 50, TokenSampler.greedy(VOCAB), null);
         assertEquals("eos", r.finishReason);
         assertEquals(STOP_AT, r.ids.length);
@@ -292,21 +299,51 @@ class MultimodalChatTest {
             prev = run;
         }
         assertEquals(3 * Q, rows);
+        assertEquals(decodes * VOCAB, V.reads, "only the last position's logits come into Java");
         assertTrue(decodes >= 3 + 1 + STOP_AT - 1, "prefill pieces (192 rows: two) + text runs + decode steps");
         assertEquals(prompt.length + STOP_AT, ((V) prev.in.get("attention_mask")).l.length);
 
         // the next turn extends the history: only the new tokens are run
         List<PromptTokenizer.Message> chat = new ArrayList<PromptTokenizer.Message>();
         chat.add(new PromptTokenizer.Message("user", MultimodalChat.userContent("hi", 1)));
-        chat.add(new PromptTokenizer.Message("assistant", "ok"));
+        chat.add(new PromptTokenizer.Message("assistant", r.text));
         chat.add(new PromptTokenizer.Message("user", "more"));
         e.answerStart = -1;
         MultimodalChat.Result r2 = c.ask(chat, Arrays.asList(im), 3, TokenSampler.greedy(VOCAB), null);
         assertEquals("length", r2.finishReason);
-        assertEquals(r2.promptTokens, r2.prefillTokens, "the answer tokens are not in the new prompt: a fresh prefill");
+        assertEquals(r2.promptTokens - (prompt.length + STOP_AT), r2.prefillTokens, "only what follows the answer");
+        int cachedRows = prompt.length + STOP_AT;
+        Run first = null;
+        for (Run run : e.runs) {
+            if (first == null && run.graph.equals("decoder_embeds.onnx") && run.in.get("past_key_values.0.key").shape()[2] == cachedRows
+                    && ((V) run.in.get("attention_mask")).l.length > cachedRows) {
+                first = run;
+            }
+        }
+        assertNotNull(first, "turn 2 starts from the cached rows");
         c.close();
         assertEquals(0, e.openGraphs);
         assertEquals(0, V.live, "values left open");
+    }
+
+    @Test
+    void stopEndsTheAnswerAfterTheCurrentToken() throws Exception {
+        Engine e = new Engine();
+        final MultimodalChat c = chat(e);
+        MultimodalChat.Image im = c.encode(slices(1), null);
+        MultimodalChat.Result r = c.ask("hi", im, 50, TokenSampler.greedy(VOCAB), new MultimodalChat.Listener() {
+            @Override
+            public void onToken(int id, String text, StreamStats stats) {
+                if (stats.tokens() == 3) {
+                    c.stop();
+                }
+            }
+        });
+        assertEquals("stopped", r.finishReason);
+        assertEquals(3, r.ids.length);
+        assertEquals("length", c.ask("hi", im, 2, TokenSampler.greedy(VOCAB), null).finishReason);  // the flag is cleared
+        c.close();
+        assertEquals(0, V.live);
     }
 
     @Test
