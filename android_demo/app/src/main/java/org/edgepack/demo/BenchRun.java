@@ -103,9 +103,8 @@ final class BenchRun {
         JSONObject report = BenchReport.success(bench, promptTokens, stats, text.toString(), memory, loadSeconds,
                 threads, artifact, model, device(), engine());
         if (image != null) {
-            // the loop's own clock starts its TTFT at the prefill, after the encode (null only when stopped)
-            double after = result != null ? result.stats.ttftSeconds() : stats.ttftSeconds() - image.totalEncodeMs() / 1000.0;
-            BenchReport.withImage(report, bench, image.encodeMs, after);
+            // the loop's own clock starts its TTFT at the prefill, after the encode
+            BenchReport.withImage(report, bench, image.encodeMs, result.stats.ttftSeconds());
         }
         return report;
     }

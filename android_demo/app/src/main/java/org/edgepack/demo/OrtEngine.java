@@ -182,6 +182,37 @@ final class OrtEngine implements OnnxEngine {
                     + " value read as floats");
         }
 
+        /**
+         * getFloatBuffer copies the tensor natively into a direct buffer (an output has no buffer reference
+         * in onnxruntime's Java API, and getBufferRef's Optional is not in API 23's android.jar this compiles
+         * against), then only the count elements become a Java float[].
+         */
+        @Override
+        public float[] readFloats(long offset, int count) throws ArtifactException {
+            long n = tensor.getInfo().getNumElements();
+            if (offset < 0 || count < 0 || offset + count > n) {
+                throw new ArtifactException(ArtifactException.Kind.UNSUPPORTED, "onnxruntime: elements " + offset
+                        + ".." + (offset + count) + " of a tensor of " + n);
+            }
+            OnnxJavaType t = tensor.getInfo().type;
+            float[] out = new float[count];
+            if (t == OnnxJavaType.FLOAT) {
+                FloatBuffer b = tensor.getFloatBuffer();
+                b.position((int) offset);
+                b.get(out);
+                return out;
+            }
+            if (t == OnnxJavaType.FLOAT16) {
+                ShortBuffer b = tensor.getShortBuffer();
+                for (int i = 0; i < count; i++) {
+                    out[i] = Half.toFloat(b.get((int) offset + i));
+                }
+                return out;
+            }
+            throw new ArtifactException(ArtifactException.Kind.UNSUPPORTED, "onnxruntime: a " + type()
+                    + " value read as floats");
+        }
+
         @Override
         public long[] readLongs() throws ArtifactException {
             if (tensor.getInfo().type != OnnxJavaType.INT64) {

@@ -21,9 +21,10 @@ import org.edgepack.demo.core.RgbImage;
 /**
  * A picture file or content Uri into core's RgbImage, as edgepack.model.image.read_image reads a file:
  * the header's size first (BitmapFactory inJustDecodeBounds, then PictureRoute.checkPicture: not a
- * picture, 64 Mpx+ and 1-pixel sides refused before any pixel is decoded), then ARGB_8888 pixels
- * (getPixels: not premultiplied; alpha over white in RgbImage.fromArgb), then the EXIF orientation read
- * by core's Exif from the stream's first 64 KiB (BitmapFactory itself ignores it) and applied.
+ * picture, 64 Mpx+ and 1-pixel sides refused before any pixel is decoded), then ARGB_8888 pixels as
+ * decoded (inPremultiplied false, copyPixelsToBuffer: no conversion to sRGB, as Pillow reads them;
+ * alpha over white in RgbImage.fromRgba), then the EXIF orientation read by core's Exif from the
+ * stream's first 64 KiB (BitmapFactory itself ignores it) and applied.
  */
 final class PictureDecoder {
 
@@ -102,6 +103,7 @@ final class PictureDecoder {
         BitmapFactory.Options pixels = new BitmapFactory.Options();
         pixels.inPreferredConfig = Bitmap.Config.ARGB_8888;
         pixels.inScaled = false;
+        pixels.inPremultiplied = false;
         Bitmap bitmap;
         in = source.open();
         try {
@@ -113,11 +115,18 @@ final class PictureDecoder {
             throw new ArtifactException(ArtifactException.Kind.BAD_IMAGE, PictureRoute.undecodable(source.name()));
         }
         int w = bitmap.getWidth(), h = bitmap.getHeight();
-        int[] argb = new int[w * h];
-        bitmap.getPixels(argb, 0, w, 0, 0, w, h);
-        bitmap.recycle();
-        RgbImage image = RgbImage.fromArgb(argb, w, h);
-        argb = null;
+        RgbImage image;
+        if (bitmap.getConfig() == Bitmap.Config.ARGB_8888) {
+            java.nio.ByteBuffer rgba = java.nio.ByteBuffer.allocate(w * h * 4);  // R, G, B, A bytes per pixel
+            bitmap.copyPixelsToBuffer(rgba);
+            bitmap.recycle();
+            image = RgbImage.fromRgba(rgba.array(), w, h);
+        } else {  // a decoder that would not give 8 bits per channel: the sRGB ARGB ints
+            int[] argb = new int[w * h];
+            bitmap.getPixels(argb, 0, w, 0, 0, w, h);
+            bitmap.recycle();
+            image = RgbImage.fromArgb(argb, w, h);
+        }
         return image.orient(Exif.orientation(head(source)));
     }
 

@@ -23,13 +23,6 @@ import org.edgepack.demo.core.TokenSampler;
  */
 final class PictureRunner implements AutoCloseable {
 
-    /** Thrown from the chat's listener when Stop is tapped (the chat then starts its cache afresh). */
-    private static final class Stopped extends RuntimeException {
-        Stopped() {
-            super("stopped");
-        }
-    }
-
     private final OrtEngine engine;
     private final GenAiTokenizer tokenizer;
     private final MultimodalChat chat;
@@ -66,31 +59,27 @@ final class PictureRunner implements AutoCloseable {
 
     /**
      * Streams the answer to question (about image, or text only when image is null) to listener until
-     * EOS, maxNewTokens, or stop is set. Returns the loop's figures (TTFT counted after the encode), or
-     * null when stopped.
+     * EOS, maxNewTokens, or stop is set (MultimodalChat.stop(): the answer ends after the current token,
+     * the cache stays consistent). Returns the loop's figures (TTFT counted after the encode).
      */
     MultimodalChat.Result generate(String question, MultimodalChat.Image image, int maxNewTokens,
                                    final AtomicBoolean stop, final GenAiRunner.Listener listener)
             throws ArtifactException {
-        try {
-            return chat.ask(question, image, maxNewTokens, TokenSampler.greedy(chat.artifact.vocabSize),
-                    new MultimodalChat.Listener() {
-                        @Override
-                        public void onToken(int id, String text, StreamStats stats) {
-                            listener.onPiece(text);
-                            if (stop.get()) {
-                                throw new Stopped();
-                            }
+        return chat.ask(question, image, maxNewTokens, TokenSampler.greedy(chat.artifact.vocabSize),
+                new MultimodalChat.Listener() {
+                    @Override
+                    public void onToken(int id, String text, StreamStats stats) {
+                        listener.onPiece(text);
+                        if (stop.get()) {
+                            chat.stop();
                         }
+                    }
 
-                        @Override
-                        public void onText(String text) {
-                            listener.onPiece(text);
-                        }
-                    });
-        } catch (Stopped s) {
-            return null;
-        }
+                    @Override
+                    public void onText(String text) {
+                        listener.onPiece(text);
+                    }
+                });
     }
 
     /** The prompt's length in tokens (image rows included), as generate() feeds it. */
