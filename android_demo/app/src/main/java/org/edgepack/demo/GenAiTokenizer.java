@@ -31,7 +31,8 @@ final class GenAiTokenizer implements PromptTokenizer, AutoCloseable {
     private final Tokenizer tokenizer;
     private final String chatTemplate;
     private final boolean addBos;
-    private final int bosId, spaceId;
+    private final int bosId, spaceId, unkId;
+    private final String bosText, unkText;
     private final int[] eosIds;
     private TokenizerStream open;
 
@@ -61,6 +62,17 @@ final class GenAiTokenizer implements PromptTokenizer, AutoCloseable {
             tokenizerConfig = null;
         }
         addBos = EngineSetup.addsBos(tokenizerConfig, new File(onnxFolder, "tokenizer.model").isFile());
+        bosText = PictureRoute.specialToken(tokenizerConfig, "bos_token");
+        unkText = PictureRoute.specialToken(tokenizerConfig, "unk_token");
+        int unk = -1;
+        if (!unkText.isEmpty()) {
+            try {
+                unk = tokenizer.toTokenId(unkText);
+            } catch (GenAIException e) {
+                unk = -1;
+            }
+        }
+        unkId = unk;
     }
 
     private static ArtifactException failure(String what, GenAIException e) {
@@ -111,7 +123,8 @@ final class GenAiTokenizer implements PromptTokenizer, AutoCloseable {
     @Override
     public int tokenId(String text) {
         try {
-            return tokenizer.toTokenId(text);
+            int id = tokenizer.toTokenId(text);
+            return id >= 0 && id == unkId && !text.equals(unkText) ? -1 : id;  // an unknown piece is none
         } catch (GenAIException e) {
             return -1;
         }
@@ -119,8 +132,11 @@ final class GenAiTokenizer implements PromptTokenizer, AutoCloseable {
 
     @Override
     public String piece(int id) {
-        if (id == spaceId) {  // the only piece the loop asks about (vision.marker_ids' lone "\u2581")
+        if (id == spaceId) {  // vision.marker_ids' lone "\u2581"
             return SPACE_PIECE;
+        }
+        if (id == bosId) {  // genai decodes special tokens to nothing readable; the loop compares the text
+            return bosText;
         }
         try {
             return tokenizer.decode(new int[] {id});

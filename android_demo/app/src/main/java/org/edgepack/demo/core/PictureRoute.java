@@ -105,6 +105,26 @@ public final class PictureRoute {
         }
     }
 
+    /**
+     * A special token's spelling in tokenizer_config.json (key "bos_token" or "unk_token": a string, or an
+     * object with "content"), "" when the file or the key is absent.
+     */
+    public static String specialToken(String tokenizerConfigJson, String key) {
+        if (tokenizerConfigJson == null) {
+            return "";
+        }
+        try {
+            JSONObject config = new JSONObject(tokenizerConfigJson);
+            Object v = config.opt(key);
+            if (v instanceof JSONObject) {
+                return ((JSONObject) v).optString("content", "");
+            }
+            return v instanceof String ? (String) v : "";
+        } catch (JSONException e) {
+            return "";
+        }
+    }
+
     /** Chat messages as Tokenizer.applyChatTemplate() wants them. */
     public static String messagesJson(List<PromptTokenizer.Message> messages) {
         JSONArray out = new JSONArray();

@@ -98,6 +98,16 @@ class PictureRouteTest {
     }
 
     @Test
+    void specialTokensAsTokenizerConfigSpellsThem() {
+        assertEquals("<s>", PictureRoute.specialToken("{\"bos_token\":\"<s>\"}", "bos_token"));
+        assertEquals("<unk>", PictureRoute.specialToken("{\"unk_token\":{\"content\":\"<unk>\",\"lstrip\":false}}",
+                "unk_token"));
+        assertEquals("", PictureRoute.specialToken("{\"bos_token\":null}", "bos_token"));
+        assertEquals("", PictureRoute.specialToken("not json", "bos_token"));
+        assertEquals("", PictureRoute.specialToken(null, "bos_token"));
+    }
+
+    @Test
     void theEncodeLineForTheScreen() {
         assertEquals("encode 3 slices in 900 ms (300 ms/slice)", PictureRoute.encodeSummary(new double[] {250, 300, 350}));
         assertEquals("encode 1 slice in 42 ms (42 ms/slice)", PictureRoute.encodeSummary(new double[] {42}));
