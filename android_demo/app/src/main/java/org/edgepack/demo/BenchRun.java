@@ -56,7 +56,12 @@ final class BenchRun {
             if (bench.image != null) {
                 route.requirePictures();  // a text artifact asked about a picture: its one message
                 screen.status("Benchmark " + bench.runId + ": encoding " + bench.image);
-                RgbImage picture = PictureDecoder.read(PictureDecoder.of(bench.imageFile(dir)));
+                File file = bench.imageFile(dir);
+                if (!file.isFile()) {
+                    throw new ArtifactException(ArtifactException.Kind.NOT_FOUND, "The bench picture " + file
+                            + " is not there: edgepack android bench --image pushes it beside the artifact.");
+                }
+                RgbImage picture = PictureDecoder.read(PictureDecoder.of(file));
                 image = pictures.encode(picture, null);
             }
             screen.status("Benchmark " + bench.runId + ": " + bench.prompt);
