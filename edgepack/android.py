@@ -25,12 +25,17 @@ MANIFEST = "edgepack.json"
 ACTIVITY = f"{PACKAGE}/.MainActivity"
 # BenchRequest.EXTRA_RUN, EXTRA_TOKENS, EXTRA_ARTIFACT
 BENCH_EXTRA, BENCH_TOKENS_EXTRA, BENCH_ARTIFACT_EXTRA = f"{PACKAGE}.BENCH", f"{PACKAGE}.BENCH_TOKENS", f"{PACKAGE}.BENCH_ARTIFACT"
+BENCH_IMAGE_EXTRA = f"{PACKAGE}.BENCH_IMAGE"  # BenchRequest.EXTRA_IMAGE
 PLAIN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"  # BenchRequest.RUN_ID: run ids and artifact folder names
 BENCH_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."  # BenchRequest.PROMPT
+BENCH_IMAGE_PROMPT = "Describe this picture in detail."  # BenchRequest.IMAGE_PROMPT
 BENCH_SCHEMA = 1
 BENCH_KEYS = ("schema", "run", "prompt", "prompt_tokens", "max_new_tokens", "tokens", "ttft_s", "decode_tok_s",
               "decode_s", "speech_ratio", "speech_units_per_s", "speech_unit", "peak_rss_bytes", "rss_bytes", "load_s",
-              "threads", "artifact", "model", "device", "engine", "text", "error")  # BenchReport.KEYS
+              "threads", "artifact", "model", "device", "engine", "text", "error",
+              "image", "slices", "encode_ms", "encode_ms_per_slice", "ttft_after_encode_s")  # BenchReport.KEYS
+# What Android's BitmapFactory decodes on every phone from API 24 (HEIF only from API 28, so not listed).
+PHONE_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 
 
 def device_path(artifact):
@@ -61,11 +66,13 @@ def adb_commands(artifact, apk=None, serial=None, start=False):
     return commands
 
 
-def bench_commands(artifact, run_id, apk=None, serial=None, tokens=128, out=None):
+def bench_commands(artifact, run_id, apk=None, serial=None, tokens=128, out=None, image=None):
     """push's commands, then: remove an old result, start the app with the bench intent (-S: a fresh
     process, so the peak memory is this run's; -W: wait until it is up), wait until the app has written
     bench/RUN.json (it writes it through a rename, also when the run fails), pull it to `out`. The intent
-    names the artifact folder, so the app loads the one just pushed whatever else the phone holds."""
+    names the artifact folder, so the app loads the one just pushed whatever else the phone holds.
+    image: a picture file for a MiniCPM-V artifact, pushed beside the artifact folder as RUN<suffix> and
+    named by the intent (check_bench_image has checked both)."""
     if not re.fullmatch(PLAIN_NAME, run_id) or run_id.endswith(".tmp"):
         raise BadInput(f"bench run id {run_id!r}: letters, digits, '.', '_' or '-' only")
     name = Path(artifact).resolve().name
@@ -74,17 +81,66 @@ def bench_commands(artifact, run_id, apk=None, serial=None, tokens=128, out=None
                        "(it travels in an intent through adb's shell); rename or copy it")
     adb = ["adb"] + (["-s", serial] if serial else [])
     result = f"{DEVICE_DIR}/bench/{run_id}.json"
-    return adb_commands(artifact, apk=apk, serial=serial) + [
+    picture, extra = [], []
+    if image is not None:
+        on_phone = device_image_name(run_id, image)
+        picture = [adb + ["push", str(Path(image).resolve()), f"{DEVICE_DIR}/{on_phone}"]]
+        extra = ["--es", BENCH_IMAGE_EXTRA, on_phone]
+    return adb_commands(artifact, apk=apk, serial=serial) + picture + [
         adb + ["shell", "rm", "-f", result],
         adb + ["shell", "am", "start", "-S", "-W", "-n", ACTIVITY, "--es", BENCH_EXTRA, run_id,
-               "--ei", BENCH_TOKENS_EXTRA, str(int(tokens)), "--es", BENCH_ARTIFACT_EXTRA, name],
+               "--ei", BENCH_TOKENS_EXTRA, str(int(tokens)), "--es", BENCH_ARTIFACT_EXTRA, name] + extra,
         adb + ["shell", f"until [ -f {result} ]; do sleep 1; done"],
         adb + ["pull", result, str(out or f"{run_id}.json")],
     ]
 
 
-def check_bench(data, source="bench result"):
-    """The pulled report, checked: every BENCH_KEYS key, schema BENCH_SCHEMA, and either an error or figures."""
+def device_image_name(run_id, image):
+    """The picture's file name on the phone: the run id and the file's lower-case suffix (a plain name that
+    survives adb's shell, and one per run, so a result always goes with the picture it names)."""
+    suffix = Path(image).suffix.lower()
+    return run_id + (suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".img")
+
+
+def check_bench_image(artifact, image):
+    """Before anything is pushed: the artifact is a MiniCPM-V one with its vision half, and the file is a
+    picture within edgepack's limits (edgepack.model.image.read_image, the app's ImageLimits) in a format
+    every phone's BitmapFactory decodes."""
+    from PIL import Image
+
+    from .model.image import read_image
+
+    root = Path(artifact).resolve()
+    _check_artifact(root)
+    data = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    entry = next(e for e in data["artifacts"] if e.get("format") == "onnx")
+    vision = ((data.get("model") or {}).get("config") or {}).get("vision")
+    if not vision or not entry.get("multimodal"):
+        raise BadInput(f"{root} is a text-only artifact: --image needs a MiniCPM-V artifact "
+                       "(edgepack export of MiniCPM-V 4.0 or 2.0 with --format onnx)")
+    files = {Path(f.get("path", "")).name for f in entry.get("files") or []}
+    missing = [f for f in _multimodal_files(entry["multimodal"]) if f not in files]
+    if missing:
+        raise BadInput(f"{root}: the MiniCPM-V artifact lists no {', '.join(missing)}; export it again "
+                       "(edgepack export --int4 --format onnx) with its vision half")
+    read_image(image)  # one clear line for a file that is no picture, too big, too small or corrupt
+    with Image.open(image) as im:
+        fmt = im.format
+    if fmt not in PHONE_IMAGE_FORMATS:
+        raise BadInput(f"{image}: a {fmt} picture, which Android's BitmapFactory does not decode on every phone; "
+                       f"convert it to JPEG or PNG")
+
+
+def _multimodal_files(mm):
+    """The graph files the manifest's multimodal entry names (vision.onnx, embedding.onnx, decoder_embeds.onnx)."""
+    vision = mm.get("vision")
+    names = [vision.get("path") if isinstance(vision, dict) else vision, mm.get("embedding"), mm.get("decoder")]
+    return [n for n in names if isinstance(n, str) and n]
+
+
+def check_bench(data, source="bench result", image=False):
+    """The pulled report, checked: every BENCH_KEYS key, schema BENCH_SCHEMA, and either an error or figures
+    (with image: also the slices, the encode ms per slice and the TTFT after the encode)."""
     if not isinstance(data, dict):
         raise BadInput(f"{source}: not a JSON object")
     missing = [k for k in BENCH_KEYS if k not in data]
@@ -94,21 +150,33 @@ def check_bench(data, source="bench result"):
         raise BadInput(f"{source}: schema {data['schema']!r}, this edgepack reads {BENCH_SCHEMA}")
     if data["error"] is not None:
         raise BadInput(f"{source}: the app could not run the benchmark: {data['error']}")
-    for k in ("ttft_s", "decode_tok_s", "speech_ratio", "load_s"):
+    numbers = ["ttft_s", "decode_tok_s", "speech_ratio", "load_s"]
+    counts = ["tokens", "prompt_tokens", "peak_rss_bytes", "threads"]
+    if image:
+        if data["image"] is None:
+            raise BadInput(f"{source}: the app answered without the picture (an app older than this edgepack?)")
+        numbers += ["encode_ms", "encode_ms_per_slice", "ttft_after_encode_s"]
+        counts.append("slices")
+    for k in numbers:
         if not isinstance(data[k], (int, float)) or data[k] < 0:
             raise BadInput(f"{source}: {k} is {data[k]!r}, not a number >= 0")
-    for k in ("tokens", "prompt_tokens", "peak_rss_bytes", "threads"):
+    for k in counts:
         if not isinstance(data[k], int) or data[k] <= 0:
             raise BadInput(f"{source}: {k} is {data[k]!r}, not a positive integer")
     return data
 
 
 def format_bench(d):
-    """One README row: device, model, TTFT, decode tok/s, × speech, peak RSS."""
+    """One README row: device, model, TTFT, decode tok/s, × speech, peak RSS (a picture run: then its slices,
+    encode ms per slice and the TTFT after the encode)."""
     dev = d.get("device") or {}
-    return (f"| {dev.get('manufacturer', '')} {dev.get('model', '?')} ({dev.get('abi', '?')}, {d['threads']} threads) "
-            f"| {d['model'] or d['artifact']} | {d['ttft_s']:.2f} s | {d['decode_tok_s']:.1f} tok/s "
-            f"| {d['speech_ratio']:.1f}x | {d['peak_rss_bytes'] / 2**20:.0f} MiB | {d['tokens']} tokens |")
+    row = (f"| {dev.get('manufacturer', '')} {dev.get('model', '?')} ({dev.get('abi', '?')}, {d['threads']} threads) "
+           f"| {d['model'] or d['artifact']} | {d['ttft_s']:.2f} s | {d['decode_tok_s']:.1f} tok/s "
+           f"| {d['speech_ratio']:.1f}x | {d['peak_rss_bytes'] / 2**20:.0f} MiB | {d['tokens']} tokens |")
+    if d.get("image") is not None and d.get("slices"):
+        row += (f" {d['slices']} slices | {d['encode_ms_per_slice']:.0f} ms/slice "
+                f"| TTFT after encode {d['ttft_after_encode_s']:.2f} s |")
+    return row
 
 
 def _check_artifact(root):
@@ -177,14 +245,18 @@ def push(artifact, apk, serial, start, dry_run):
               help="Where the pulled JSON goes (default: RUN.json here).")
 @click.option("--timeout", type=click.IntRange(1), default=900, show_default=True,
               help="Seconds to wait for the phone's result (sha256 checks, load, answer).")
+@click.option("--image", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ask about this picture (a MiniCPM-V artifact): adds slices, encode ms per slice, TTFT after it.")
 @click.option("--dry-run", is_flag=True, help="Only print the adb commands.")
-def bench(artifact, apk, serial, tokens, out, timeout, dry_run):
+def bench(artifact, apk, serial, tokens, out, timeout, image, dry_run):
     """Push ARTIFACT, answer one fixed prompt in the app, pull back its figures (JSON): TTFT, decode tok/s,
     × speech, peak memory, from the app's own clock and /proc/self/status."""
     run_id = f"{Path(artifact).resolve().name}-{time.strftime('%Y%m%dT%H%M%S')}"
-    run_id = re.sub(r"[^A-Za-z0-9._-]", "_", run_id).lstrip("._-")[-100:] or "bench"
+    run_id = re.sub(r"[^A-Za-z0-9._-]", "_", run_id).lstrip("._-")[-94:] or "bench"  # room for the picture's suffix
     out = out or Path(f"{run_id}.json")
-    commands = bench_commands(artifact, run_id, apk=apk, serial=serial, tokens=tokens, out=out)
+    if image is not None:
+        check_bench_image(artifact, image)
+    commands = bench_commands(artifact, run_id, apk=apk, serial=serial, tokens=tokens, out=out, image=image)
     run_commands(commands, dry_run=dry_run, timeouts={len(commands) - 2: timeout})
     if dry_run:
         return
@@ -192,5 +264,5 @@ def bench(artifact, apk, serial, tokens, out, timeout, dry_run):
         data = json.loads(Path(out).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise BadInput(f"{out}: cannot read the pulled result ({e})") from None
-    click.echo(format_bench(check_bench(data, str(out))))
+    click.echo(format_bench(check_bench(data, str(out), image=image is not None)))
     click.echo(f"wrote {out}", err=True)

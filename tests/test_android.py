@@ -371,7 +371,8 @@ def _bench_json(**changes):
             "speech_units_per_s": 17.8, "speech_unit": "words", "peak_rss_bytes": 412 * 2**20, "rss_bytes": 380 * 2**20,
             "load_s": 1.9, "threads": 4, "artifact": "demo-int4", "model": "SmolLM2-135M-Instruct (MiniCPM form)",
             "device": {"manufacturer": "Google", "model": "Pixel 8", "abi": "arm64-v8a", "sdk": 34, "cores": 9},
-            "engine": {"onnxruntime_genai": "0.15.2", "onnxruntime": "1.29.0"}, "text": "Once upon a time", "error": None}
+            "engine": {"onnxruntime_genai": "0.15.2", "onnxruntime": "1.29.0"}, "text": "Once upon a time", "error": None,
+            "image": None, "slices": None, "encode_ms": None, "encode_ms_per_slice": None, "ttft_after_encode_s": None}
     data.update(changes)
     return data
 
@@ -467,12 +468,15 @@ def test_bench_refuses_a_folder_name_adb_shell_would_split(tmp_path, bench_adb):
 
 def test_bench_names_and_keys_are_the_apps():
     """The intent extras, the prompt and the report's keys, as the app's Java sources spell them."""
-    from edgepack.android import BENCH_ARTIFACT_EXTRA, BENCH_EXTRA, BENCH_KEYS, BENCH_PROMPT, BENCH_TOKENS_EXTRA
+    from edgepack.android import (BENCH_ARTIFACT_EXTRA, BENCH_EXTRA, BENCH_IMAGE_EXTRA, BENCH_IMAGE_PROMPT, BENCH_KEYS,
+                                  BENCH_PROMPT, BENCH_TOKENS_EXTRA)
 
     core = DEMO / "app" / "src" / "main" / "java" / "org" / "edgepack" / "demo" / "core"
     request, report = (core / "BenchRequest.java").read_text(), (core / "BenchReport.java").read_text()
     consts = dict(re.findall(r'public static final String (\w+) = "([^"]*)";', request))
     assert (consts["EXTRA_RUN"], consts["EXTRA_TOKENS"], consts["EXTRA_ARTIFACT"], consts["PROMPT"]) == (
         BENCH_EXTRA, BENCH_TOKENS_EXTRA, BENCH_ARTIFACT_EXTRA, BENCH_PROMPT)
+    assert (consts["EXTRA_IMAGE"], consts["IMAGE_PROMPT"]) == (BENCH_IMAGE_EXTRA, BENCH_IMAGE_PROMPT)
     keys = re.search(r"KEYS = \{(.*?)\};", report, re.S).group(1)
     assert tuple(re.findall(r'"(\w+)"', keys)) == BENCH_KEYS
+

@@ -1,11 +1,9 @@
 package org.edgepack.demo;
 
 import android.app.Activity;
-import android.app.ActivityManager;
-import android.content.Context;
 import android.content.Intent;
 import android.graphics.Color;
-import android.os.Build;
+import android.net.Uri;
 import android.os.Bundle;
 import android.os.Handler;
 import android.os.Looper;
@@ -16,6 +14,7 @@ import android.util.TypedValue;
 import android.view.View;
 import android.widget.Button;
 import android.widget.EditText;
+import android.widget.ImageView;
 import android.widget.LinearLayout;
 import android.widget.ScrollView;
 import android.widget.TextView;
@@ -27,7 +26,6 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.atomic.AtomicBoolean;
 
-import org.json.JSONException;
 import org.json.JSONObject;
 
 import org.edgepack.demo.core.ArtifactException;
@@ -36,7 +34,9 @@ import org.edgepack.demo.core.ArtifactVerifier;
 import org.edgepack.demo.core.BenchReport;
 import org.edgepack.demo.core.BenchRequest;
 import org.edgepack.demo.core.EngineSetup;
-import org.edgepack.demo.core.ProcStatus;
+import org.edgepack.demo.core.MultimodalChat;
+import org.edgepack.demo.core.PictureRoute;
+import org.edgepack.demo.core.RgbImage;
 import org.edgepack.demo.core.StreamAssembler;
 import org.edgepack.demo.core.StreamStats;
 
@@ -47,10 +47,16 @@ import org.edgepack.demo.core.StreamStats;
  * one message: no artifact pushed, a missing/partial/corrupt file, not enough memory, the engine's
  * libraries not loading, or genai's own load error text.
  *
+ * A MiniCPM-V artifact (core/PictureRoute) runs every turn in the picture loop (PictureRunner:
+ * onnxruntime's Java API); "Picture" opens the system's picker (no storage permission), the picture is
+ * decoded and checked by PictureDecoder, shown as a thumbnail, and encoded (vision.onnx per slice) with
+ * the next question. A text artifact keeps genai's loop, and a picture asked of it gets one message.
+ *
  * Started with a bench intent (core/BenchRequest: edgepack android bench), it loads the named artifact,
- * answers the fixed prompt once and writes bench/RUN.json (core/BenchReport), also when it fails.
+ * answers the fixed prompt once (about BENCH_IMAGE, if named) and writes bench/RUN.json (BenchRun,
+ * core/BenchReport), also when it fails.
  */
-public class MainActivity extends Activity {
+public class MainActivity extends Activity implements BenchRun.Screen, PictureChooser.Host {
 
     /** logcat tag: adb logcat -s edgepack (android_demo/README.md). */
     static final String TAG = "edgepack";
@@ -65,12 +71,17 @@ public class MainActivity extends Activity {
     private EditText promptView;
     private Button runButton;
     private Button stopButton;
+    private Button pictureButton;
+    private ImageView thumbView;
     private TextView statsView;
     private TextView outputView;
     private ScrollView outputScroll;
 
     // Owned by the worker thread.
-    private GenAiRunner runner;
+    private final Engines engines = new Engines();
+    private PictureRoute route;
+    private RgbImage picture;  // the chosen picture, upright; null: text only
+    private MultimodalChat.Image encoded;  // its vision.onnx rows, once asked about
     private BenchRequest bench;
     private String lastError;
     private String artifactName = "";
@@ -87,7 +98,8 @@ public class MainActivity extends Activity {
         Intent intent = getIntent();
         try {
             bench = BenchRequest.fromExtras(intent.getStringExtra(BenchRequest.EXTRA_RUN),
-                    intent.getIntExtra(BenchRequest.EXTRA_TOKENS, 0), intent.getStringExtra(BenchRequest.EXTRA_ARTIFACT));
+                    intent.getIntExtra(BenchRequest.EXTRA_TOKENS, 0), intent.getStringExtra(BenchRequest.EXTRA_ARTIFACT),
+                    intent.getStringExtra(BenchRequest.EXTRA_IMAGE));
         } catch (IllegalArgumentException e) {
             Log.e(TAG, "bench intent refused: " + e.getMessage());  // no valid run id: no file to write
         }
@@ -108,10 +120,7 @@ public class MainActivity extends Activity {
         worker.execute(new Runnable() {
             @Override
             public void run() {
-                if (runner != null) {
-                    runner.close();
-                    runner = null;
-                }
+                engines.close();
             }
         });
         worker.shutdown();
@@ -151,9 +160,26 @@ public class MainActivity extends Activity {
                 stop.set(true);
             }
         });
+        pictureButton = new Button(this);
+        pictureButton.setText("Picture");
+        pictureButton.setOnClickListener(new View.OnClickListener() {
+            @Override
+            public void onClick(View v) {
+                String none = PictureChooser.pick(MainActivity.this);
+                if (none != null) {
+                    setStatus(none, true);
+                }
+            }
+        });
+        buttons.addView(pictureButton);
         buttons.addView(runButton);
         buttons.addView(stopButton);
         root.addView(buttons);
+        thumbView = new ImageView(this);
+        thumbView.setAdjustViewBounds(true);
+        thumbView.setMaxHeight(dp(120));
+        thumbView.setVisibility(View.GONE);
+        root.addView(thumbView);
 
         statsView = new TextView(this);
         statsView.setTextSize(TypedValue.COMPLEX_UNIT_SP, 13);
@@ -171,6 +197,8 @@ public class MainActivity extends Activity {
 
     /** Worker thread: locate, verify, check memory, load. Every failure ends as one message on screen. */
     private void load(File dir) {
+        engines.close();  // a second artifact: the first one's sessions and memory go first
+        encoded = null;
         if (dir == null) {
             showError("The app's storage (Android/data/" + getPackageName() + "/files) is not available. "
                     + "Check that the phone's shared storage is mounted, then reopen the app.");
@@ -190,7 +218,7 @@ public class MainActivity extends Activity {
         String others = found.size() > 1 ? " (newest of " + found.size() + ")" : "";
         ArtifactManifest manifest;
         try {
-            showStatus("Checking " + root.getName() + others + " against edgepack.json\u2026");
+            status("Checking " + root.getName() + others + " against edgepack.json\u2026");
             manifest = ArtifactVerifier.verify(root, new ArtifactVerifier.Progress() {
                 private long lastShown;
 
@@ -199,7 +227,7 @@ public class MainActivity extends Activity {
                     long now = SystemClock.uptimeMillis();
                     if (now - lastShown >= PROGRESS_EVERY_MS || done == total) {
                         lastShown = now;
-                        showStatus(String.format(Locale.ROOT, "Checking sha256 of %s: %d%%",
+                        status(String.format(Locale.ROOT, "Checking sha256 of %s: %d%%",
                                 path, total == 0 ? 100 : done * 100 / total));
                     }
                 }
@@ -212,28 +240,26 @@ public class MainActivity extends Activity {
             return;
         }
         String name = manifest.modelName.isEmpty() ? root.getName() : manifest.modelName;
-        String memory = EngineSetup.notEnoughMemory(EngineSetup.memoryNeeded(manifest.totalBytes()), availableMemory());
+        try {
+            route = PictureRoute.choose(root, manifest);
+        } catch (ArtifactException e) {
+            showError(e.getMessage());
+            return;
+        }
+        String memory = EngineSetup.notEnoughMemory(route.memoryNeeded(), Engines.availableMemory(this));
         if (memory != null) {
             showError(memory);
             return;
         }
         threads = EngineSetup.threads(Runtime.getRuntime().availableProcessors());
         modelName = name;
-        String loading = "Loading " + name + " into onnxruntime-genai (" + manifest.totalBytes() / (1024 * 1024)
+        String loading = "Loading " + name + " into " + route.engineName() + " (" + route.bytesToLoad / (1024 * 1024)
                 + " MiB, " + threads + " threads)";
         AtomicBoolean ticking = startTicker(loading);
         long loadStart = SystemClock.uptimeMillis();
-        String failure = null;
+        String failure;
         try {
-            runner = new GenAiRunner(new File(root, manifest.onnxPath), threads, manifest.chatTemplate);
-        } catch (OutOfMemoryError e) {
-            failure = EngineSetup.loadFailure("out of memory (" + e.getMessage() + ")");
-        } catch (UnsatisfiedLinkError e) {
-            failure = "onnxruntime-genai's native libraries did not load on this phone (" + abi() + "): "
-                    + e.getMessage() + "\n\nThis APK carries them for arm64-v8a and x86_64. On a phone "
-                    + "with 16 KB memory pages, libmat.so (4 KB-aligned upstream) may not load.";
-        } catch (Exception e) {
-            failure = EngineSetup.loadFailure(e.getMessage());
+            failure = engines.load(root, manifest, route, threads);
         } finally {
             ticking.set(false);  // before any message below is posted: no tick can overwrite it
         }
@@ -242,60 +268,55 @@ public class MainActivity extends Activity {
             return;
         }
         loadSeconds = (SystemClock.uptimeMillis() - loadStart) / 1000.0;
-        Log.i(TAG, String.format(Locale.ROOT, "loaded %s in %.2f s (%s, onnxruntime-genai, %d threads)",
-                root, loadSeconds, abi(), threads));
+        Log.i(TAG, String.format(Locale.ROOT, "loaded %s in %.2f s (%s, %s, %d threads)",
+                root, loadSeconds, Engines.abi(), route.engineName(), threads));
         showReady(name + " from " + root.getName() + others + ": " + manifest.onnxFiles.size()
-                + " files verified, prompt format " + runner.promptFormat + ", " + threads
-                + " threads, edgepack " + manifest.edgepackVersion);
+                + " files verified, " + engines.describe() + ", " + threads + " threads, edgepack "
+                + manifest.edgepackVersion);
+    }
+
+    @Override
+    protected void onActivityResult(int requestCode, int resultCode, Intent data) {
+        super.onActivityResult(requestCode, resultCode, data);
+        if (requestCode != PictureChooser.REQUEST || resultCode != RESULT_OK || data == null || data.getData() == null) {
+            return;
+        }
+        final Uri uri = data.getData();
+        setBusy(true, false);
+        worker.execute(new Runnable() {
+            @Override
+            public void run() {
+                PictureChooser.decode(getContentResolver(), uri, route, dp(240), MainActivity.this);
+            }
+        });
+    }
+
+    /** Worker thread (PictureChooser.Host): a picture that cannot be used. */
+    @Override
+    public void problem(String message) {
+        Log.e(TAG, message);
+        showProblem(message);
+    }
+
+    /** Worker thread (PictureChooser.Host): the picture the next questions are about. */
+    @Override
+    public void chosen(RgbImage chosen, final android.graphics.Bitmap thumb, String line) {
+        picture = chosen;
+        encoded = null;
+        runOnUiThread(new Runnable() {
+            @Override
+            public void run() {
+                thumbView.setImageBitmap(thumb);
+                thumbView.setVisibility(View.VISIBLE);
+            }
+        });
+        showReady(line);
     }
 
     /** Worker thread, after load(): the bench intent's one answer, its figures written to bench/RUN.json. */
     private void runBench(File dir) {
-        JSONObject report;
-        if (runner == null) {
-            report = BenchReport.failure(bench, lastError, artifactName, device(), engine());
-        } else {
-            final StreamAssembler assembler = new StreamAssembler(runner.stopStrings());
-            final StringBuilder text = new StringBuilder();
-            String error = null;
-            int promptTokens = 0;
-            StreamStats stats = null;
-            showStatus("Benchmark " + bench.runId + ": " + bench.prompt);
-            try {
-                promptTokens = runner.promptIds(bench.prompt).length;
-                final StreamStats live = new StreamStats(System.nanoTime());
-                stats = live;
-                runner.generate(bench.prompt, bench.maxNewTokens, stop, new GenAiRunner.Listener() {
-                    @Override
-                    public void onPiece(String piece) {
-                        String visible = assembler.add(piece);
-                        live.onToken(visible, System.nanoTime());
-                        text.append(visible);
-                        showPiece(visible, live.summary());
-                        if (assembler.stopped()) {
-                            stop.set(true);
-                        }
-                    }
-                });
-                String rest = assembler.finish();
-                live.onText(rest);
-                text.append(rest);
-            } catch (Exception e) {
-                error = "Generation failed: " + e.getMessage();
-            } catch (OutOfMemoryError e) {
-                error = "Generation ran out of memory";
-            }
-            ProcStatus memory;
-            try {
-                memory = ProcStatus.read();
-            } catch (java.io.IOException e) {
-                memory = ProcStatus.parse("");
-            }
-            report = error != null || stats == null || stats.tokens() == 0
-                    ? BenchReport.failure(bench, error == null ? "no token generated" : error, artifactName, device(), engine())
-                    : BenchReport.success(bench, promptTokens, stats, text.toString(), memory, loadSeconds, threads,
-                            artifactName, modelName, device(), engine());
-        }
+        JSONObject report = BenchRun.run(bench, dir, engines.text, engines.pictures, route, lastError, artifactName,
+                modelName, loadSeconds, threads, this);
         File out = bench.output(dir);
         try {
             BenchReport.write(report, out);
@@ -303,25 +324,6 @@ public class MainActivity extends Activity {
             showReady("Benchmark written to " + out);
         } catch (Exception e) {
             showError("Could not write the benchmark result " + out + ": " + e.getMessage());
-        }
-    }
-
-    private static JSONObject device() {
-        try {
-            return new JSONObject().put("manufacturer", Build.MANUFACTURER).put("model", Build.MODEL)
-                    .put("abi", abi()).put("sdk", Build.VERSION.SDK_INT)
-                    .put("cores", Runtime.getRuntime().availableProcessors());
-        } catch (JSONException e) {
-            throw new IllegalStateException(e);
-        }
-    }
-
-    private static JSONObject engine() {
-        try {
-            return new JSONObject().put("onnxruntime_genai", EngineSetup.GENAI_VERSION)
-                    .put("onnxruntime", EngineSetup.ONNXRUNTIME_VERSION);
-        } catch (JSONException e) {
-            throw new IllegalStateException(e);
         }
     }
 
@@ -343,17 +345,6 @@ public class MainActivity extends Activity {
         return ticking;
     }
 
-    private long availableMemory() {
-        ActivityManager am = (ActivityManager) getSystemService(Context.ACTIVITY_SERVICE);
-        ActivityManager.MemoryInfo info = new ActivityManager.MemoryInfo();
-        am.getMemoryInfo(info);
-        return info.availMem;
-    }
-
-    private static String abi() {
-        return Build.SUPPORTED_ABIS.length > 0 ? Build.SUPPORTED_ABIS[0] : "unknown ABI";
-    }
-
     private void startAnswer(final String prompt) {
         if (prompt.trim().isEmpty()) {
             return;
@@ -370,23 +361,27 @@ public class MainActivity extends Activity {
         });
     }
 
-    /** Worker thread: one answer, streamed piece by piece to the screen. */
+    /** Worker thread: one answer (about the chosen picture, with a MiniCPM-V artifact), streamed to the screen. */
     private void answer(String prompt) {
-        final StreamAssembler assembler = new StreamAssembler(runner.stopStrings());
-        final StreamStats stats = new StreamStats(System.nanoTime());
-        String error = null;
+        String error = null, line = "";
+        StreamStats stats = new StreamStats(System.nanoTime());
+        StreamAssembler assembler = new StreamAssembler(engines.stopStrings());
         try {
-            runner.generate(prompt, stop, new GenAiRunner.Listener() {
-                @Override
-                public void onPiece(String piece) {
-                    String visible = assembler.add(piece);
-                    stats.onToken(visible, System.nanoTime());
-                    showPiece(visible, stats.summary());
-                    if (assembler.stopped()) {
-                        stop.set(true);
-                    }
-                }
-            });
+            PictureRunner pictures = engines.pictures;
+            if (pictures != null && picture != null && encoded == null) {
+                piece("", "Encoding the picture\u2026");
+                encoded = pictures.encode(picture, null);
+            }
+            line = pictures != null && picture != null ? PictureRoute.encodeSummary(encoded.encodeMs) + " \u00b7 " : "";
+            stats = new StreamStats(System.nanoTime());  // TTFT after the encode, as the bench's ttft_after_encode_s
+            GenAiRunner.Listener listener = streamTo(assembler, stats, line);
+            if (pictures != null) {
+                pictures.generate(prompt, picture == null ? null : encoded, GenAiRunner.MAX_NEW_TOKENS, stop, listener);
+            } else {
+                engines.text.generate(prompt, stop, listener);
+            }
+        } catch (ArtifactException e) {
+            error = e.getMessage();
         } catch (Exception e) {
             error = "Generation failed: " + e.getMessage();
         } catch (OutOfMemoryError e) {
@@ -394,21 +389,31 @@ public class MainActivity extends Activity {
         }
         String rest = assembler.finish();
         stats.onText(rest);
-        showPiece(rest, stats.summary() + (stop.get() && !assembler.stopped() ? " \u00b7 stopped" : ""));
-        Log.i(TAG, "answer: " + stats.summary() + (error == null ? "" : " \u00b7 " + error));
-        final String failure = error;
-        runOnUiThread(new Runnable() {
-            @Override
-            public void run() {
-                if (failure != null) {
-                    setStatus(failure, true);
-                }
-                setBusy(false, false);
-            }
-        });
+        piece(rest, line + stats.summary() + (stop.get() && !assembler.stopped() ? " \u00b7 stopped" : ""));
+        Log.i(TAG, "answer: " + line + stats.summary() + (error == null ? "" : " \u00b7 " + error));
+        if (error != null) {
+            showProblem(error);
+        } else {
+            showReady(null);
+        }
     }
 
-    private void showPiece(final String text, final String summary) {
+    private GenAiRunner.Listener streamTo(final StreamAssembler assembler, final StreamStats stats, final String line) {
+        return new GenAiRunner.Listener() {
+            @Override
+            public void onPiece(String piece) {
+                String visible = assembler.add(piece);
+                stats.onToken(visible, System.nanoTime());
+                piece(visible, line + stats.summary());
+                if (assembler.stopped()) {
+                    stop.set(true);
+                }
+            }
+        };
+    }
+
+    @Override
+    public void piece(final String text, final String summary) {
         runOnUiThread(new Runnable() {
             @Override
             public void run() {
@@ -421,7 +426,8 @@ public class MainActivity extends Activity {
         });
     }
 
-    private void showStatus(final String message) {
+    @Override
+    public void status(final String message) {
         runOnUiThread(new Runnable() {
             @Override
             public void run() {
@@ -430,12 +436,26 @@ public class MainActivity extends Activity {
         });
     }
 
+    /** message (null: keep the status line), then the buttons are usable again. */
     private void showReady(final String message) {
         runOnUiThread(new Runnable() {
             @Override
             public void run() {
-                setStatus(message, false);
-                setBusy(false, false);
+                if (message != null) {
+                    setStatus(message, false);
+                }
+                setBusy(!engines.loaded(), false);
+            }
+        });
+    }
+
+    /** A message in red that leaves the loaded model usable (a bad picture, a failed answer). */
+    private void showProblem(final String message) {
+        runOnUiThread(new Runnable() {
+            @Override
+            public void run() {
+                setStatus(message, true);
+                setBusy(!engines.loaded(), false);
             }
         });
     }
@@ -458,6 +478,7 @@ public class MainActivity extends Activity {
     }
 
     private void setBusy(boolean busy, boolean stoppable) {
+        pictureButton.setEnabled(!busy);
         runButton.setEnabled(!busy);
         promptView.setEnabled(!busy);
         stopButton.setEnabled(stoppable);

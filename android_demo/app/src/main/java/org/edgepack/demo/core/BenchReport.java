@@ -12,6 +12,8 @@ import org.json.JSONObject;
  * app's own clock (StreamStats: TTFT, decode tokens/s from the first token on, the speech ratio) and
  * the process's memory from /proc/self/status. Written to a temporary file and renamed, so a reader
  * polling for the file never sees half of it. A run that fails writes the same file with "error" set.
+ * A run about a picture (BenchRequest.image) adds the encode: slices, encode ms (total and per slice) and
+ * the TTFT counted from the end of the encode; those keys are null in a text run.
  */
 public final class BenchReport {
 
@@ -19,7 +21,8 @@ public final class BenchReport {
     /** Every report has these keys (edgepack.android.BENCH_KEYS checks the same list). */
     public static final String[] KEYS = {"schema", "run", "prompt", "prompt_tokens", "max_new_tokens", "tokens",
         "ttft_s", "decode_tok_s", "decode_s", "speech_ratio", "speech_units_per_s", "speech_unit", "peak_rss_bytes",
-        "rss_bytes", "load_s", "threads", "artifact", "model", "device", "engine", "text", "error"};
+        "rss_bytes", "load_s", "threads", "artifact", "model", "device", "engine", "text", "error",
+        "image", "slices", "encode_ms", "encode_ms_per_slice", "ttft_after_encode_s"};
 
     private BenchReport() {
     }
@@ -56,6 +59,30 @@ public final class BenchReport {
         return o;
     }
 
+    /**
+     * A finished picture run: success()'s report plus the encode of request.image. encodeMs: vision.onnx's
+     * time for each slice (overview first); ttftAfterEncodeSeconds: from the end of the encode to the first
+     * token (the prefill of text and image rows). The report's ttft_s stays the whole wait, encode included.
+     */
+    public static JSONObject withImage(JSONObject report, BenchRequest request, double[] encodeMs,
+                                       double ttftAfterEncodeSeconds) {
+        if (request.image == null || encodeMs.length == 0) {
+            throw new IllegalArgumentException("an image report needs the request's image and at least one slice");
+        }
+        double total = 0;
+        for (double ms : encodeMs) {
+            total += ms;
+        }
+        try {
+            report.put("image", request.image).put("slices", encodeMs.length).put("encode_ms", round(total))
+                    .put("encode_ms_per_slice", round(total / encodeMs.length))
+                    .put("ttft_after_encode_s", round(ttftAfterEncodeSeconds));
+        } catch (JSONException e) {
+            throw new IllegalStateException(e);
+        }
+        return report;
+    }
+
     private static JSONObject base(BenchRequest request, String artifact, String model, JSONObject device,
                                    JSONObject engine) {
         JSONObject o = new JSONObject();
@@ -66,6 +93,7 @@ public final class BenchReport {
             o.put("schema", SCHEMA).put("run", request.runId).put("prompt", request.prompt)
                     .put("max_new_tokens", request.maxNewTokens).put("artifact", artifact == null ? "" : artifact)
                     .put("model", model == null ? "" : model)
+                    .put("image", request.image == null ? JSONObject.NULL : request.image)
                     .put("device", device == null ? new JSONObject() : device)
                     .put("engine", engine == null ? new JSONObject() : engine);
         } catch (JSONException e) {

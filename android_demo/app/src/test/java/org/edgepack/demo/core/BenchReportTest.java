@@ -77,4 +77,62 @@ class BenchReportTest {
         assertTrue(back.isNull("decode_tok_s") && back.isNull("ttft_s") && back.isNull("peak_rss_bytes"));
         assertEquals(BenchRequest.DEFAULT_TOKENS, back.getInt("max_new_tokens"));
     }
+
+    @Test
+    void aPictureRunAddsTheEncodeAndTheTtftAfterIt() throws Exception {
+        BenchRequest request = BenchRequest.fromExtras("v4-1", 32, "minicpmv4-int4", "v4-1.jpg");
+        assertEquals(BenchRequest.IMAGE_PROMPT, request.prompt);
+        StreamStats stats = new StreamStats(0);  // encode 1.5 s, prefill 0.25 s, then 3 tokens in 1 s
+        stats.onToken("A", 7 * S / 4);
+        stats.onToken(" red", 9 * S / 4);
+        stats.onToken(" square", 11 * S / 4);
+        JSONObject report = BenchReport.withImage(BenchReport.success(request, 180, stats, "A red square",
+                ProcStatus.parse("VmHWM:\t 2000 kB\nVmRSS:\t 900 kB\n"), 3.0, 4, "minicpmv4-int4", "MiniCPM-V 4.0",
+                device(), engine()), request, new double[] {400, 300, 350, 450}, 0.25);
+        File out = request.output(Files.createTempDirectory("bench").toFile());
+        BenchReport.write(report, out);
+        JSONObject back = new JSONObject(new String(Files.readAllBytes(out.toPath()), "UTF-8"));
+        for (String key : BenchReport.KEYS) {
+            assertTrue(back.has(key), key);
+        }
+        assertEquals("v4-1.jpg", back.getString("image"));
+        assertEquals(BenchRequest.IMAGE_PROMPT, back.getString("prompt"));
+        assertEquals(4, back.getInt("slices"));
+        assertEquals(1500.0, back.getDouble("encode_ms"), 1e-9);
+        assertEquals(375.0, back.getDouble("encode_ms_per_slice"), 1e-9);
+        assertEquals(0.25, back.getDouble("ttft_after_encode_s"), 1e-9);
+        assertEquals(1.75, back.getDouble("ttft_s"), 1e-9);  // the whole wait, encode included
+        assertEquals(2.0, back.getDouble("decode_tok_s"), 1e-9);
+    }
+
+    @Test
+    void aTextRunHasNoEncodeFiguresAndAFailedPictureRunNamesItsPicture() throws Exception {
+        JSONObject text = BenchReport.success(BenchRequest.fromExtras("t", 8, null), 5, new StreamStats(0), "",
+                ProcStatus.parse(""), 1.0, 2, "a", "m", device(), engine());
+        for (String key : new String[] {"image", "slices", "encode_ms", "encode_ms_per_slice", "ttft_after_encode_s"}) {
+            assertTrue(text.isNull(key), key);
+        }
+        JSONObject failed = BenchReport.failure(BenchRequest.fromExtras("p", 8, "a", "p.png"),
+                "p.png is not a picture the phone can decode.", "a", device(), engine());
+        assertEquals("p.png", failed.getString("image"));
+        assertTrue(failed.isNull("slices"));
+    }
+
+    @Test
+    void anImageReportNeedsAPictureRunAndASlice() throws Exception {
+        final BenchRequest text = BenchRequest.fromExtras("t", 8, null);
+        final BenchRequest picture = BenchRequest.fromExtras("p", 8, null, "p.jpg");
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, new org.junit.jupiter.api.function.Executable() {
+            @Override
+            public void execute() {
+                BenchReport.withImage(new JSONObject(), text, new double[] {1}, 0);
+            }
+        });
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, new org.junit.jupiter.api.function.Executable() {
+            @Override
+            public void execute() {
+                BenchReport.withImage(new JSONObject(), picture, new double[0], 0);
+            }
+        });
+    }
 }

@@ -44,6 +44,23 @@ class BenchRequestTest {
     }
 
     @Test
+    void aPictureRunNamesAFileBesideTheArtifact() {
+        BenchRequest r = BenchRequest.fromExtras("v-1", 64, "minicpmv4", "v-1.jpg");
+        assertEquals("v-1.jpg", r.image);
+        assertEquals(BenchRequest.IMAGE_PROMPT, r.prompt);
+        assertEquals(new File("/files/v-1.jpg"), r.imageFile(new File("/files")));
+        assertNull(BenchRequest.fromExtras("v-1", 64, "minicpmv4").imageFile(new File("/files")));
+        for (String bad : new String[] {"../x.jpg", "a/b.jpg", ".x", "a b.jpg", "x.tmp"}) {
+            try {
+                BenchRequest.fromExtras("r", 16, null, bad);
+                fail("accepted image " + bad);
+            } catch (IllegalArgumentException e) {
+                assertTrue(e.getMessage().contains("image"), bad);
+            }
+        }
+    }
+
+    @Test
     void refusesTokenCountsOutOfRange() {
         assertTrue(refusal("r", -1, null).contains("tokens"));
         assertTrue(refusal("r", BenchRequest.MAX_TOKENS + 1, null).contains("tokens"));
