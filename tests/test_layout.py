@@ -109,7 +109,8 @@ def test_no_module_imports_another_in_a_loop():
 
 
 def test_the_runtime_reaches_neither_quant_nor_torch():
-    """Everything the runtime can import, at any depth, stays clear of edgepack.quant and of torch."""
+    """Everything the runtime can import, at any depth, stays clear of edgepack.quant, of torch and of the onnx
+    package (the runtime runs graphs with onnxruntime; onnx is the writers')."""
     g, seen, todo = graph(), set(), [m for m in graph() if m.startswith("edgepack.runtime")]
     while todo:
         m = todo.pop()
@@ -119,6 +120,7 @@ def test_the_runtime_reaches_neither_quant_nor_torch():
     assert not [m for m in seen if m.startswith("edgepack.quant")]
     torch_users = [m for m in seen if "torch" in _third_party(m)]
     assert torch_users == []
+    assert [m for m in seen if "onnx" in _third_party(m)] == []
 
 
 def _third_party(mod):

@@ -8,8 +8,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 OPSET = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
-DATA_FILE = "model.onnx.data"
-MODEL_FILE = "model.onnx"
+from .onnx_files import DATA_FILE, MODEL_FILE  # noqa: F401  (re-exported)
 # I/O names: onnxruntime-genai's convention (genai_config.json points at them).
 PAST_KEY, PAST_VALUE = "past_key_values.%d.key", "past_key_values.%d.value"
 PRESENT_KEY, PRESENT_VALUE = "present.%d.key", "present.%d.value"

@@ -185,7 +185,7 @@ def write_vision_onnx(v, get, path, wdtype="fp16"):
 
 
 # -- the decoder on inputs_embeds, cut out of model.onnx ---------------------------------------------
-EMBEDDING_FILE, DECODER_EMBEDS_FILE, VISION_FILE = "embedding.onnx", "decoder_embeds.onnx", "vision.onnx"
+from .onnx_files import DECODER_EMBEDS_FILE, EMBEDDING_FILE, VISION_FILE  # noqa: E402,F401  (re-exported)
 
 
 def split_embedding(model, hidden):

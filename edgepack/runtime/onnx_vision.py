@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from ..formats.vision_onnx import DECODER_EMBEDS_FILE, EMBEDDING_FILE, VISION_FILE  # noqa: F401  (re-exported)
+from ..formats.onnx_files import DECODER_EMBEDS_FILE, EMBEDDING_FILE, VISION_FILE  # noqa: F401  (re-exported)
 from ..model.image import aa_bicubic_matrix, bucketed_ids, sincos_2d, slice_image
 
 
