@@ -91,6 +91,10 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
         from .formats.onnx_writer import check_block_size
 
         check_block_size(ckpt, block_size)  # now, not after calibrating
+    if "onnx" in formats and ckpt.config.attention == "mla":
+        from .formats.onnx_mla import mla_head_order
+
+        mla_head_order(ckpt.config)  # a q/k head GQA cannot rotate fails now too
     from .model import demo
 
     if str(model) in ("demo", "demo-llama"):
