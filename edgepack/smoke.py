@@ -100,7 +100,8 @@ def _vision(folder, v):
         y = np.asarray(enc.encode_slices([np.zeros((3, side, side), np.float32)]))
     finally:
         enc.close()
-    if y.shape != (1, v.query_num, v.embed_dim) or not np.isfinite(y).all():
-        raise InternalError(f"vision.onnx gave embeddings of shape {y.shape} (finite: {bool(np.isfinite(y).all())}), "
-                            f"not (1, {v.query_num}, {v.embed_dim})")
+    if y.shape != (1, v.query_num, v.embed_dim):
+        raise InternalError(f"vision.onnx gave embeddings of shape {y.shape}, not (1, {v.query_num}, {v.embed_dim})")
+    if not np.isfinite(y).all():
+        raise InternalError(f"vision.onnx gave {int((~np.isfinite(y)).sum())} embedding values that are not finite")
     return {"slices": 1, "patches": VISION_PATCHES ** 2}

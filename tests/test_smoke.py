@@ -110,3 +110,31 @@ def test_the_smoke_run_catches_the_unpadded_mla_head_of_issue_34(tmp_path, monke
     line = _failed_with_one_line(r, tmp_path, "the onnx artifact failed its smoke run",
                                  "head_size shall be a multiple of 16")
     print(f"\n  {line}")
+
+
+def test_a_minicpm_v_export_smokes_its_text_decoder_and_vision_onnx(tmp_path, monkeypatch):
+    """The text decoder (model.onnx, what genai loads) and vision.onnx on one tiny slice; NaN vision weights fail."""
+    from edgepack.formats import vision_onnx
+    from edgepack.model.testmodels import make_tiny_minicpmv
+
+    d = make_tiny_minicpmv(tmp_path / "m", version="2.0")
+    r = _cli("export", "--int4", "--model", d, "--out", tmp_path / "art", "--format", "onnx", "--method", "rtn", *FAST)
+    assert r.exit_code == 0, r.stderr
+    (a,) = json.loads((tmp_path / "art" / "edgepack.json").read_text())["artifacts"]
+    assert a["smoke"]["vision"] == {"slices": 1, "patches": 4} and a["smoke"]["decode_tokens"] == 3
+    write = vision_onnx.write_multimodal
+
+    def broken(model, out_dir, *args):  # vision.onnx's weights all NaN (float16 0xFFFF)
+        info = write(model, out_dir, *args)
+        for f in out_dir.glob("vision.onnx*"):
+            if f.stat().st_size > 1 << 16:
+                f.write_bytes(b"\xff" * f.stat().st_size)
+        return info
+
+    monkeypatch.setattr(vision_onnx, "write_multimodal", broken)
+    import shutil
+
+    shutil.rmtree(tmp_path / "art")
+    r = _cli("export", "--int4", "--model", d, "--out", tmp_path / "art", "--format", "onnx", "--method", "rtn", *FAST)
+    print(f"\n  {r.stderr.strip()}")
+    _failed_with_one_line(r, tmp_path, "the onnx artifact failed its smoke run", "vision.onnx gave", "not finite")
