@@ -44,6 +44,8 @@ def test_every_export_records_its_smoke_run(tiny, tmp_path):
         s = a["smoke"]
         assert (s["prompt_tokens"], s["decode_tokens"]) == (4, 3) and 0 < s["seconds"] < 60, s
         assert "fidelity" not in a  # --fidelity-tokens 0: the smoke run is all that ran
+    r = _cli("inspect", out)
+    assert r.exit_code == 0 and "smoke run: 4 prompt + 3 decode tokens in onnxruntime 1." in r.stdout, r.stdout
 
 
 def _nan_data(write_onnx):

@@ -215,6 +215,9 @@ def format_artifact(info):
         if e := q.get("experts"):
             below = f" (routed fewer than {e['min_routed_tokens']} calibration tokens)" if e.get("min_routed_tokens") else ""
             lines.append(f"      experts: {e['method']}, {e['calibrated_experts']} calibrated, {e['rtn_experts']} RTN{below}")
+        if sm := a.get("smoke"):  # export's short prompt before the rename (edgepack/smoke.py)
+            lines.append(f"      smoke run: {sm['prompt_tokens']} prompt + {sm['decode_tokens']} decode tokens in {sm['engine']}"
+                         + (", vision.onnx on one slice" if sm.get("vision") else "") + ", passed at export")
         fid = a.get("fidelity")
         if fid:
             lines.append(f"      fidelity: ppl {fid['ppl']:.2f} vs float {fid['float_ppl']:.2f} "
