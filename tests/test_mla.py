@@ -428,3 +428,13 @@ def test_mla_heads_of_any_width_in_onnx_fp32_and_int4_against_transformers(tmp_p
     print(f"width {nope + rope}: int4 ONNX {_rel(got, want):.1e} of the logit range, top-1 {top1:.2f}")
     assert _rel(got, want) <= 5e-2 and top1 >= 0.9
     assert len(_genai_greedy(int4 / "onnx", ids[:12], 6)) == 6
+
+
+def test_a_head_gqa_cannot_rotate_is_one_clear_error_before_writing(tmp_path):
+    """rope 8 rotates over GQA's 16 dims with 8 nope dims in the gaps: a head of fewer nope dims is refused
+    for ONNX before anything is written (GGUF alone still exports)."""
+    d = make_tiny(tmp_path / "m", family="minicpm3", qk_nope_head_dim=4, qk_rope_head_dim=8)
+    with pytest.raises(NotSupported, match="qk_rope_head_dim 8 need qk_nope_head_dim >= 8 in ONNX"):
+        export(model=d, out=tmp_path / "a", dtype="fp32", fidelity_tokens=0, threads=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    export(model=d, out=tmp_path / "a", dtype="fp32", formats=("gguf",), fidelity_tokens=0, threads=1)
