@@ -2,7 +2,8 @@
 
 Everything is written into a hidden temporary folder beside OUT and renamed into place only when
 complete (manifest last), so an error, a full disk or Ctrl-C never leaves something that looks
-finished. An existing OUT is refused unless force=True.
+finished. Before that, each artifact runs a short prompt in edgepack's runtime (smoke.py). An existing
+OUT is refused unless force=True.
 """
 import os
 import shutil
@@ -91,6 +92,10 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
         from .formats.onnx_writer import check_block_size
 
         check_block_size(ckpt, block_size)  # now, not after calibrating
+    if "onnx" in formats and ckpt.config.attention == "mla":
+        from .formats.onnx_mla import mla_head_order
+
+        mla_head_order(ckpt.config)  # a q/k head GQA cannot rotate fails now too
     from .model import demo
 
     if str(model) in ("demo", "demo-llama"):
@@ -122,12 +127,18 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
             shutil.copyfile(ckpt.path / f, tdir / f)
         manifest = new_manifest(ckpt, name, tok, file_entries(tmp, files_under(tmp, "tokenizer")))
         ref = image_ref = None
+        from .smoke import prompt_ids, smoke
+
+        smoke_ids = prompt_ids(tok)
         for fmt in formats:  # ONNX and GGUF share one calibration
             log(f"writing {fmt} ({dtype})")
             entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method, kv_dtype,
                                   spill, vision_dtype)
             if fmt == "gguf" and ckpt.config.vision is not None:
                 entry.update(write_vision_gguf(ckpt, tmp, mmproj_type))
+            progress(f"smoke {fmt}", 0, 1)  # it runs before the fidelity, which a broken artifact would fail less clearly
+            entry["smoke"] = smoke(fmt, tmp / entry["path"], ckpt.config, smoke_ids, root=tmp)
+            progress(f"smoke {fmt}", 1, 1)
             if fidelity_tokens:
                 if ref is None:
                     from .fidelity import reference_logits

@@ -34,6 +34,8 @@ STAGES = [
     ("gguf Q4_0 100/", FAST + ["--format", "gguf"], "SIGINT"),
     ("fidelity onnx 0/1", FAST + ["--format", "onnx"], "SIGTERM"),
     ("fidelity gguf 0/1", FAST + ["--format", "gguf"], "SIGINT"),
+    ("smoke onnx 0/1", FAST + ["--format", "onnx"], "SIGINT"),  # the short prompt before the rename (issue 34)
+    ("smoke gguf 0/1", FAST + ["--format", "gguf"], "SIGTERM"),
 ]
 
 

@@ -17,6 +17,7 @@ import torch
 
 from edgepack.errors import NotSupported
 from edgepack.export import export
+from edgepack.formats.manifest import kv_cache_bytes
 from edgepack.model.checkpoint import load
 from edgepack.model.config import DecoderConfig
 from edgepack.model.families import parse_config
@@ -360,3 +361,80 @@ def test_chat_keeps_its_cache_across_turns(int4_art, backend):
                         "--threads", "1"], input="hello\n\nand again\n/exit\n", capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len([ln for ln in r.stderr.splitlines() if "× speech" in ln]) == 2
+
+
+# -- q/k heads of any width (issue 34): ONNX pads them to GroupQueryAttention's multiple of 16 -------------------
+def _genai_greedy(folder, ids, n):
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))  # the folder, unedited
+    p = og.GeneratorParams(model)
+    p.set_search_options(do_sample=False, max_length=len(ids) + n)
+    g = og.Generator(model, p)
+    g.append_tokens(ids)
+    while not g.is_done():
+        g.generate_next_token()
+    out = list(g.get_sequence(0))[len(ids):]
+    del g, model
+    return out
+
+
+@pytest.mark.parametrize("nope,rope,padded", [(16, 8, 32), (32, 8, 48)], ids=["width24", "width40"])
+def test_mla_heads_of_any_width_in_onnx_fp32_and_int4_against_transformers(tmp_path, nope, rope, padded):
+    """q/k heads of 24 and 40 (v 32): GQA wants heads a multiple of 16 and a rotary cache a multiple of 8 wide,
+    so the ONNX pads each head to `padded` with zeros and rotates 16 dims (8 of them by angle 0). fp32 ONNX and
+    the f32 GGUF (unchanged) match transformers' MiniCPM3 at prefill and step decode, genai decodes greedily as
+    transformers does through its own cache of genai_config's head_size, and int4 (RTN) stays close; the
+    manifest's KV bytes and `inspect` count the padded cache."""
+    d = make_tiny(tmp_path / "m", family="minicpm3", qk_nope_head_dim=nope, qk_rope_head_dim=rope)
+    c = load(d).config
+    assert (c.head_dim, c.v_head_dim) == (nope + rope, 32)
+    ids = _ids(d, 48)
+    want = _transformers(d, ids)
+    fp32 = export(model=d, out=tmp_path / "fp32", dtype="fp32", fidelity_tokens=0, threads=1, context=256)
+    with OnnxBackend(fp32 / "onnx", threads=1) as b:
+        full = b.forward(ids, all_logits=True)
+        b.reset()
+        steps = np.concatenate([b.forward(ids[:20], all_logits=True)] + [b.forward([t])[None] for t in ids[20:]])
+    with GGUFBackend(next((fp32 / "gguf").glob("*.gguf")), n_ctx=256, threads=1) as b:
+        gguf_err = _rel(b.forward(ids, all_logits=True), want)
+    print(f"width {nope + rope} (padded {padded}): fp32 ONNX {_rel(full, want):.1e} prefill, {_rel(steps, want):.1e} "
+          f"decode; f32 GGUF {gguf_err:.1e} of the logit range")
+    assert _rel(full, want) <= 1e-5 and _rel(steps, want) <= 1e-5 and gguf_err <= 1e-3
+
+    seq = list(ids[:12])  # transformers' greedy continuation
+    for _ in range(6):
+        seq.append(int(_transformers(d, seq)[-1].argmax()))
+    assert _genai_greedy(fp32 / "onnx", ids[:12], 6) == seq[12:]
+    genai = json.loads((fp32 / "onnx" / "genai_config.json").read_text())
+    assert genai["model"]["decoder"]["head_size"] == padded
+
+    m = json.loads((fp32 / "edgepack.json").read_text())
+    onnx_entry = next(a for a in m["artifacts"] if a["format"] == "onnx")
+    L, n = c.num_hidden_layers, c.num_attention_heads
+    assert onnx_entry["kv_cache"]["bytes_per_token"] == 2 * L * n * padded * 4 and onnx_entry["kv_cache"]["head_size"] == padded
+    assert kv_cache_bytes(m["model"]["config"], 512, 4, onnx_entry) == 2 * L * n * padded * 4 * 512
+    r = subprocess.run([sys.executable, "-m", "edgepack", "inspect", str(d), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr  # the checkpoint's estimate (float16, the int4 export's cache) is padded too
+    assert json.loads(r.stdout)["kv_cache_by_context"][-1] == {"context": 1024, "kv_cache_bytes": 2 * L * n * padded * 2 * 1024}
+    with OnnxBackend(fp32 / "onnx", threads=1) as b:
+        b.reserve(200)
+        assert b.kv_bytes() == 2 * L * n * padded * 4 * 200  # what the runtime allocates is what the manifest says
+
+    int4 = export(model=d, out=tmp_path / "int4", formats=("onnx",), method="rtn", fidelity_tokens=0, threads=1, context=256)
+    with OnnxBackend(int4 / "onnx", threads=1) as b:
+        got = b.forward(ids, all_logits=True)
+    top1 = float((got.argmax(-1) == want.argmax(-1)).mean())
+    print(f"width {nope + rope}: int4 ONNX {_rel(got, want):.1e} of the logit range, top-1 {top1:.2f}")
+    assert _rel(got, want) <= 5e-2 and top1 >= 0.9
+    assert len(_genai_greedy(int4 / "onnx", ids[:12], 6)) == 6
+
+
+def test_a_head_gqa_cannot_rotate_is_one_clear_error_before_writing(tmp_path):
+    """rope 8 rotates over GQA's 16 dims with 8 nope dims in the gaps: a head of fewer nope dims is refused
+    for ONNX before anything is written (GGUF alone still exports)."""
+    d = make_tiny(tmp_path / "m", family="minicpm3", qk_nope_head_dim=4, qk_rope_head_dim=8)
+    with pytest.raises(NotSupported, match="qk_rope_head_dim 8 need qk_nope_head_dim >= 8 in ONNX"):
+        export(model=d, out=tmp_path / "a", dtype="fp32", fidelity_tokens=0, threads=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    export(model=d, out=tmp_path / "a", dtype="fp32", formats=("gguf",), fidelity_tokens=0, threads=1)

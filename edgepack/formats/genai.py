@@ -6,8 +6,9 @@ from pathlib import Path
 from .onnx_graph import MODEL_FILE, PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
 
 
-def genai_config(cfg, threads, eos_ids, bos_id):
+def genai_config(cfg, threads, eos_ids, bos_id, head_size=None):
     """onnxruntime-genai's genai_config.json (the builder's fields, plus intra_op_num_threads).
+    head_size: the width of the graph's cache heads (default head_dim; MLA's are padded, manifest.onnx_head_size).
 
     The KV cache's type is not written here: genai (0.15.2 and 0.18, tested) rejects any key it does not
     know, in every section ("Unknown value"), and allocates its cache in the type of the graph's
@@ -20,7 +21,7 @@ def genai_config(cfg, threads, eos_ids, bos_id):
             "decoder": {
                 "session_options": {"log_id": "onnxruntime-genai", "intra_op_num_threads": threads, "provider_options": []},
                 "filename": MODEL_FILE,
-                "head_size": cfg.head_dim,
+                "head_size": head_size or cfg.head_dim,
                 "hidden_size": cfg.hidden_size,
                 "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
                            "past_key_names": PAST_KEY, "past_value_names": PAST_VALUE},

@@ -125,17 +125,35 @@ def new_manifest(ckpt, name, tokenizer, tokenizer_files):
     }
 
 
+GQA_HEAD_MULTIPLE = 16  # onnxruntime's GroupQueryAttention: "head_size shall be a multiple of 16"
+
+
+def onnx_head_size(cfg):
+    """Width of each K and V head in the ONNX cache (and genai_config's head_size). MLA's decompressed heads
+    are zero-padded to the next multiple of GQA_HEAD_MULTIPLE at least as wide as both q/k (nope + rope) and v
+    (onnx_writer.py); other attention keeps head_dim. cfg: the description's dict (or the DecoderConfig)."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
+    hd = get("head_dim") or get("hidden_size") // get("num_attention_heads")
+    if get("attention") != "mla":
+        return hd
+    return -(-max(hd, get("v_head_dim") or hd) // GQA_HEAD_MULTIPLE) * GQA_HEAD_MULTIPLE
+
+
 def kv_cache_bytes(cfg, n_ctx, bytes_per=4, artifact=None):
     """K and V for every layer at context n_ctx, `bytes_per` bytes an element (kv_cache_dtype()).
 
     As the engine holds them: an artifact entry's kv_cache.bytes_per_token when its writer recorded it;
-    else K and V of head_dim each, except llama.cpp's V of v_head_dim (MLA: MiniCPM3's 64 against K's 96)."""
+    else K and V of onnx_head_size() each (ONNX, and a checkpoint's estimate), except llama.cpp's K of
+    head_dim and V of v_head_dim (MLA: MiniCPM3's 64 against K's 96)."""
     rec = (artifact or {}).get("kv_cache") or {}
     if rec.get("bytes_per_token"):
         return rec["bytes_per_token"] * n_ctx
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    v_dim = (cfg.get("v_head_dim") or head_dim) if (artifact or {}).get("format") == "gguf" else head_dim
-    return cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * (head_dim + v_dim) * n_ctx * bytes_per
+    if (artifact or {}).get("format") == "gguf":
+        k_dim, v_dim = head_dim, cfg.get("v_head_dim") or head_dim
+    else:
+        k_dim = v_dim = onnx_head_size(cfg)
+    return cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * (k_dim + v_dim) * n_ctx * bytes_per
 
 
 def kv_cache_dtype(artifact):
@@ -197,6 +215,9 @@ def format_artifact(info):
         if e := q.get("experts"):
             below = f" (routed fewer than {e['min_routed_tokens']} calibration tokens)" if e.get("min_routed_tokens") else ""
             lines.append(f"      experts: {e['method']}, {e['calibrated_experts']} calibrated, {e['rtn_experts']} RTN{below}")
+        if sm := a.get("smoke"):  # export's short prompt before the rename (edgepack/smoke.py)
+            lines.append(f"      smoke run: {sm['prompt_tokens']} prompt + {sm['decode_tokens']} decode tokens in {sm['engine']}"
+                         + (", vision.onnx on one slice" if sm.get("vision") else "") + ", passed at export")
         fid = a.get("fidelity")
         if fid:
             lines.append(f"      fidelity: ppl {fid['ppl']:.2f} vs float {fid['float_ppl']:.2f} "

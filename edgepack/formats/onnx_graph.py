@@ -66,6 +66,11 @@ class Rows:
         return cls(torch.cat([p.t for p in parts]), parts[0].scale)
 
 
+def _cat(parts):
+    """Row-wise concatenation of float arrays, Rows or QTensors (fused projections)."""
+    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else type(parts[0]).cat(parts)
+
+
 # -- external data, streamed ----------------------------------------------------------------------
 class _DataFile:
     """Appends raw tensor bytes to model.onnx.data and returns initializers that point into it."""

@@ -40,22 +40,8 @@ The KV cache is float16 by default (KV_DTYPE): GroupQueryAttention keeps its cac
 the fused q|k|v is Cast to float16 in front of GQA and the output Cast back. Why float16, and why no int8
 cache: benchmarks/README.md, decision log ("KV cache dtype").
 
-Multi-head latent attention (MiniCPM3, attention "mla"): onnxruntime has no MLA operator, so each step
-decompresses the latent into the same GroupQueryAttention (kv heads = heads), exactly:
-
-    MatMulNBits(q_a | kv_a_mqa) ─ Split ─ q_a ─ SimplifiedLayerNorm ─ MatMulNBits(q_b, rows per head [rope | nope])
-                                        ├ latent ─ SimplifiedLayerNorm ─ MatMulNBits(kv_b, rows [k nope … | v …]) ─ Split
-                                        └ k_rope (one head) ─ Expand to every head
-    K = [k_rope | k_nope] per head;  V = [v | 0] (zero-padded to the q/k width: GQA wants k and v equally wide)
-    GroupQueryAttention(q, K, V; rotary over the first rope_dim dims: the cos/sin caches are rope_dim/2 wide)
-    ─ Slice each head's first v_head_dim outputs ─ MatMulNBits(o_proj, the checkpoint's own rows)
-
-The rope part goes first in each head because GQA rotates the first 2·(cache width) dims of a head and
-leaves the rest as they are (tests/test_mla.py checks it against the reference and that the other order
-fails). Slicing the output instead of giving o_proj zero columns keeps o_proj's int4 blocks those of the
-checkpoint (shared with the GGUF and the quant stage) and its cost that of the real model. The cache holds
-decompressed K and V, (batch, heads, seq, nope + rope) each: what llama.cpp keeps too, and what `inspect`
-reports.
+Multi-head latent attention (MiniCPM3, attention "mla") is decompressed into the same GroupQueryAttention
+(kv heads = heads), exactly: onnx_mla.py.
 
 dtype="fp32" writes the same graph with plain Gather/MatMul and float weights and a float32 cache: the
 conformance anchor.
@@ -70,10 +56,12 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..errors import BadInput, NotSupported
-from . import onnx_moe
+from . import onnx_mla, onnx_moe
 from .genai import copy_tokenizer, genai_config
+from .manifest import onnx_head_size
+from .onnx_mla import mla_rotary_dim
 from .onnx_graph import (DATA_FILE, MODEL_FILE, OPSET, PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, Rows,
-                         _DataFile, _Graph, quantize_int4)
+                         _DataFile, _Graph, _cat, quantize_int4)
 
 ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (the fast CPU path)
 # KV cache element type, past_key_values.* and present.* (the module docstring). GroupQueryAttention's CPU
@@ -113,7 +101,10 @@ class _Writer:
         # float64 tables (LongRoPE's factors for that context and its attention factor included)
         from ..model.rope import tables
 
-        cos, sin = tables(self.c)  # (context, hd/2)
+        cos, sin = tables(self.c)  # (context, rope/2)
+        if (H := mla_rotary_dim(self.c) // 2) > cos.shape[1]:  # GQA's caches are a multiple of 8 wide: the
+            cos = np.pad(cos, ((0, 0), (0, H - cos.shape[1])), constant_values=1.0)  # extra pairs turn by 0
+            sin = np.pad(sin, ((0, 0), (0, H - sin.shape[1])))
         g.init("cos_cache", cos.astype(self.kv_np))  # GQA wants them in its query's type
         g.init("sin_cache", sin.astype(self.kv_np))
 
@@ -194,7 +185,7 @@ class _Writer:
     def _layer(self, i, rest, t):
         c, g, p = self.c, self.g, f"model.layers.{i}"
         if c.attention == "mla" and rest.startswith("self_attn.") and rest != "self_attn.o_proj.weight":
-            self._latent_attention(i, rest, t)
+            onnx_mla.add(self, i, rest, t)
         elif rest == "input_layernorm.weight":
             self.x = self._norm(t, f"/model/layers.{i}/input_layernorm", f"{p}.input_layernorm.weight")
         elif rest in ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"):
@@ -247,45 +238,6 @@ class _Writer:
             y = g.node("Cast", [y], f"/model/layers.{i}/attn/GroupQueryAttention/Cast", to=TensorProto.FLOAT)
         return y
 
-    def _latent_attention(self, i, rest, t):
-        """MLA decompressed into GroupQueryAttention (the module docstring's picture), one tensor at a time."""
-        c, g, st = self.c, self.g, self.qkv
-        n, hd, r, vd = c.num_attention_heads, c.head_dim, c.rope_dim, c.v_head_dim
-        name, node = f"model.layers.{i}.attn", f"/model/layers.{i}/attn"
-        st[rest] = t
-        if rest == "self_attn.kv_a_proj_with_mqa.weight":  # both read the layer's normed input: one MatMul
-            a = self._linear(self.x, _cat([st.pop("self_attn.q_a_proj.weight"), st.pop(rest)]), f"{name}.q_a_kv_a_proj")
-            st["q_a"], st["latent"], st["k_rope"] = g.node("Split", [a, g.const([c.q_lora_rank, c.kv_lora_rank, r])],
-                                                           f"{node}/q_a_kv_a_proj/Split", n_out=3, axis=-1)
-        elif rest == "self_attn.q_a_layernorm.weight":
-            st["q_a"] = self._plain_norm(st.pop("q_a"), st.pop(rest), f"{node}/q_a_layernorm", f"model.layers.{i}.{rest}")
-        elif rest == "self_attn.q_b_proj.weight":  # rows of each head reordered to [rope | nope]
-            st["q"] = self._linear(st.pop("q_a"), _rows(st.pop(rest), mla_q_rows(c)), f"{name}.q_b_proj")
-        elif rest == "self_attn.kv_a_layernorm.weight":
-            st["latent"] = self._plain_norm(st.pop("latent"), st.pop(rest), f"{node}/kv_a_layernorm", f"model.layers.{i}.{rest}")
-        elif rest == "self_attn.kv_b_proj.weight":  # rows reordered to [k_nope of every head | v of every head]
-            kv = self._linear(st.pop("latent"), _rows(st.pop(rest), mla_kv_rows(c)), f"{name}.kv_b_proj")
-            k_nope, v = g.node("Split", [kv, g.const([n * (hd - r), n * vd])], f"{node}/kv_b_proj/Split", n_out=2, axis=-1)
-            k_nope = g.node("Reshape", [k_nope, g.const([0, 0, n, hd - r])], f"{node}/k_nope/Reshape")
-            k_rope = g.node("Reshape", [st.pop("k_rope"), g.const([0, 0, 1, r])], f"{node}/k_rope/Reshape")
-            k_rope = g.node("Expand", [k_rope, g.const([1, 1, n, 1])], f"{node}/k_rope/Expand")  # shared by every head
-            k = g.node("Concat", [k_rope, k_nope], f"{node}/k/Concat", axis=-1)
-            k = g.node("Reshape", [k, g.const([0, 0, n * hd])], f"{node}/k/Reshape")
-            if vd != hd:  # GQA wants v as wide as k: zeros after each head's v (their outputs are sliced off)
-                v = g.node("Reshape", [v, g.const([0, 0, n, vd])], f"{node}/v/Reshape")
-                v = g.node("Pad", [v, g.const([0, 0, 0, 0, 0, 0, 0, hd - vd])], f"{node}/v/Pad")
-                v = g.node("Reshape", [v, g.const([0, 0, n * hd])], f"{node}/v/Reshape_1")
-            y = self._gqa(i, [st.pop("q"), k, v])  # (B, T, n·hd)
-            if vd != hd:
-                y = g.node("Reshape", [y, g.const([0, 0, n, hd])], f"{node}/y/Reshape")
-                y = g.node("Slice", [y, g.const([0]), g.const([vd]), g.const([3])], f"{node}/y/Slice")
-                y = g.node("Reshape", [y, g.const([0, 0, n * vd])], f"{node}/y/Reshape_1")
-            self.x = y
-
-    def _plain_norm(self, x, weight, name, init_name):
-        return self.g.node("SimplifiedLayerNormalization", [x, self.g.init(init_name, weight)], name + "/LayerNorm",
-                           epsilon=self.c.latent_norm_eps, axis=-1, stash_type=1)
-
     def _lm_head(self, w):
         g = self.g
         if w is not None:  # untied: its own weight
@@ -304,7 +256,7 @@ class _Writer:
     def model(self):
         c = self.c
         kv = lambda name, seq: helper.make_tensor_value_info(  # noqa: E731
-            name, self.kv_type, ["batch_size", c.num_key_value_heads, seq, c.head_dim])
+            name, self.kv_type, ["batch_size", c.num_key_value_heads, seq, onnx_head_size(c)])
         L = c.num_hidden_layers
         inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
                   helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"])]
@@ -315,35 +267,6 @@ class _Writer:
         outputs += [kv(PRESENT_VALUE % i, "total_sequence_length") for i in range(L)]
         graph = helper.make_graph(self.g.nodes, "edgepack_minicpm", inputs, outputs, self.g.inits)
         return helper.make_model(graph, opset_imports=OPSET, ir_version=10, producer_name="edgepack")
-
-
-def mla_q_rows(c):
-    """q_b_proj's rows in the graph's order: each head [rope | nope] (the checkpoint has [nope | rope])."""
-    hd, r = c.head_dim, c.rope_dim
-    return np.concatenate([h * hd + np.r_[hd - r:hd, 0:hd - r] for h in range(c.num_attention_heads)])
-
-
-def mla_kv_rows(c):
-    """kv_b_proj's rows in the graph's order: k_nope of every head, then v of every head."""
-    nope, vd, n = c.head_dim - c.rope_dim, c.v_head_dim, c.num_attention_heads
-    per = nope + vd
-    return np.concatenate([h * per + np.arange(nope) for h in range(n)] + [h * per + nope + np.arange(vd) for h in range(n)])
-
-
-def _cat(parts):
-    """Row-wise concatenation of float arrays, Rows or QTensors (fused projections)."""
-    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else type(parts[0]).cat(parts)
-
-
-def _rows(w, index):
-    """The same weight with its rows reordered (float array, Rows or QTensor)."""
-    if isinstance(w, np.ndarray):
-        return w[index]
-    if isinstance(w, Rows):
-        import torch
-
-        return Rows(w.t[torch.as_tensor(index)], w.scale)
-    return w.rows(index)
 
 
 def check_block_size(ckpt, block_size):
@@ -438,7 +361,7 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
     del model
     tok, tok_files = copy_tokenizer(ckpt.path, out_dir, c.context_length)
     eos = list(c.eos_token_ids)
-    (out_dir / "genai_config.json").write_text(json.dumps(genai_config(c, threads, eos, c.bos_token_id), indent=4))
+    (out_dir / "genai_config.json").write_text(json.dumps(genai_config(c, threads, eos, c.bos_token_id, onnx_head_size(c)), indent=4))
 
     n_weights = sum(int(np.prod(ckpt.shape(n))) for n in names if len(ckpt.shape(n)) == 2)
     q = ({"scheme": "int4_sym_rtn", "bits": 4, "block_size": block_size, "method": "rtn (onnxruntime quantize_matmul_4bits)",
@@ -446,11 +369,12 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
          {"scheme": "fp32", "bits": 32, "block_size": None, "method": "none", "bits_per_weight": 32.0})
     if q_model is not None:
         q = q_model.describe()
-    per = int(np.dtype(KV_DTYPES[kv_dtype][1]).itemsize)
-    kv = {"dtype": kv_dtype, "bytes_per_element": per,
-          "layout": "K and V per layer, (batch, kv_heads, seq, head_dim)" + (
-              " (MLA decompressed: V zero-padded to head_dim)" if c.attention == "mla" else ""),
-          "bytes_per_token": 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * per}
+    per, P = int(np.dtype(KV_DTYPES[kv_dtype][1]).itemsize), onnx_head_size(c)
+    kv = {"dtype": kv_dtype, "bytes_per_element": per, "head_size": P,
+          "layout": "K and V per layer, (batch, kv_heads, seq, head_size)" + (
+              f" (MLA decompressed: q/k heads of {c.head_dim} and v heads of {c.v_head_dim} zero-padded to {P})"
+              if c.attention == "mla" else ""),
+          "bytes_per_token": 2 * c.num_hidden_layers * c.num_key_value_heads * P * per}
     out = {"format": "onnx", "quantization": q, "dtype": dtype, "threads": threads, "kv_cache": kv,
            "files": [MODEL_FILE, DATA_FILE, "genai_config.json", *tok_files], "quantized_weights": n_weights}
     if multimodal:
