@@ -12,6 +12,7 @@ from ..errors import BadInput
 from .awq import _awq_layer, _awq_mla_layer, _gqa_tie
 from .blocks import quantize
 from .gptq import gptq, hessian
+from .kquant import quantize_as
 from .moe import MIN_EXPERT_TOKENS, Routed, Tap, calibrate_experts, router_name
 
 
@@ -94,7 +95,13 @@ def _calibrate(q, ids, progress=None, float_only=False):
                     q.floats[p + n + ".weight"] = W[n].float()
                     _attach(block, n + ".weight", W[n])
                 continue
-            if m.gptq:  # one pass over the stacked rows: GPTQ treats rows independently given H
+            if q.kmix:  # per tensor: its own grid from the mix, one Hessian per group
+                H = hessian(x) if m.gptq else None
+                imp = x.pow(2).mean(0)
+                for n in group:
+                    q.tensors[p + n + ".weight"] = quantize_as(W[n], q.kind(p + n + ".weight"), H, m.clip, imp)
+                del H
+            elif m.gptq:  # one pass over the stacked rows: GPTQ treats rows independently given H
                 qt = gptq(torch.cat([W[n] for n in group]), hessian(x), 4, m.sym, m.clip, block=q.block)
                 lo = 0
                 for n in group:
