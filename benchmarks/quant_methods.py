@@ -117,6 +117,7 @@ def table(path=OUT):
 GGUF_ROWS = {  # row -> (who quantizes, GGUF type, edgepack method)
     "llama.cpp q4_0": ("llama.cpp", "q4_0", None),
     "llama.cpp q4_k_m": ("llama.cpp", "q4_k_m", None),
+    "llama.cpp q4_k_m + imatrix": ("llama.cpp", "q4_k_m", "imatrix"),
     "llama.cpp q4_k_s": ("llama.cpp", "q4_k_s", None),
     "llama.cpp q5_k_m": ("llama.cpp", "q5_k_m", None),
     "edgepack q4_0 (default)": ("edgepack", "q4_0", "awq_gptq_sym+emb5"),
@@ -127,6 +128,34 @@ GGUF_ROWS = {  # row -> (who quantizes, GGUF type, edgepack method)
 WIDE = dict(hidden_size=2304, intermediate_size=5760, num_hidden_layers=4, num_attention_heads=36, num_key_value_heads=36,
             max_position_embeddings=4096,
             vocab_size=None)  # MiniCPM-2B's widths, few layers, random weights (make_tiny), the tiny tokenizer's vocabulary
+
+
+def imatrix(ckpt, tok):
+    """llama.cpp's importance matrix from edgepack's calibration text: for every linear, the mean x² of
+    each input column over the calibration tokens through the float model (llama-imatrix's statistic),
+    under its GGUF name."""
+    import gguf
+    import torch
+
+    from edgepack.formats.gguf_writer import _arch
+    from edgepack.model.reference import MiniCPM
+    from edgepack.quant.calibrate import calibration_ids
+
+    model = MiniCPM.from_checkpoint(ckpt)
+    names = gguf.TensorNameMap(_arch(ckpt.config), ckpt.config.num_hidden_layers)
+    sums, hooks = {}, []
+    for n, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            g = names.get_name(n + ".weight", try_suffixes=(".weight",))
+            if g:
+                hooks.append(mod.register_forward_pre_hook(
+                    lambda m, a, g=g: sums.__setitem__(g, sums.get(g, 0) + a[0].double().pow(2).reshape(-1, a[0].shape[-1]).sum(0))))
+    ids = calibration_ids(tok)
+    with torch.no_grad():
+        model(ids)
+    for h in hooks:
+        h.remove()
+    return {g: (v / ids.numel()).float().numpy() for g, v in sums.items()}
 
 
 def gguf_types(model, rows, work=Path(os.environ.get("EDGEPACK_WORK", "/tmp/edgepack-gguf-types"))):
@@ -175,7 +204,7 @@ def gguf_types(model, rows, work=Path(os.environ.get("EDGEPACK_WORK", "/tmp/edge
         t0 = time.time()
         if who == "llama.cpp":
             path = d / f"model-{kind}.gguf"
-            llama_quantize(f32 / "model-F32.gguf", path, kind, threads=2)
+            llama_quantize(f32 / "model-F32.gguf", path, kind, threads=2, imatrix=imatrix(ckpt, tok) if spec else None)
             q = None
         else:
             q = quantize_model(ckpt, spec, tokenizer=tok, block8=32, block=32, kmix=None if kind == "q4_0" else kind)
@@ -191,7 +220,7 @@ def gguf_types(model, rows, work=Path(os.environ.get("EDGEPACK_WORK", "/tmp/edge
              "MiB": round(path.stat().st_size / 2 ** 20, 2), "ppl": fid["ppl"], "f32_ppl": fid["float_ppl"],
              "ppl_increase_pct": fid["ppl_increase_pct"], "top1_agreement": fid["top1_agreement"],
              "mean_kl": round(float(fid["mean_kl"]), 6), "tensor_types": dict(types), "quantize_s": round(quantize_s, 1),
-             "imatrix": None if who == "edgepack" else False}
+             "imatrix": None if who == "edgepack" else spec == "imatrix"}
         results[row] = r
         print(json.dumps(r), flush=True)
         out.write_text(json.dumps({"machine": machine(), "model": model if model == "demo" else {"random": WIDE},

@@ -139,3 +139,32 @@ def test_fallback_rows_and_bad_requests(tmp_path):
         write_gguf(ckpt, tmp_path, gguf_type="q4_k_m")
     with pytest.raises(BadInput, match="unknown K-quant mix"):
         quantize_model(ckpt, "rtn", kmix="q2_k")
+
+
+def test_export_writes_edgepack_k_codes_and_keeps_llama_cpps_route(wide, tmp_path):
+    from edgepack.export import export
+
+    d = wide[0]
+    art = export(model=d, out=tmp_path / "a", formats=("gguf",), gguf_type="q4_k_m", method="rtn", fidelity_tokens=64)
+    import json
+
+    a = json.loads((art / "edgepack.json").read_text())["artifacts"][0]
+    assert a["path"] == "gguf/model-Q4_K_M.gguf" and a["quantization"]["scheme"] == "Q4_K_M"
+    assert a["quantization"]["tensor_kinds"] == {"q4_k": 48, "q6_k": 9}  # v/down of layers 0, 3, 6, 7 and the table: Q6_K
+    assert a["fidelity"]["top1_agreement"] > 0.8
+    art = export(model=d, out=tmp_path / "b", formats=("gguf",), gguf_type="q4_k_m-llamacpp", fidelity_tokens=0)
+    assert (art / "gguf" / "model-Q4_K_M-llamacpp.gguf").is_file()
+
+
+def test_llama_quantize_takes_an_importance_matrix(wide, tmp_path):
+    """llama.cpp's own quantizer with an imatrix (its llama_model_imatrix_data array): other codes than without."""
+    _, ckpt, _ = wide
+    f32 = tmp_path / write_gguf(ckpt, tmp_path, gguf_type="f32")["file"]
+    K = ckpt.config.hidden_size
+    im = {f"blk.{i}.{t}.weight": np.geomspace(1e-3, 1e3, K).astype(np.float32)
+          for i in range(ckpt.config.num_hidden_layers) for t in ("attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up")}
+    llama_quantize(f32, tmp_path / "plain.gguf", "q4_k_m")
+    llama_quantize(f32, tmp_path / "im.gguf", "q4_k_m", imatrix=im)
+    a, b = ({t.name: t for t in gguf.GGUFReader(tmp_path / p).tensors} for p in ("plain.gguf", "im.gguf"))
+    assert not np.array_equal(a["blk.0.attn_q.weight"].data, b["blk.0.attn_q.weight"].data)
+    assert np.array_equal(a["blk.0.attn_output.weight"].data, b["blk.0.attn_output.weight"].data)  # no entry: as before

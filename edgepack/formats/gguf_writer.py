@@ -24,8 +24,11 @@ peak memory is bounded by the largest tensor (`benchmarks/bench_2b.py export` me
 
 Types: Q4_0 is quantized here with gguf.quants (numpy, round-to-nearest, 32-weight blocks with an
 fp16 scale; every 2-D weight including the tied embedding/head, 1-D norms stay f32, as in
-llama.cpp's Q4_0 files); Q4_K_M goes through llama.cpp's own quantizer (llama_model_quantize, via
-llama-cpp-python) from a temporary f16 file in the same directory; f16/f32 are for conformance.
+llama.cpp's Q4_0 files), or written from edgepack.quant's calibrated codes; Q4_K_M, Q4_K_S and Q5_K_M
+are always edgepack.quant's codes (kquant.py: llama.cpp's per-tensor type mix, K-quant super-blocks
+packed by gguf_kquant.py); q4_k_m-llamacpp goes through llama.cpp's own quantizer (llama_model_quantize,
+via llama-cpp-python) from a temporary f16 file in the same directory, for comparison; f16/f32 are for
+conformance.
 Every GGUF key and tensor name comes from gguf-py's constants (gguf.Keys via GGUFWriter.add_*,
 gguf.TensorNameMap), so none is spelled here.
 """
@@ -366,8 +369,12 @@ def _add_hparams(w, ckpt, gguf_type, q=None):
 
 
 # -- llama.cpp's quantizer and the description of a written file ----------------------------------
-def llama_quantize(src, dst, gguf_type, threads=None):
-    """Quantize a GGUF with llama.cpp's own llama_model_quantize (k-quants with its mixing rules)."""
+def llama_quantize(src, dst, gguf_type, threads=None, imatrix=None):
+    """Quantize a GGUF with llama.cpp's own llama_model_quantize (k-quants with its mixing rules).
+    imatrix: {GGUF tensor name: float32 (K,) mean x² of its input columns}, llama.cpp's importance
+    matrix (what llama-imatrix computes), handed over as its NULL-terminated llama_model_imatrix_data array."""
+    import ctypes
+
     import llama_cpp
 
     ftype = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q4_k_s": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_S,
@@ -378,6 +385,12 @@ def llama_quantize(src, dst, gguf_type, threads=None):
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads or os.cpu_count() or 1
+    if imatrix:
+        keep = {n: np.ascontiguousarray(v, np.float32) for n, v in imatrix.items()}  # alive until the call returns
+        arr = (llama_cpp.llama_model_imatrix_data * (len(keep) + 1))()
+        for e, (n, v) in zip(arr, keep.items()):
+            e.name, e.data, e.size = n.encode(), v.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), v.size
+        params.imatrix = ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if rc != 0:
         raise InternalError(f"{src}: llama.cpp's quantizer failed (llama_model_quantize returned {rc})")
