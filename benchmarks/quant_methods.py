@@ -1,6 +1,6 @@
 """Fidelity of each int4 method on the demo model, with fake quantization through the float reference.
 
-    python benchmarks/quant_methods.py [METHOD ...]      (default: every method in edgepack.quant)
+    python benchmarks/quant_methods.py [METHOD[@TOKENS] ...]   (default: every method in edgepack.quant)
     python benchmarks/quant_methods.py --gguf demo|2304 [ROW ...]   (GGUF types, llama.cpp scoring every file)
 
 Each method quantizes the demo checkpoint (calibrated ones on texts.calibration_text()), the float
@@ -55,7 +55,8 @@ def main(names):
     n_weights = sum(int(np.prod(ckpt.shape(n))) for n in ckpt.names)
     for name in names:
         t0 = time.time()
-        q = methods.quantize_model(ckpt, name, tokenizer=tok)
+        spec, _, n_cal = name.partition("@")  # METHOD@TOKENS: that many calibration tokens (default 2048)
+        q = methods.quantize_model(ckpt, spec, tokenizer=tok, **({"n_tokens": int(n_cal)} if n_cal else {}))
         calib_s = time.time() - t0
         logits = fidelity.reference_logits(ckpt, ids, weights=q.weight)
         fid = fidelity.compare(ref, logits, ids)
@@ -126,7 +127,7 @@ GGUF_ROWS = {  # row -> (who quantizes, GGUF type, edgepack method)
     "edgepack q5_k_m": ("edgepack", "q5_k_m", "awq_gptq_sym"),
 }
 WIDE = dict(hidden_size=2304, intermediate_size=5760, num_hidden_layers=4, num_attention_heads=36, num_key_value_heads=36,
-            max_position_embeddings=4096,
+            max_position_embeddings=4096, dim_model_base=2304,  # logit scale 1: peaked enough for top-1 to mean something
             vocab_size=None)  # MiniCPM-2B's widths, few layers, random weights (make_tiny), the tiny tokenizer's vocabulary
 
 
@@ -180,7 +181,8 @@ def gguf_types(model, rows, work=Path(os.environ.get("EDGEPACK_WORK", "/tmp/edge
     else:  # a random checkpoint: quality is read against its own f32 GGUF, not against language
         d = work / "ckpt"
         if not (d / "config.json").is_file():
-            make_tiny(d, **{k: v for k, v in WIDE.items() if v is not None})
+            make_tiny(d, tied=False, **{k: v for k, v in WIDE.items() if v is not None})  # an untied head: the tied
+            # table made every random hidden state argmax its own token (top-1 1.0 whatever the quantization)
         ckpt = load(d)
     c = ckpt.config
     tok = load_tokenizer(ckpt.path, bos_id=c.bos_token_id, eos_ids=c.eos_token_ids)

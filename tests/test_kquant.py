@@ -106,7 +106,7 @@ def test_tensor_types_match_llama_cpps_quantizer(wide, mix, tmp_path):
     assert gguf.GGUFReader(ours).fields["general.file_type"].contents() == getattr(gguf.LlamaFileType, f"MOSTLY_{mix.upper()}")
 
 
-@pytest.mark.parametrize("mix", ["q4_k_m", "q5_k_m"])
+@pytest.mark.parametrize("mix", ["q4_k_m"])  # Q5_K's blocks: test_k_blocks_decode_exactly and the type test
 def test_llama_cpp_logits_equal_dequantized_reference(wide, mix, tmp_path):
     """llama.cpp loads the file; its logits are the reference's on q.weight (edgepack's dequantized codes)
     within the noise of its Q8_K activation rounding, far closer than to the float model's."""

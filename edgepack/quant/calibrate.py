@@ -98,8 +98,13 @@ def _calibrate(q, ids, progress=None, float_only=False):
             if q.kmix:  # per tensor: its own grid from the mix, one Hessian per group
                 H = hessian(x) if m.gptq else None
                 imp = x.pow(2).mean(0)
+                by_kind = {}  # the group's linears on one grid: one pass over their stacked rows (rows are independent)
                 for n in group:
-                    q.tensors[p + n + ".weight"] = quantize_as(W[n], q.kind(p + n + ".weight"), H, m.clip, imp)
+                    by_kind.setdefault(q.kind(p + n + ".weight"), []).append(n)
+                for kind, names in by_kind.items():
+                    qt, lo = quantize_as(torch.cat([W[n] for n in names]), kind, H, m.clip, imp), 0
+                    for n in names:
+                        q.tensors[p + n + ".weight"], lo = qt.rows(slice(lo, lo + len(W[n]))), lo + len(W[n])
                 del H
             elif m.gptq:  # one pass over the stacked rows: GPTQ treats rows independently given H
                 qt = gptq(torch.cat([W[n] for n in group]), hessian(x), 4, m.sym, m.clip, block=q.block)
