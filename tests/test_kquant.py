@@ -59,7 +59,7 @@ def test_gptq_on_the_fixed_grid_beats_rounding(layer):
     rtn, gq = kquant.quantize_as(w, "q4_k", imp=x.pow(2).mean(0)), kquant.quantize_as(w, "q4_k", H, imp=x.pow(2).mean(0))
     assert np.array_equal(rtn.d, gq.d) and np.array_equal(rtn.sc, gq.sc) and np.array_equal(rtn.m, gq.m)
     out = lambda kt: float(((torch.from_numpy(kt.dequantize()).double() - w) @ x.T).pow(2).mean())  # noqa: E731
-    assert out(gq) < 0.7 * out(rtn)
+    assert out(gq) < 0.8 * out(rtn)
 
 
 def test_q5_0_codes_pack_exactly(layer):

@@ -33,6 +33,7 @@ QK_K = 256
 # kind -> (bits, sub-block, has mins, bytes per super-block)
 K_KINDS = {"q4_k": (4, 32, True, 144), "q5_k": (5, 32, True, 176), "q6_k": (6, 16, False, 210)}
 BLOCK_KINDS = {"q4_0": 4, "q5_0": 5, "q8_0": 8}  # edgepack's 32-weight symmetric grids (QTensor)
+REFINE_STEPS = 4  # least-squares rounds of each sub-block's scale/min in fit_k
 FALLBACK = {"q4_k": "q5_0", "q5_k": "q5_0", "q6_k": "q8_0"}
 MIXES = ("q4_k_s", "q4_k_m", "q5_k_m")
 
@@ -99,6 +100,7 @@ def fit_k(w, kind, clip=True, imp=None):
     b = w.reshape(N, K // sub, sub)
     im = None if imp is None else imp.reshape(1, K // sub, sub)
     s, z = fit_grid(b, bits, sym=not mins, clip=clip, imp=im)  # per sub-block, fp16-rounded
+    s, z = _refine(b, s, z, bits, mins, im)
     nsub = QK_K // sub
     s, z = s.reshape(N, K // QK_K, nsub), z.reshape(N, K // QK_K, nsub)
     if mins:
@@ -120,6 +122,42 @@ def fit_k(w, kind, clip=True, imp=None):
     sc = torch.where(sc == 0, torch.ones_like(sc), sc)
     S = (d * sc).float().double()
     return (d, torch.zeros_like(d), sc, torch.zeros_like(sc)), S.reshape(N, -1), torch.full((N, K // sub), 32.0, dtype=w.dtype)
+
+
+def _refine(b, s, z, bits, mins, imp, steps=REFINE_STEPS):
+    """Weighted least squares of each sub-block's scale (and min) for its current codes, then the codes
+    again, a few times (llama.cpp's make_qkx2_quants does the same kind of search); per sub-block the
+    (s, z) with the least imp-weighted error is kept. z stays the min divided by s (fractional: K-quant
+    mins are not integer zero points)."""
+    qmax = 2 ** bits - 1
+    wt = torch.ones_like(b) if imp is None else imp.expand_as(b)
+
+    def err(s, z):
+        q = (b / s + z).round().clamp(0, qmax)
+        return (wt * ((q - z) * s - b) ** 2).sum(-1, keepdim=True), q
+
+    best_e, q = err(s, z)
+    for _ in range(steps):
+        if mins:
+            A, B, C = (wt * q * q).sum(-1, keepdim=True), (wt * q).sum(-1, keepdim=True), wt.sum(-1, keepdim=True)
+            D, E = (wt * q * b).sum(-1, keepdim=True), (wt * b).sum(-1, keepdim=True)
+            det = A * C - B * B
+            ok = det > 0
+            s1 = torch.where(ok, (C * D - B * E) / torch.where(ok, det, 1), s)
+            mn = torch.where(ok, (B * D - A * E) / torch.where(ok, det, 1), z * s).clamp(min=0)
+            s1 = torch.where(s1 > 0, s1, s)
+            z1 = mn / s1
+        else:
+            q0 = q - 2 ** (bits - 1)
+            A, D = (wt * q0 * q0).sum(-1, keepdim=True), (wt * q0 * b).sum(-1, keepdim=True)
+            s1 = torch.where(A > 0, D / torch.where(A > 0, A, 1), s)
+            s1 = torch.where(s1 == 0, s, s1)
+            z1 = z
+        e1, q1 = err(s1, z1)
+        better = e1 < best_e
+        s, z, best_e = torch.where(better, s1, s), torch.where(better, z1, z), torch.minimum(e1, best_e)
+        q = torch.where(better, q1, q)
+    return s, z
 
 
 def ktensor(kind, grid, codes):
