@@ -1,6 +1,7 @@
 """Fidelity of each int4 method on the demo model, with fake quantization through the float reference.
 
-    python benchmarks/quant_methods.py [METHOD ...]      (default: every method in edgepack.quant)
+    python benchmarks/quant_methods.py [METHOD[@TOKENS] ...]   (default: every method in edgepack.quant)
+    python benchmarks/quant_methods.py --gguf demo|2304 [ROW ...]   (GGUF types, llama.cpp scoring every file)
 
 Each method quantizes the demo checkpoint (calibrated ones on texts.calibration_text()), the float
 reference runs on the dequantized weights (edgepack.fidelity.reference_logits(weights=...)) over the
@@ -54,7 +55,8 @@ def main(names):
     n_weights = sum(int(np.prod(ckpt.shape(n))) for n in ckpt.names)
     for name in names:
         t0 = time.time()
-        q = methods.quantize_model(ckpt, name, tokenizer=tok)
+        spec, _, n_cal = name.partition("@")  # METHOD@TOKENS: that many calibration tokens (default 2048)
+        q = methods.quantize_model(ckpt, spec, tokenizer=tok, **({"n_tokens": int(n_cal)} if n_cal else {}))
         calib_s = time.time() - t0
         logits = fidelity.reference_logits(ckpt, ids, weights=q.weight)
         fid = fidelity.compare(ref, logits, ids)
@@ -112,8 +114,140 @@ def table(path=OUT):
     return "\n".join(lines)
 
 
+# -- GGUF types: edgepack's files against llama.cpp's quantizer, llama.cpp scoring every file ---------
+GGUF_ROWS = {  # row -> (who quantizes, GGUF type, edgepack method)
+    "llama.cpp q4_0": ("llama.cpp", "q4_0", None),
+    "llama.cpp q4_k_m": ("llama.cpp", "q4_k_m", None),
+    "llama.cpp q4_k_m + imatrix": ("llama.cpp", "q4_k_m", "imatrix"),
+    "llama.cpp q4_k_s": ("llama.cpp", "q4_k_s", None),
+    "llama.cpp q5_k_m": ("llama.cpp", "q5_k_m", None),
+    "edgepack q4_0 (default)": ("edgepack", "q4_0", "awq_gptq_sym+emb5"),
+    "edgepack q4_k_m": ("edgepack", "q4_k_m", "awq_gptq_sym"),
+    "edgepack q4_k_s": ("edgepack", "q4_k_s", "awq_gptq_sym"),
+    "edgepack q5_k_m": ("edgepack", "q5_k_m", "awq_gptq_sym"),
+}
+WIDE = dict(hidden_size=2304, intermediate_size=5760, num_hidden_layers=4, num_attention_heads=36, num_key_value_heads=36,
+            max_position_embeddings=4096, dim_model_base=2304,  # logit scale 1: peaked enough for top-1 to mean something
+            vocab_size=None)  # MiniCPM-2B's widths, few layers, random weights (make_tiny), the tiny tokenizer's vocabulary
+
+
+def imatrix(ckpt, tok):
+    """llama.cpp's importance matrix from edgepack's calibration text: for every linear, the mean x² of
+    each input column over the calibration tokens through the float model (llama-imatrix's statistic),
+    under its GGUF name."""
+    import gguf
+    import torch
+
+    from edgepack.formats.gguf_writer import _arch
+    from edgepack.model.reference import MiniCPM
+    from edgepack.quant.calibrate import calibration_ids
+
+    model = MiniCPM.from_checkpoint(ckpt)
+    names = gguf.TensorNameMap(_arch(ckpt.config), ckpt.config.num_hidden_layers)
+    sums, hooks = {}, []
+    for n, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            g = names.get_name(n + ".weight", try_suffixes=(".weight",))
+            if g:
+                hooks.append(mod.register_forward_pre_hook(
+                    lambda m, a, g=g: sums.__setitem__(g, sums.get(g, 0) + a[0].double().pow(2).reshape(-1, a[0].shape[-1]).sum(0))))
+    ids = calibration_ids(tok)
+    with torch.no_grad():
+        model(ids)
+    for h in hooks:
+        h.remove()
+    return {g: (v / ids.numel()).float().numpy() for g, v in sums.items()}
+
+
+def gguf_types(model, rows, work=Path(os.environ.get("EDGEPACK_WORK", "/tmp/edgepack-gguf-types"))):
+    """Write each row's GGUF (llama.cpp's quantizer runs on edgepack's f32 GGUF), score every file with
+    llama.cpp over the first 2048 eval tokens against the f32 GGUF's own logits. Rows merge into
+    results/gguf_kquant_{model}.json as they finish."""
+    import torch
+
+    from edgepack import fidelity
+    from edgepack.formats.gguf_writer import llama_quantize, write_gguf
+    from edgepack.model.checkpoint import load
+    from edgepack.model.testmodels import make_tiny
+    from edgepack.model.tokenizer import load_tokenizer
+    from edgepack.quant.methods import quantize_model
+    from edgepack.runtime.gguf_backend import GGUFBackend
+
+    torch.set_num_threads(int(os.environ.get("EDGEPACK_THREADS", "2")))
+    work = Path(work) / model
+    work.mkdir(parents=True, exist_ok=True)
+    if model == "demo":
+        ckpt = load("demo")
+    else:  # a random checkpoint: quality is read against its own f32 GGUF, not against language
+        d = work / "ckpt"
+        if not (d / "config.json").is_file():
+            make_tiny(d, tied=False, **{k: v for k, v in WIDE.items() if v is not None})  # an untied head: the tied
+            # table made every random hidden state argmax its own token (top-1 1.0 whatever the quantization)
+        ckpt = load(d)
+    c = ckpt.config
+    tok = load_tokenizer(ckpt.path, bos_id=c.bos_token_id, eos_ids=c.eos_token_ids)
+    ids = fidelity.eval_ids(tok, 2048)
+    f32 = work / "f32"
+    if not (f32 / "model-F32.gguf").is_file():
+        f32.mkdir(exist_ok=True)
+        write_gguf(ckpt, f32, gguf_type="f32")
+    out = ROOT / "results" / f"gguf_kquant_{model}.json"
+    results = json.loads(out.read_text())["results"] if out.is_file() else {}
+
+    def score(path):
+        with GGUFBackend(path, threads=2, n_ctx=len(ids)) as be:
+            return fidelity.backend_logits(be, ids)
+
+    ref = score(f32 / "model-F32.gguf")
+    for row in rows:
+        who, kind, spec = GGUF_ROWS[row]
+        d = work / row.replace(" ", "_").replace("(", "").replace(")", "")
+        d.mkdir(exist_ok=True)
+        t0 = time.time()
+        if who == "llama.cpp":
+            path = d / f"model-{kind}.gguf"
+            llama_quantize(f32 / "model-F32.gguf", path, kind, threads=2, imatrix=imatrix(ckpt, tok) if spec else None)
+            q = None
+        else:
+            q = quantize_model(ckpt, spec, tokenizer=tok, block8=32, block=32, kmix=None if kind == "q4_0" else kind)
+            path = d / write_gguf(ckpt, d, gguf_type=kind, quantized=q)["file"]
+        quantize_s = time.time() - t0
+        fid = fidelity.compare(ref, score(path), ids)
+        from collections import Counter
+
+        import gguf
+
+        types = Counter(t.tensor_type.name for t in gguf.GGUFReader(path).tensors if len(t.shape) > 1)
+        r = {"row": row, "quantizer": who, "gguf_type": kind, "method": spec, "bytes": path.stat().st_size,
+             "MiB": round(path.stat().st_size / 2 ** 20, 2), "ppl": fid["ppl"], "f32_ppl": fid["float_ppl"],
+             "ppl_increase_pct": fid["ppl_increase_pct"], "top1_agreement": fid["top1_agreement"],
+             "mean_kl": round(float(fid["mean_kl"]), 6), "tensor_types": dict(types), "quantize_s": round(quantize_s, 1),
+             "imatrix": None if who == "edgepack" else spec == "imatrix"}
+        results[row] = r
+        print(json.dumps(r), flush=True)
+        out.write_text(json.dumps({"machine": machine(), "model": model if model == "demo" else {"random": WIDE},
+                                   "eval": {"text": fid["eval_text"], "tokens": fid["tokens"], "engine": "llama.cpp (llama-cpp-python)",
+                                            "against": "the model's own f32 GGUF, scored by llama.cpp"},
+                                   "command": f"python benchmarks/quant_methods.py --gguf {model}",
+                                   "results": results}, indent=2) + "\n")
+        del q
+
+
+def gguf_table(model):
+    rs = json.loads((ROOT / "results" / f"gguf_kquant_{model}.json").read_text())["results"].values()
+    lines = ["| file | size | Δppl | top-1 vs f32 | KL |", "|---|---|---|---|---|"]
+    for r in rs:
+        lines.append(f"| {r['row']} | {r['MiB']:.1f} MiB | {r['ppl_increase_pct']:+.1f}% | {100 * r['top1_agreement']:.1f}% | {r['mean_kl']:.3f} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--table"]:
+    if sys.argv[1:2] == ["--gguf"]:  # --gguf demo|2304 [ROW ...]  (--gguf demo --table prints the table)
+        if sys.argv[3:4] == ["--table"]:
+            print(gguf_table(sys.argv[2]))
+        else:
+            gguf_types(sys.argv[2], sys.argv[3:] or list(GGUF_ROWS))
+    elif sys.argv[1:2] == ["--table"]:
         print(table())
     elif sys.argv[1:2] == ["--exports"]:  # --exports DEFAULT_ARTIFACT RTN_ARTIFACT
         for r in record_exports(*sys.argv[2:4]):

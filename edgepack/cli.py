@@ -108,8 +108,9 @@ def _not_yet(name, issue):
 @click.option("--format", "formats", default="onnx,gguf", show_default=True, help="Comma-separated: onnx, gguf.")
 @click.option("--out", type=click.Path(), default=None, help="Artifact folder (default: ./NAME-DTYPE).")
 @click.option("--block-size", type=int, default=32, show_default=True, help="int4 block size (ONNX).")
-@click.option("--gguf-type", type=click.Choice(["q4_0", "q4_k_m", "f16", "f32"]), default=None,
-              help="GGUF quantization type (default: the measured best int4 type).")
+@click.option("--gguf-type", type=click.Choice(["q4_0", "q4_k_m", "q4_k_s", "q5_k_m", "q4_k_m-llamacpp", "f16", "f32"]),
+              default=None, help="GGUF quantization type (default: the measured best int4 type); the K types are "
+              "edgepack's calibrated codes in llama.cpp's type mix, q4_k_m-llamacpp llama.cpp's own quantizer.")
 @click.option("--method", default=None, help="int4 method: rtn, asym, mse, awq, gptq, awq_gptq, gptq_sym, "
               "awq_gptq_sym, each optionally +emb8/+emb5 (default: the measured best; see edgepack/quant/).")
 @click.option("--fidelity-tokens", type=click.IntRange(0), default=2048, show_default=True,

@@ -167,7 +167,9 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
 def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, block_size=32, scratch=None):
     """The quantization stage for one format: edgepack.quant's Quantized model, or None when the format
     encodes float weights or plain RTN itself (onnxruntime's packer, gguf.quants' Q4_0, llama.cpp's
-    Q4_K_M). Inside methods.shared_calibration() both formats share one calibration.
+    Q4_K_M via q4_k_m-llamacpp); GGUF's K types (q4_k_m, q4_k_s, q5_k_m) always carry edgepack's codes, the
+    method calibrating them (rtn: round-to-nearest on the K grids). Inside methods.shared_calibration() both
+    formats share one calibration.
     scratch: where a mixture-of-experts model's calibrated expert codes are spilled meanwhile."""
     from .quant import methods
 
@@ -177,6 +179,9 @@ def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, b
         spec, block8, block = method or methods.DEFAULT_METHOD, methods.KEEP8_BLOCK, block_size
     elif (gguf_type or "q4_0") == "q4_0":
         spec, block8, block = method or methods.DEFAULT_GGUF_METHOD, 32, 32  # GGUF's blocks are 32 weights
+    elif gguf_type in ("q4_k_m", "q4_k_s", "q5_k_m"):
+        spec = (method or methods.DEFAULT_GGUF_METHOD).split("+")[0]  # the mix names every tensor's bits
+        return methods.quantize_model(ckpt, spec, progress=progress, block8=32, block=32, scratch=scratch, kmix=gguf_type)
     else:
         if method and method != "rtn":
             raise BadInput(f"--method {method} applies to ONNX int4 and GGUF q4_0, not GGUF {gguf_type}")

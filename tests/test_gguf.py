@@ -282,9 +282,9 @@ def test_q4_k_m_uses_llama_cpp_quantizer(tmp_path):
     d = make_tiny(tmp_path / "m")
     out = tmp_path / "o"
     out.mkdir()
-    info = write_gguf(load(d), out, gguf_type="q4_k_m")
-    assert [p.name for p in out.iterdir()] == ["model-Q4_K_M.gguf"]  # the temporary f16 file is gone
-    assert info["quantization"]["scheme"] == "Q4_K_M"
+    info = write_gguf(load(d), out, gguf_type="q4_k_m-llamacpp")
+    assert [p.name for p in out.iterdir()] == ["model-Q4_K_M-llamacpp.gguf"]  # the temporary f16 file is gone
+    assert info["quantization"]["scheme"] == "Q4_K_M-llamacpp"
     r = gguf.GGUFReader(out / info["file"])
     assert r.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q4_K_M
     ids = load_tokenizer(d).encode(PROMPT)

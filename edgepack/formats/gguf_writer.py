@@ -24,8 +24,11 @@ peak memory is bounded by the largest tensor (`benchmarks/bench_2b.py export` me
 
 Types: Q4_0 is quantized here with gguf.quants (numpy, round-to-nearest, 32-weight blocks with an
 fp16 scale; every 2-D weight including the tied embedding/head, 1-D norms stay f32, as in
-llama.cpp's Q4_0 files); Q4_K_M goes through llama.cpp's own quantizer (llama_model_quantize, via
-llama-cpp-python) from a temporary f16 file in the same directory; f16/f32 are for conformance.
+llama.cpp's Q4_0 files), or written from edgepack.quant's calibrated codes; Q4_K_M, Q4_K_S and Q5_K_M
+are always edgepack.quant's codes (kquant.py: llama.cpp's per-tensor type mix, K-quant super-blocks
+packed by gguf_kquant.py); q4_k_m-llamacpp goes through llama.cpp's own quantizer (llama_model_quantize,
+via llama-cpp-python) from a temporary f16 file in the same directory, for comparison; f16/f32 are for
+conformance.
 Every GGUF key and tensor name comes from gguf-py's constants (gguf.Keys via GGUFWriter.add_*,
 gguf.TensorNameMap), so none is spelled here.
 """
@@ -36,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput, InternalError
-from . import gguf_moe
+from . import gguf_kquant, gguf_moe
 from .gguf_vocab import add_tokenizer
 
 ARCH = "minicpm"  # MiniCPM-2B's; DecoderConfig.gguf_arch names each family's
@@ -53,7 +56,9 @@ ARCH = "minicpm"  # MiniCPM-2B's; DecoderConfig.gguf_arch names each family's
 # int4 methods (edgepack.quant) write into; --gguf-type q4_k_m is there when quality matters more.
 DEFAULT_GGUF_TYPE = "q4_0"
 
-TYPES = ("q4_0", "q4_k_m", "f16", "f32")
+K_TYPES = ("q4_k_m", "q4_k_s", "q5_k_m")  # edgepack's own K-quant codes (edgepack.quant.kquant's mixes)
+LLAMACPP_Q4_K_M = "q4_k_m-llamacpp"  # llama.cpp's quantizer on edgepack's f16 file, for comparison
+TYPES = ("q4_0", *K_TYPES, LLAMACPP_Q4_K_M, "f16", "f32")
 
 
 def _ggml(gguf_type):
@@ -62,7 +67,10 @@ def _ggml(gguf_type):
     T, F = gguf.GGMLQuantizationType, gguf.LlamaFileType
     return {  # gguf_type -> (type of 2-D weights written here, general.file_type, file label)
         "q4_0": (T.Q4_0, F.MOSTLY_Q4_0, "Q4_0"),
-        "q4_k_m": (T.F16, F.MOSTLY_F16, "Q4_K_M"),  # written as f16, then llama.cpp quantizes
+        "q4_k_m": (T.Q4_K, F.MOSTLY_Q4_K_M, "Q4_K_M"),  # per tensor: the Quantized model's kinds
+        "q4_k_s": (T.Q4_K, F.MOSTLY_Q4_K_S, "Q4_K_S"),
+        "q5_k_m": (T.Q5_K, F.MOSTLY_Q5_K_M, "Q5_K_M"),
+        LLAMACPP_Q4_K_M: (T.F16, F.MOSTLY_F16, "Q4_K_M-llamacpp"),  # written as f16, then llama.cpp quantizes
         "f16": (T.F16, F.MOSTLY_F16, "F16"),
         "f32": (T.F32, F.ALL_F32, "F32"),
     }[gguf_type]
@@ -82,6 +90,14 @@ def write_gguf(ckpt, out_dir: Path, *, gguf_type=DEFAULT_GGUF_TYPE, threads=None
         raise BadInput(f"unknown GGUF type {gguf_type!r} (choose from {', '.join(TYPES)})")
     out_dir = Path(out_dir)
     out = out_dir / gguf_filename(gguf_type)
+    if gguf_type in K_TYPES:
+        if quantized is None or quantized.kmix != gguf_type:
+            raise BadInput(f"GGUF type {gguf_type} is written from edgepack.quant's K-quant codes: quantize with kmix={gguf_type!r}")
+        q = quantized
+        _write(ckpt, out, gguf_type, progress, q, threads)
+        written = describe(out, gguf_type)
+        return {"format": "gguf", "file": out.name, "quantization": {**written, **q.describe(),
+                                                                        "bits_per_weight": written["bits_per_weight"]}}
     if quantized is not None:
         q = quantized
         if gguf_type != "q4_0":
@@ -93,7 +109,7 @@ def write_gguf(ckpt, out_dir: Path, *, gguf_type=DEFAULT_GGUF_TYPE, threads=None
         written = describe(out, gguf_type)  # the file's own figures win over the quantizer's estimate
         return {"format": "gguf", "file": out.name, "quantization": {**written, **q.describe(),
                                                                         "bits_per_weight": written["bits_per_weight"]}}
-    if gguf_type == "q4_k_m":
+    if gguf_type == LLAMACPP_Q4_K_M:
         tmp = out_dir / ".tmp-f16-for-q4_k_m.gguf"
         try:
             _write(ckpt, tmp, "f16", progress, threads=threads)
@@ -135,6 +151,8 @@ def _plan(ckpt, gguf_type, q=None):
         qtype = wtype
         if len(shape) == 1:
             qtype = gguf.GGMLQuantizationType.F32  # norms: llama.cpp only reads them as f32
+        elif q is not None and q.kmix:  # the mix names each tensor's type, its own fallbacks included
+            qtype = gguf.GGMLQuantizationType[q.kind(hf).upper()]
         elif qtype not in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32):
             block = gguf.GGML_QUANT_SIZES[qtype][0]
             if shape[-1] % block:  # rows must be whole blocks; same fallback as convert_hf_to_gguf
@@ -235,19 +253,16 @@ def blocks(qt):
     import gguf
 
     T = gguf.GGMLQuantizationType
+    if getattr(qt, "kind", None):  # edgepack.quant.kquant's K-quant super-blocks
+        data, name = gguf_kquant.pack_k(qt)
+        return data, T[name]
     n, nb = qt.scales.shape
     codes = qt.codes
     d = qt.scales.astype(np.float16).view(np.uint8).reshape(n, nb, 2)
-    if qt.bits == 5:  # Q5_0: re-quantizing the dequantized grid with gguf's own Q5_0 gives the same codes
-        from gguf import quants
-
+    if qt.bits == 5:  # Q5_0: the codes packed as they are (formats/gguf_kquant.py)
         if not qt.sym or qt.block_size != 32:
             raise BadInput("GGUF's Q5_0 holds symmetric 5-bit blocks of 32 only")
-        # by row chunks: the whole table dequantized (MoE-8x2B's: 1.13 GB of float32) and gguf's temporaries
-        # over it made the peak RSS of a MoE export (4.2 GB against its 4 GB bar)
-        rows = max(1, 2 ** 22 // qt.shape[1])
-        return np.concatenate([quants.quantize(qt.rows(slice(i, i + rows)).dequantize(), T.Q5_0)
-                               for i in range(0, n, rows)]), T.Q5_0
+        return gguf_kquant.pack_q5_0(codes, qt.scales), T.Q5_0
     if qt.bits == 8:
         if not qt.sym or qt.block_size != 32:
             raise BadInput("GGUF's Q8_0 holds symmetric 8-bit blocks of 32 only")
@@ -348,23 +363,34 @@ def _add_hparams(w, ckpt, gguf_type, q=None):
         w.add_embedding_scale(c.embedding_scale)
         w.add_residual_scale(c.residual_scale)
         w.add_logit_scale(c.logit_scale)
-    w.add_file_type(_ggml(gguf_type)[1] if q is None or q.method.sym else gguf.LlamaFileType.MOSTLY_Q4_1)
-    if gguf_type == "q4_0":
+    w.add_file_type(_ggml(gguf_type)[1] if q is None or q.method.sym or q.kmix else gguf.LlamaFileType.MOSTLY_Q4_1)
+    if gguf_type == "q4_0" or gguf_type in K_TYPES:
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
 # -- llama.cpp's quantizer and the description of a written file ----------------------------------
-def llama_quantize(src, dst, gguf_type, threads=None):
-    """Quantize a GGUF with llama.cpp's own llama_model_quantize (k-quants with its mixing rules)."""
+def llama_quantize(src, dst, gguf_type, threads=None, imatrix=None):
+    """Quantize a GGUF with llama.cpp's own llama_model_quantize (k-quants with its mixing rules).
+    imatrix: {GGUF tensor name: float32 (K,) mean x² of its input columns}, llama.cpp's importance
+    matrix (what llama-imatrix computes), handed over as its NULL-terminated llama_model_imatrix_data array."""
+    import ctypes
+
     import llama_cpp
 
-    ftype = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}[gguf_type]
+    ftype = {"q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "q4_k_s": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_S,
+             "q5_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0}[gguf_type]
     from .llamacpp import quiet_llama
 
     quiet_llama()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads or os.cpu_count() or 1
+    if imatrix:
+        keep = {n: np.ascontiguousarray(v, np.float32) for n, v in imatrix.items()}  # alive until the call returns
+        arr = (llama_cpp.llama_model_imatrix_data * (len(keep) + 1))()
+        for e, (n, v) in zip(arr, keep.items()):
+            e.name, e.data, e.size = n.encode(), v.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), v.size
+        params.imatrix = ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if rc != 0:
         raise InternalError(f"{src}: llama.cpp's quantizer failed (llama_model_quantize returned {rc})")
@@ -384,11 +410,11 @@ def describe(path, gguf_type):
     scheme = _ggml(gguf_type)[2]
     q = {
         "scheme": scheme,
-        "bits": {"q4_0": 4, "q4_k_m": 4, "f16": 16, "f32": 32}[gguf_type],
-        "block_size": {"q4_0": 32, "q4_k_m": 256}.get(gguf_type),
+        "bits": {"q4_0": 4, "q4_k_m": 4, "q4_k_s": 4, "q5_k_m": 5, LLAMACPP_Q4_K_M: 4, "f16": 16, "f32": 32}[gguf_type],
+        "block_size": 32 if gguf_type == "q4_0" else 256 if gguf_type in (*K_TYPES, LLAMACPP_Q4_K_M) else None,
         "method": {
             "q4_0": "round-to-nearest, symmetric absmax, fp16 scale per 32 weights (gguf.quants)",
-            "q4_k_m": "llama.cpp llama_model_quantize Q4_K_M (k-quant mix, 256-weight super-blocks)",
+            LLAMACPP_Q4_K_M: "llama.cpp llama_model_quantize Q4_K_M (k-quant mix, 256-weight super-blocks)",
         }.get(gguf_type, "unquantized"),
         "bits_per_weight": round(8 * n_bytes / n_params, 3),
         "tensor_types": dict(by_type),

@@ -12,6 +12,7 @@ from ..errors import BadInput
 from .awq import _awq_layer, _awq_mla_layer, _gqa_tie
 from .blocks import quantize
 from .gptq import gptq, hessian
+from .kquant import quantize_as
 from .moe import MIN_EXPERT_TOKENS, Routed, Tap, calibrate_experts, router_name
 
 
@@ -94,7 +95,18 @@ def _calibrate(q, ids, progress=None, float_only=False):
                     q.floats[p + n + ".weight"] = W[n].float()
                     _attach(block, n + ".weight", W[n])
                 continue
-            if m.gptq:  # one pass over the stacked rows: GPTQ treats rows independently given H
+            if q.kmix:  # per tensor: its own grid from the mix, one Hessian per group
+                H = hessian(x) if m.gptq else None
+                imp = x.pow(2).mean(0)
+                by_kind = {}  # the group's linears on one grid: one pass over their stacked rows (rows are independent)
+                for n in group:
+                    by_kind.setdefault(q.kind(p + n + ".weight"), []).append(n)
+                for kind, names in by_kind.items():
+                    qt, lo = quantize_as(torch.cat([W[n] for n in names]), kind, H, m.clip, imp), 0
+                    for n in names:
+                        q.tensors[p + n + ".weight"], lo = qt.rows(slice(lo, lo + len(W[n]))), lo + len(W[n])
+                del H
+            elif m.gptq:  # one pass over the stacked rows: GPTQ treats rows independently given H
                 qt = gptq(torch.cat([W[n] for n in group]), hessian(x), 4, m.sym, m.clip, block=q.block)
                 lo = 0
                 for n in group:

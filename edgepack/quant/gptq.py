@@ -23,10 +23,12 @@ def hessian(x, piece=1024):
     return H.mul_(2 / T)
 
 
-def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32):
+def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32, grid=None):
     """GPTQ (Frantar et al. 2022) without act-order: quantize column by column, spreading each
     column's error over the not yet quantized columns with the inverse Hessian's Cholesky factor.
-    The grid of each block is fitted on the already-updated weights at its first column.
+    The grid of each block is fitted on the already-updated weights at its first column; grid=(S, Z),
+    each (N, K/block), fixes it instead (w ≈ (q − Z)·S, Z may be fractional: kquant.py's K-quant
+    sub-blocks) and the codes alone come back, float (N, K).
 
     The column loop is thousands of small ops: one intra-op thread runs it 6x faster than two on
     this shared 2-core machine (measured: 33 s -> 5 s per demo layer), so it runs single-threaded;
@@ -63,7 +65,7 @@ def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32):
     if parts == 1:
         torch.set_num_threads(1)
         try:
-            return _gptq(W, diag, Hinv, bits, sym, clip, block, batch, n_threads)
+            return _gptq(W, diag, Hinv, bits, sym, clip, block, batch, n_threads, grid)
         finally:
             torch.set_num_threads(n_threads)
     # rows are independent given H: each thread runs the whole loop (its lazy updates too) on a slice of
@@ -72,11 +74,12 @@ def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32):
 
     def run(rows):
         torch.set_num_threads(1)
-        return _gptq(W[rows], diag, Hinv, bits, sym, clip, block, batch, 1)
+        return _gptq(W[rows], diag, Hinv, bits, sym, clip, block, batch, 1, None if grid is None else (grid[0][rows], grid[1][rows]))
 
     cuts = [N * j // parts for j in range(parts + 1)]
     with ThreadPoolExecutor(parts) as pool:
-        return QTensor.cat(list(pool.map(run, [slice(a, b) for a, b in zip(cuts, cuts[1:])])))
+        out = list(pool.map(run, [slice(a, b) for a, b in zip(cuts, cuts[1:])]))
+    return torch.cat(out) if grid is not None else QTensor.cat(out)
 
 
 def _inverse_cholesky_(Hf, diag):
@@ -118,7 +121,7 @@ def _reverse_(t, chunk=2 ** 20):
     return t
 
 
-def _gptq(W, diag, Hinv, bits, sym, clip, block, batch, n_threads):
+def _gptq(W, diag, Hinv, bits, sym, clip, block, batch, n_threads, grid=None):
     N, K = W.shape
     nb = K // block
     Q = torch.empty(K, N)  # transposed: column col is the contiguous row Q[col]
@@ -131,7 +134,10 @@ def _gptq(W, diag, Hinv, bits, sym, clip, block, batch, n_threads):
         E = torch.empty_like(W1)
         for i in range(i2 - i1):
             col = i1 + i
-            if col % block == 0:  # batch is a multiple of block, so the block lies inside W1
+            if col % block == 0 and grid is not None:
+                g = col // block
+                S[g], Z[g] = grid[0][:, g], grid[1][:, g]
+            elif col % block == 0:  # batch is a multiple of block, so the block lies inside W1
                 g = col // block
                 imp = diag[col:col + block][None, None] if clip else None
                 s, z = fit_grid(W1[i:i + block].T[:, None], bits, sym, clip, imp)
@@ -146,4 +152,6 @@ def _gptq(W, diag, Hinv, bits, sym, clip, block, batch, n_threads):
             torch.set_num_threads(n_threads)  # the lazy batch update is one large matmul, in place
             W[:, i2:].addmm_(E.T.double(), Hinv[i1:i2, i2:], alpha=-1)
             torch.set_num_threads(1)
+    if grid is not None:
+        return Q.T.contiguous()
     return _qtensor(Q.T.reshape(N, nb, block), S.T.contiguous()[..., None], Z.T.contiguous()[..., None], bits, sym)

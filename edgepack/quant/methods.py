@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInput
+from . import kquant
 from .blocks import BLOCK, QTensor, quantize
 from .calibrate import CALIBRATION_TOKENS, _calibrate, calibration_ids
 from .moe import is_expert, is_router, rtn
@@ -82,6 +83,12 @@ class Quantized:
     # tempfile.TemporaryDirectory, removed when the last Quantized holding it goes
     spilled: dict = field(default_factory=dict)
     scratch: object = None
+    kmix: str = None  # a llama.cpp K-quant mix (kquant.MIXES): each tensor on the grid kquant.mix() names
+
+    def kind(self, name):
+        """The grid of a 2-D weight under kmix ('q4_k', 'q6_k', 'q5_0', ...: kquant.py), known up front."""
+        c = self.ckpt.config
+        return kquant.mix(self.kmix, name, self.ckpt.shape(name)[-1], c.num_hidden_layers, c.tie_word_embeddings)
 
     def qtensor(self, name):
         if name in self.spilled:  # read back from disk for each use, never kept
@@ -120,6 +127,9 @@ class Quantized:
 
     def planned_bits(self, name):
         """The bits qtensor(name) has or will have, without computing it (writers plan their layout)."""
+        if self.kmix:
+            k = self.kind(name)
+            return kquant.BLOCK_KINDS.get(k) or kquant.K_KINDS[k][0]
         return self.method.embed_bits if _is_embed(name, self.ckpt.config) else 4
 
     @property
@@ -133,6 +143,8 @@ class Quantized:
         m, w = self.method, self.ckpt.torch(name)
         if is_expert(name):  # experts take the symmetric grid only (quant/moe.py)
             return rtn(w, self.block)
+        if self.kmix:  # the table (and any weight not calibrated): round-to-nearest on its mix grid
+            return kquant.quantize_as(w, self.kind(name), clip=m.clip and not _is_embed(name, self.ckpt.config))
         bits = m.embed_bits if _is_embed(name, self.ckpt.config) else 4
         if bits == 8:
             K = w.shape[1]
@@ -140,6 +152,10 @@ class Quantized:
         if bits == 5:  # Q5_0's grid: symmetric, block 32
             return quantize(w, 5, sym=True)
         return quantize(w, 4, m.sym, m.clip, block=self.block)
+
+
+def _embed_name(ckpt):
+    return "lm_head.weight" if "lm_head.weight" in ckpt.names else "model.embed_tokens.weight"
 
 
 def _is_embed(name, cfg):
@@ -163,17 +179,26 @@ def shared_calibration():
 
 
 def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS, progress=None, block8=KEEP8_BLOCK,
-                   block=BLOCK, scratch=None):
+                   block=BLOCK, scratch=None, kmix=None):
     """Quantize ckpt with a method; calibrated methods stream the calibration layer by layer.
     scratch: the folder where a mixture-of-experts model's calibrated expert codes are spilled (in a
-    temporary folder of their own; default: the system's temporary folder)."""
+    temporary folder of their own; default: the system's temporary folder).
+    kmix: a llama.cpp K-quant mix ('q4_k_m', 'q4_k_s', 'q5_k_m'): every 2-D weight on the grid
+    kquant.mix() gives it (K-quant super-blocks, or 32-weight Q5_0/Q8_0 where a row is not 256-wide),
+    calibrated by the method's AWQ/GPTQ; the method's sym and +embN do not apply then."""
     from ..model.texts import sources
 
     m = method(spec)
-    q = Quantized(ckpt, m, block8=block8, block4=block)
+    if kmix and ckpt.config.num_experts:
+        raise BadInput("K-quant GGUF types are not offered for mixture-of-experts models: use GGUF type q4_0")
+    if kmix:
+        kquant.mix(kmix, "", 0, 0, False)  # an unknown mix is one clear error before any work
+    q = Quantized(ckpt, m, block8=block8, block4=block, kmix=kmix)
     q.info = {"method": m.name, "description": m.describe, "bits": 4, "block_size": block,
               "symmetric": m.sym, "embedding_bits": m.embed_bits}
-    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, n_tokens, block)
+    if kmix:
+        q.info.update(kquant_mix=kmix, symmetric=None, embedding_bits=q.planned_bits(_embed_name(ckpt)))
+    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, n_tokens, block, kmix)
     if (m.awq or m.gptq) and _SHARED and key in _SHARED:  # the other format of the same export: same layers
         q.tensors.update(_SHARED[key].tensors)
         q.floats.update(_SHARED[key].floats)
@@ -199,7 +224,7 @@ def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS
             _SHARED.clear()
             _SHARED[key] = Quantized(ckpt, m, {n: t for n, t in q.tensors.items() if n.startswith("model.layers.")},
                                      dict(q.floats), dict(q.info), block4=block, spilled=dict(q.spilled),
-                                     scratch=q.scratch)
+                                     scratch=q.scratch, kmix=kmix)
     else:
         q.info["calibration"] = None
     return q
@@ -237,6 +262,15 @@ def describe(q):
     n_weights = sum(int(np.prod(q.ckpt.shape(n))) for n in names)
     nbytes = sum(4 * int(np.prod(q.ckpt.shape(n))) if q.keeps_float(n) else q.nbytes(n) for n in names)
     m = q.method
+    if q.kmix:
+        from collections import Counter
+
+        kinds = Counter(q.kind(n) for n in names if not q.keeps_float(n))
+        return {"scheme": q.kmix.upper(), "bits": 4 if q.kmix.startswith("q4") else 5, "block_size": kquant.QK_K,
+                "method": m.name, "method_description": f"{m.describe}; llama.cpp's {q.kmix.upper()} type mix, "
+                "edgepack's codes (K-quant super-blocks; Q5_0/Q8_0 where a row is not 256 wide)",
+                "tensor_kinds": dict(kinds), "bits_per_weight": round(8 * nbytes / n_weights, 3),
+                "calibration": q.info.get("calibration")}
     return {"scheme": f"int4_{'sym' if m.sym else 'asym'}_block{q.block}" + (f"_emb{m.embed_bits}" if m.embed_bits != 4 else ""),
             "bits": 4, "block_size": q.block, "method": m.name, "method_description": m.describe,
             "embedding_bits": m.embed_bits, "bits_per_weight": round(8 * nbytes / n_weights, 3),
