@@ -125,6 +125,11 @@ def scripts(root=ROOT):
     return sorted(p.name for p in (root / "benchmarks").glob("*.py") if not p.name.startswith("_"))
 
 
+def test_at_most_12_benchmark_scripts():
+    found = scripts()
+    assert len(found) <= MAX_SCRIPTS, f"benchmarks/ holds {len(found)} scripts (at most {MAX_SCRIPTS}): {found}"
+
+
 def test_every_benchmark_script_is_listed():
     listed = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     missing = [s for s in scripts() if f"`{s}" not in listed]
