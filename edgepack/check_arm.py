@@ -19,6 +19,7 @@ int8 kernels across CPUs and versions (Δppl ±0.5 point, top-1 ±1.5 points).
 """
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from .arm64root import CPUS, WHEELS, ensure_host_site, ensure_root, python_comma
 from .bench.machine import cpu_info
 from .errors import BadInput, InternalError
 from .fidelity import DEFAULT_TOKENS, agreement, compare, eval_windows, reference_logits
-from .formats.manifest import find_artifact, read_manifest, verify_files
+from .formats.manifest import find_artifact, read_manifest, verify_files, write_manifest
 from .model.tokenizer import load_tokenizer
 from .verify import source_checkpoint
 
@@ -79,6 +80,32 @@ def check_arm(artifact, model=None, cpu="phone", tokens=None, threads=2, n_new=N
                       Path(tmp) / "arm64", len(windows))
         report = _report(root, cpu, recorded, windows, ref, prompts, x86, arm, tok, margin)
     return report
+
+
+def record(artifact, report):
+    """Add the report's arm64 figures to the manifest's onnx entry as `fidelity_arm64` (with the kernels they were
+    measured on and x86's on the same onnxruntime release, for comparison). Only edgepack.json is rewritten,
+    atomically (temp + rename); the files it lists are verified first and left alone, so their sha256s stay
+    valid (the manifest hashes no file of its own, and nothing else hashes it). Returns the new entry."""
+    root = Path(artifact)
+    m = read_manifest(root)
+    entry = find_artifact(m, "onnx")
+    verify_files(root, m["tokenizer"]["files"])
+    verify_files(root, entry["files"])  # refuses an artifact whose files no longer match its manifest
+    cpu, acc = report["cpu"], (entry.get("quantization") or {}).get("accuracy_level")
+    engine = f"onnxruntime {report['onnxruntime']}"
+
+    def kernels(arch, name, flags):
+        k = {"arch": arch, "cpu": name, "flags": flags, "engine": engine}
+        return dict(k, accuracy_level=acc) if acc is not None else k
+
+    fid = {"x86_64": report["fidelity"]["x86_64"], "arm64": report["fidelity"]["arm64"]}
+    entry["fidelity_arm64"] = dict(fid["arm64"], kernels=kernels(
+        "aarch64", f"qemu-user -cpu {cpu['qemu_cpu']} ('{cpu['name']}': {cpu['description']}), emulated", cpu["features"]),
+        x86_64=dict(fid["x86_64"], kernels=kernels(platform.machine(), report["host"]["cpu"], report["host"]["flags"])),
+        qemu=report["qemu"], ok=report["ok"], failures=report["failures"])
+    write_manifest(root, m)
+    return entry["fidelity_arm64"]
 
 
 def _worker(python, site, job, out, n_windows):
