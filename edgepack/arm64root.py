@@ -203,3 +203,64 @@ def ensure_host_site():
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return site
+
+
+# llama.cpp's arm64 build for the GGUF check: the llama-cpp-python sdist the host runs, its vendored llama.cpp
+# cross-compiled with Debian's gcc-aarch64-linux-gnu for a phone-class core (no -march=native: armv8.2-a with
+# dotprod and fp16, what GGML_CPU_ARM_ARCH gives Android builds), its Python package beside the libraries.
+LLAMA_ARCH = "armv8.2-a+dotprod+fp16"
+LLAMA_DEPS = ("typing_extensions", "diskcache", "jinja2", "markupsafe")  # llama-cpp-python's, pure Python here
+LLAMA_CMAKE = ("-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
+               "-DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc", "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++",
+               "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF", f"-DGGML_CPU_ARM_ARCH={LLAMA_ARCH}", "-DGGML_OPENMP=OFF",
+               "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
+               "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_COMMON=OFF")
+
+
+def ensure_llama(log=None):
+    """A site folder with llama_cpp (the host's llama-cpp-python version) and its arm64 libllama/libggml in
+    llama_cpp/lib (what LLAMA_CPP_LIB_PATH names), cross-built once from the sdist and cached."""
+    import importlib.metadata as md
+
+    log = log or (lambda msg: None)
+    version = md.version("llama_cpp_python")
+    pin = f"llama_cpp_python=={version} {LLAMA_ARCH} v1"
+    site = cache_dir() / f"llama-arm64-{version}"
+    stamp = site / ".edgepack-ready"
+    if stamp.is_file() and stamp.read_text() == pin:
+        return site
+    for name, package in (("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu"), ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+                          ("cmake", "cmake"), ("ninja", "ninja-build")):
+        tool(name, package)
+    site.parent.mkdir(parents=True, exist_ok=True)
+    with open(site.parent / f"{site.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.is_file() and stamp.read_text() == pin:
+            return site
+        tmp = Path(tempfile.mkdtemp(prefix=site.name + ".", dir=site.parent))
+        try:
+            log(f"pip download llama-cpp-python=={version} (sdist)")
+            _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-binary", ":all:",
+                  "--no-deps", "-d", str(tmp / "sdist"), f"llama-cpp-python=={version}"], "pip download of the sdist", 1800)
+            sdist = next((tmp / "sdist").glob("*.tar.gz"))
+            _run(["tar", "xzf", str(sdist), "-C", str(tmp / "sdist")], "tar of the sdist", 600)
+            src = next(p for p in (tmp / "sdist").iterdir() if p.is_dir())
+            log(f"cross-compiling llama.cpp for aarch64 ({LLAMA_ARCH}): minutes")
+            _run(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(tmp / "build"), "-G", "Ninja", *LLAMA_CMAKE],
+                 "cmake for aarch64", 900)
+            _run(["ninja", "-C", str(tmp / "build"), "llama"], "the aarch64 build of llama.cpp", 7200)
+            pkg = tmp / "site" / "llama_cpp"
+            shutil.copytree(src / "llama_cpp", pkg)
+            (pkg / "lib").mkdir(exist_ok=True)
+            for so in (tmp / "build").rglob("*.so"):
+                shutil.copy2(so, pkg / "lib" / so.name)
+            plat = [a for p in PLATFORMS for a in ("--platform", p)]
+            _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                  "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11", *plat,
+                  "--target", str(tmp / "site"), *LLAMA_DEPS], "pip install of llama-cpp-python's dependencies", 1800)
+            (tmp / "site" / ".edgepack-ready").write_text(pin)
+            shutil.rmtree(site, ignore_errors=True)
+            os.rename(tmp / "site", site)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return site

@@ -443,9 +443,11 @@ def verify(artifact, model, backend, max_ppl_increase, tokens, threads, as_json)
                    "a76 = dotprod+fp16; a53 = plain NEON.")
 @click.option("--tokens", type=click.IntRange(2), default=None, help="Evaluation tokens (default: the manifest's).")
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True, help="onnxruntime threads on each side.")
-@click.option("--record", is_flag=True, help="Add the arm64 figures to edgepack.json (fidelity_arm64 in the onnx entry).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "gguf"]), default="onnx", show_default=True,
+              help="Which artifact: the ONNX on onnxruntime's arm64 kernels, or the GGUF on llama.cpp's arm64 build.")
+@click.option("--record", is_flag=True, help="Add the arm64 figures to edgepack.json (fidelity_arm64 in the entry).")
 @json_flag
-def check_arm(artifact, model, cpu, tokens, threads, record, as_json):
+def check_arm(artifact, model, cpu, tokens, threads, fmt, record, as_json):
     """Run the ONNX artifact on onnxruntime's arm64 kernels (qemu) and compare with x86 and the manifest.
 
     Builds and caches an arm64 Debian root the first time (~/.cache/edgepack/arm64-root; debootstrap
@@ -455,7 +457,7 @@ def check_arm(artifact, model, cpu, tokens, threads, record, as_json):
     from .errors import CheckFailed
 
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    report = run(artifact, model=model, cpu=cpu, tokens=tokens, threads=threads, log=log)
+    report = run(artifact, model=model, cpu=cpu, tokens=tokens, threads=threads, log=log, fmt=fmt)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
     if record:
         from .check_arm import record as record_arm
