@@ -209,12 +209,14 @@ def ensure_host_site():
 # cross-compiled with Debian's gcc-aarch64-linux-gnu for a phone-class core (no -march=native: armv8.2-a with
 # dotprod and fp16, what GGML_CPU_ARM_ARCH gives Android builds), its Python package beside the libraries.
 LLAMA_ARCH = "armv8.2-a+dotprod+fp16"
-LLAMA_DEPS = ("typing_extensions", "diskcache", "jinja2", "markupsafe")  # llama-cpp-python's, pure Python here
+# llama-cpp-python's dependencies, and gguf (+ pyyaml) for edgepack's GGUF header reader, at the host's version
+LLAMA_DEPS = ("typing_extensions", "diskcache", "jinja2", "markupsafe", "pyyaml")
 LLAMA_CMAKE = ("-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
                "-DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc", "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++",
                "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF", f"-DGGML_CPU_ARM_ARCH={LLAMA_ARCH}", "-DGGML_OPENMP=OFF",
                "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
-               "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_COMMON=OFF")
+               "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_COMMON=OFF",
+               "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN")  # libllama finds libggml beside it
 
 
 def ensure_llama(log=None):
@@ -224,7 +226,7 @@ def ensure_llama(log=None):
 
     log = log or (lambda msg: None)
     version = md.version("llama_cpp_python")
-    pin = f"llama_cpp_python=={version} {LLAMA_ARCH} v1"
+    pin = f"llama_cpp_python=={version} {LLAMA_ARCH} gguf=={md.version('gguf')} v2"
     site = cache_dir() / f"llama-arm64-{version}"
     stamp = site / ".edgepack-ready"
     if stamp.is_file() and stamp.read_text() == pin:
@@ -249,18 +251,29 @@ def ensure_llama(log=None):
             _run(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(tmp / "build"), "-G", "Ninja", *LLAMA_CMAKE],
                  "cmake for aarch64", 900)
             _run(["ninja", "-C", str(tmp / "build"), "llama"], "the aarch64 build of llama.cpp", 7200)
-            pkg = tmp / "site" / "llama_cpp"
-            shutil.copytree(src / "llama_cpp", pkg)
-            (pkg / "lib").mkdir(exist_ok=True)
-            for so in (tmp / "build").rglob("*.so"):
-                shutil.copy2(so, pkg / "lib" / so.name)
-            plat = [a for p in PLATFORMS for a in ("--platform", p)]
-            _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                  "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11", *plat,
-                  "--target", str(tmp / "site"), *LLAMA_DEPS], "pip install of llama-cpp-python's dependencies", 1800)
+            llama_site(src, tmp / "build", tmp / "site")
             (tmp / "site" / ".edgepack-ready").write_text(pin)
             shutil.rmtree(site, ignore_errors=True)
             os.rename(tmp / "site", site)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return site
+
+
+def llama_site(src, build, site):
+    """The site folder from an unpacked sdist `src` and its aarch64 `build`: llama_cpp with the libraries
+    (and their soname links) in llama_cpp/lib, and llama-cpp-python's dependencies as aarch64 wheels."""
+    import importlib.metadata as md
+
+    pkg = Path(site) / "llama_cpp"
+    shutil.copytree(Path(src) / "llama_cpp", pkg)
+    (pkg / "lib").mkdir(exist_ok=True)
+    for so in sorted((Path(build) / "bin").glob("lib*.so*")):
+        if so.is_symlink():
+            os.symlink(os.readlink(so), pkg / "lib" / so.name)
+        else:
+            shutil.copy2(so, pkg / "lib" / so.name)
+    plat = [a for p in PLATFORMS for a in ("--platform", p)]
+    _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+          "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11", *plat,
+          "--target", str(site), *LLAMA_DEPS, f"gguf=={md.version('gguf')}"], "pip install of llama-cpp-python's dependencies", 1800)

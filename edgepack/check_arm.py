@@ -81,7 +81,8 @@ def check_arm(artifact, model=None, cpu="phone", tokens=None, threads=2, n_new=N
 
         job["n_ctx"] = llama_cpp_n_ctx(ckpt.config, job["n_ctx"])  # LongRoPE: the export's factor set
         llama = ensure_llama(log)  # the host's llama-cpp-python release, cross-built for arm64 (cached)
-        host_site, arm_site, env = [], [str(llama), site_path(arm_root)], {"LLAMA_CPP_LIB_PATH": str(llama / "llama_cpp" / "lib")}
+        host_site, arm_site, env = [], [str(llama), site_path(arm_root)], {"LLAMA_CPP_LIB_PATH": str(llama / "llama_cpp" / "lib"),
+                                                                "LD_LIBRARY_PATH": str(llama / "llama_cpp" / "lib")}
     else:
         host_site, arm_site, env = [str(ensure_host_site())], [site_path(arm_root)], {}
     with tempfile.TemporaryDirectory(prefix="edgepack-check-arm-") as tmp:

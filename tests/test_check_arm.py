@@ -51,6 +51,8 @@ def artifacts(tmp_path_factory):
             for dtype in ("fp32", "int4")}
     arts["int4-phone"] = export(model=str(ckpt), out=base / "int4-phone", formats=("onnx",), threads=2,
                                 fidelity_tokens=TOKENS, method="rtn", target="phone")
+    arts["gguf"] = export(model=str(ckpt), out=base / "gguf", formats=("gguf",), threads=2, fidelity_tokens=TOKENS,
+                          method="rtn")
     return arts
 
 
@@ -195,3 +197,19 @@ def test_unknown_cpu_is_one_error_line(artifacts):
     r = subprocess.run([sys.executable, "-m", "edgepack", "check-arm", str(artifacts["fp32"]), "--cpu", "x86"],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("edgepack: error: ") and len(r.stderr.splitlines()) == 1
+
+
+def test_gguf_on_llama_cpp_arm64_build_and_recorded(artifacts, tmp_path):
+    """The GGUF on llama.cpp cross-built for aarch64 (arm64root.ensure_llama) against the host's llama-cpp-python."""
+    art = tmp_path / "gguf"
+    shutil.copytree(artifacts["gguf"], art)
+    r = check_arm(art, fmt="gguf", tokens=TOKENS, n_new=N_NEW, margin=TINY_MARGIN)
+    print(format_report(r))
+    assert r["ok"], r["failures"]
+    assert r["format"] == "gguf" and r["engine"] == r["host_engine"] and r["engine"].startswith("llama.cpp (llama-cpp-python")
+    assert r["cpu"]["machine"] == "aarch64" and r["windows"]["clear_disagreements"] == 0
+    arm = record(art, r)
+    entry = read_manifest(art)["artifacts"][0]
+    assert entry["format"] == "gguf" and entry["fidelity_arm64"] == arm
+    assert arm["kernels"]["arch"] == "aarch64" and arm["kernels"]["engine"] == r["engine"] and arm["tokens"] == TOKENS
+    verify_files(art, entry["files"])
