@@ -14,6 +14,10 @@ This check runs edgepack's own OnnxBackend in an arm64 Debian root under qemu us
   position (free-running text forks at near-ties, at a point that depends on the kernels);
 - the CPU features the emulated core offered (--cpu picks the core; see arm64root.CPUS).
 
+--format gguf does the same for the GGUF on llama.cpp's arm64 build (arm64root.ensure_llama: the host's
+llama-cpp-python release cross-compiled for armv8.2-a+dotprod+fp16) against the host's llama-cpp-python.
+record() adds the arm64 figures to the manifest (`check-arm --record`).
+
 Emulated speed means nothing, so nothing is timed. Bounds: DESIGN.md's measured spread of onnxruntime's
 int8 kernels across CPUs and versions (Δppl ±0.5 point, top-1 ±1.5 points).
 """

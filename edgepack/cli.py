@@ -448,7 +448,7 @@ def verify(artifact, model, backend, max_ppl_increase, tokens, threads, as_json)
 @click.option("--record", is_flag=True, help="Add the arm64 figures to edgepack.json (fidelity_arm64 in the entry).")
 @json_flag
 def check_arm(artifact, model, cpu, tokens, threads, fmt, record, as_json):
-    """Run the ONNX artifact on onnxruntime's arm64 kernels (qemu) and compare with x86 and the manifest.
+    """Run the ONNX artifact on onnxruntime's arm64 kernels (or the GGUF on llama.cpp's) under qemu; compare with x86.
 
     Builds and caches an arm64 Debian root the first time (~/.cache/edgepack/arm64-root; debootstrap
     and qemu-user-static, as root). Prints no speed: emulated time says nothing about a phone.
