@@ -107,6 +107,18 @@ public final class ArtifactManifest {
         this.fidelityArm64 = fidelityArm64;
     }
 
+    /** The screen's fidelity line: the arm64 figures (check-arm --record) when the manifest has them, else the
+     *  export's own figures said to be from another CPU's kernels, else "" (nothing measured). */
+    public String fidelityLine() {
+        if (fidelityArm64 != null) {
+            return "Fidelity on arm64 kernels: " + fidelityArm64.summary();
+        }
+        if (fidelity != null) {
+            return "Fidelity (not checked on arm64 kernels): " + fidelity.summary();
+        }
+        return "";
+    }
+
     public long totalBytes() {
         long total = 0;
         for (FileEntry f : onnxFiles) {

@@ -76,6 +76,14 @@ class ArtifactManifestTest {
         ArtifactManifest old = ArtifactManifest.parse(manifest(1, file("onnx/model.onnx", 3, SHA_A)));
         assertNull(old.fidelityArm64);
         assertNull(old.fidelity);  // {"ppl": 20.1} alone: no figures to show
+        assertEquals("Fidelity on arm64 kernels: " + m.fidelityArm64.summary(), m.fidelityLine());
+        assertEquals("", old.fidelityLine());
+        ArtifactManifest x86 = ArtifactManifest.parse(manifest(1, file("onnx/model.onnx", 3, SHA_A)).replace(
+                "\"fidelity\": {\"ppl\": 20.1}",
+                "\"fidelity\": {\"ppl\": 20.1, \"ppl_increase_pct\": 12.9, \"top1_agreement\": 0.718, \"tokens\": 256}"));
+        assertNull(x86.fidelityArm64);
+        assertEquals("Fidelity (not checked on arm64 kernels): \u0394ppl +12.9%, top-1 71.8% on 256 tokens",
+                x86.fidelityLine());
     }
 
     @Test
