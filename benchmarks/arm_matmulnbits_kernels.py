@@ -6,10 +6,14 @@
 `edgepack check-arm` found the demo's Δppl 0.8-1.8 points worse on arm64 (phone, a76) than on x86, close on a53.
 This takes the artifact's own int4 down_proj weights (layers 0, 10, 20, 29) and the real activations that reach
 them (the float reference on 256 evaluation tokens), builds one-node MatMulNBits models with accuracy_level 0
-(float activations) and 4 (int8 activations, what edgepack exports), runs them with the same onnxruntime
-release on x86 (this machine) and under qemu on each arm64 core, and compares each product with the exact
-one (float64, same int4 weights). It then simulates candidate activation quantizations in numpy to say which
-one each CPU's kernel does. Correctness only: qemu's time means nothing.
+(unset: float activations), 1 (fp32), 2 (fp16) and 4 (int8 activations, what `--target desktop` exports), runs
+them with the same onnxruntime release on x86 (this machine) and under qemu on each arm64 core, and compares
+each product with the exact one (float64, same int4 weights). It then simulates candidate activation
+quantizations in numpy to say which one each CPU's kernel does.
+
+Each level's prefill cost (the 256-row product, best of REPEATS) is given as a ratio to level 4 on the same
+CPU: under qemu that is an EMULATED ratio (every instruction translated; NEON dot products and float FMAs
+emulate at different costs than they run), a hint of the order, not a phone's speed.
 """
 import argparse
 import json
@@ -25,14 +29,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 LAYERS = (0, 10, 20, 29)
 CPUS = ("phone", "a76", "a53")
+LEVELS = (0, 1, 2, 4)
+REPEATS = 3
 
 WORKER = '''
-import sys, os, numpy as np, onnxruntime as ort
+import sys, os, time, numpy as np, onnxruntime as ort
 c = np.load(sys.argv[1]); d = sys.argv[3]; out = {}
 for f in sorted(os.listdir(d)):
     so = ort.SessionOptions(); so.intra_op_num_threads = 1
     s = ort.InferenceSession(os.path.join(d, f), so, providers=["CPUExecutionProvider"])
-    out[f[:-5]] = s.run(None, {"A": c[f.rsplit(".", 2)[0] + ".A"]})[0]
+    feed, best = {"A": c[f.rsplit(".", 2)[0] + ".A"]}, float("inf")
+    for _ in range(int(sys.argv[4])):
+        t0 = time.perf_counter(); y = s.run(None, feed)[0]; best = min(best, time.perf_counter() - t0)
+    out[f[:-5]], out[f[:-5] + ".seconds"] = y, np.float64(best)
 np.savez(sys.argv[2], **out)
 '''
 
@@ -74,7 +83,7 @@ def build(cases, d):
 
     d.mkdir()
     for k, (A, B, S, K, N, blk) in cases.items():
-        for acc in (0, 4):
+        for acc in LEVELS:
             node = helper.make_node("MatMulNBits", ["A", "B", "S"], ["Y"], domain="com.microsoft", K=K, N=N, bits=4,
                                     block_size=blk, accuracy_level=acc)
             g = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, K])],
@@ -118,7 +127,8 @@ def main():
         for cpu in ("x86", *CPUS):
             py = [sys.executable] if cpu == "x86" else python_command(root, cpu)
             env = dict(os.environ, PYTHONPATH=str(host_site if cpu == "x86" else site_path(root)), PYTHONNOUSERSITE="1")
-            subprocess.run([*py, str(t / "worker.py"), str(t / "cases.npz"), str(t / f"{cpu}.npz"), str(t / "models")],
+            subprocess.run([*py, str(t / "worker.py"), str(t / "cases.npz"), str(t / f"{cpu}.npz"), str(t / "models"),
+                            str(REPEATS)],
                            check=True, env=env, capture_output=True)
             runs[cpu] = dict(np.load(t / f"{cpu}.npz"))
     rows = []
@@ -135,21 +145,27 @@ def main():
                 for b in (32, 128, K) for sym in (True, False) for A_q in [act_quant(A, b, sym)]}
         sims["float"] = exact  # no activation quantization at all
         r = {"case": k, "K": K, "N": N, "rows": A.shape[0], "error_vs_exact": {}, "closest_simulation": {},
+             "prefill_cost_vs_level4": {},
              "simulated_error_vs_exact": {s: round(rel(y), 5) for s, y in sims.items()}}
         for cpu, o in runs.items():
-            for acc in (0, 4):
+            for acc in LEVELS:
                 y = o[f"{k}.acc{acc}"].astype(np.float64)
                 r["error_vs_exact"][f"{cpu} accuracy_level {acc}"] = float(f"{rel(y):.3g}")
+                ratio = float(o[f"{k}.acc{acc}.seconds"] / o[f"{k}.acc4.seconds"])
+                r["prefill_cost_vs_level4"][f"{cpu} accuracy_level {acc}"] = round(ratio, 2)
                 if acc == 4:
                     d = {s: float(np.linalg.norm(y - ys) / np.linalg.norm(exact)) for s, ys in sims.items()}
                     best = min(d, key=d.get)
                     r["closest_simulation"][cpu] = {"simulation": best, "distance": float(f"{d[best]:.3g}")}
         rows.append(r)
-        print(k, "  ".join(f"{c}: {v}" for c, v in r["error_vs_exact"].items()), "|",
+        print(k, "  ".join(f"{c}: {v} ({r['prefill_cost_vs_level4'][c]}x)" for c, v in r["error_vs_exact"].items()), "|",
               "  ".join(f"{c}~{v['simulation']}" for c, v in r["closest_simulation"].items()))
     result = {"benchmark": "arm_matmulnbits_kernels", "command": f"python benchmarks/arm_matmulnbits_kernels.py {a.artifact}",
               "artifact": str(a.artifact), "onnxruntime": next(w for w in WHEELS if w.startswith("onnxruntime==")), "machine": machine_info(),
-              "qemu_cpus": {c: QEMU[c][0] for c in CPUS}, "cases": rows}
+              "qemu_cpus": {c: QEMU[c][0] for c in CPUS}, "accuracy_levels": list(LEVELS), "repeats": REPEATS,
+              "prefill_cost_note": "time of each level / time of level 4 on the same CPU, best of repeats, 1 thread; "
+                                   "for arm64 cores an EMULATED ratio under qemu-user, not a phone's speed",
+              "cases": rows}
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {a.out}")
 

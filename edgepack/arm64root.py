@@ -203,3 +203,77 @@ def ensure_host_site():
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return site
+
+
+# llama.cpp's arm64 build for the GGUF check: the llama-cpp-python sdist the host runs, its vendored llama.cpp
+# cross-compiled with Debian's gcc-aarch64-linux-gnu for a phone-class core (no -march=native: armv8.2-a with
+# dotprod and fp16, what GGML_CPU_ARM_ARCH gives Android builds), its Python package beside the libraries.
+LLAMA_ARCH = "armv8.2-a+dotprod+fp16"
+# llama-cpp-python's dependencies, and gguf (+ pyyaml) for edgepack's GGUF header reader, at the host's version
+LLAMA_DEPS = ("typing_extensions", "diskcache", "jinja2", "markupsafe", "pyyaml")
+LLAMA_CMAKE = ("-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
+               "-DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc", "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++",
+               "-DBUILD_SHARED_LIBS=ON", "-DGGML_NATIVE=OFF", f"-DGGML_CPU_ARM_ARCH={LLAMA_ARCH}", "-DGGML_OPENMP=OFF",
+               "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
+               "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_COMMON=OFF",
+               "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN")  # libllama finds libggml beside it
+
+
+def ensure_llama(log=None):
+    """A site folder with llama_cpp (the host's llama-cpp-python version) and its arm64 libllama/libggml in
+    llama_cpp/lib (what LLAMA_CPP_LIB_PATH names), cross-built once from the sdist and cached."""
+    import importlib.metadata as md
+
+    log = log or (lambda msg: None)
+    version = md.version("llama_cpp_python")
+    pin = f"llama_cpp_python=={version} {LLAMA_ARCH} gguf=={md.version('gguf')} v2"
+    site = cache_dir() / f"llama-arm64-{version}"
+    stamp = site / ".edgepack-ready"
+    if stamp.is_file() and stamp.read_text() == pin:
+        return site
+    for name, package in (("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu"), ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+                          ("cmake", "cmake"), ("ninja", "ninja-build")):
+        tool(name, package)
+    site.parent.mkdir(parents=True, exist_ok=True)
+    with open(site.parent / f"{site.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.is_file() and stamp.read_text() == pin:
+            return site
+        tmp = Path(tempfile.mkdtemp(prefix=site.name + ".", dir=site.parent))
+        try:
+            log(f"pip download llama-cpp-python=={version} (sdist)")
+            _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-binary", ":all:",
+                  "--no-deps", "-d", str(tmp / "sdist"), f"llama-cpp-python=={version}"], "pip download of the sdist", 1800)
+            sdist = next((tmp / "sdist").glob("*.tar.gz"))
+            _run(["tar", "xzf", str(sdist), "-C", str(tmp / "sdist")], "tar of the sdist", 600)
+            src = next(p for p in (tmp / "sdist").iterdir() if p.is_dir())
+            log(f"cross-compiling llama.cpp for aarch64 ({LLAMA_ARCH}): minutes")
+            _run(["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(tmp / "build"), "-G", "Ninja", *LLAMA_CMAKE],
+                 "cmake for aarch64", 900)
+            _run(["ninja", "-C", str(tmp / "build"), "llama"], "the aarch64 build of llama.cpp", 7200)
+            llama_site(src, tmp / "build", tmp / "site")
+            (tmp / "site" / ".edgepack-ready").write_text(pin)
+            shutil.rmtree(site, ignore_errors=True)
+            os.rename(tmp / "site", site)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return site
+
+
+def llama_site(src, build, site):
+    """The site folder from an unpacked sdist `src` and its aarch64 `build`: llama_cpp with the libraries
+    (and their soname links) in llama_cpp/lib, and llama-cpp-python's dependencies as aarch64 wheels."""
+    import importlib.metadata as md
+
+    pkg = Path(site) / "llama_cpp"
+    shutil.copytree(Path(src) / "llama_cpp", pkg)
+    (pkg / "lib").mkdir(exist_ok=True)
+    for so in sorted((Path(build) / "bin").glob("lib*.so*")):
+        if so.is_symlink():
+            os.symlink(os.readlink(so), pkg / "lib" / so.name)
+        else:
+            shutil.copy2(so, pkg / "lib" / so.name)
+    plat = [a for p in PLATFORMS for a in ("--platform", p)]
+    _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+          "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11", *plat,
+          "--target", str(site), *LLAMA_DEPS, f"gguf=={md.version('gguf')}"], "pip install of llama-cpp-python's dependencies", 1800)

@@ -14,11 +14,16 @@ This check runs edgepack's own OnnxBackend in an arm64 Debian root under qemu us
   position (free-running text forks at near-ties, at a point that depends on the kernels);
 - the CPU features the emulated core offered (--cpu picks the core; see arm64root.CPUS).
 
+--format gguf does the same for the GGUF on llama.cpp's arm64 build (arm64root.ensure_llama: the host's
+llama-cpp-python release cross-compiled for armv8.2-a+dotprod+fp16) against the host's llama-cpp-python.
+record() adds the arm64 figures to the manifest (`check-arm --record`).
+
 Emulated speed means nothing, so nothing is timed. Bounds: DESIGN.md's measured spread of onnxruntime's
 int8 kernels across CPUs and versions (Δppl ±0.5 point, top-1 ±1.5 points).
 """
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -26,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .arm64root import CPUS, WHEELS, ensure_host_site, ensure_root, python_command, site_path, tool
+from .arm64root import CPUS, WHEELS, ensure_host_site, ensure_llama, ensure_root, python_command, site_path, tool
 from .bench.machine import cpu_info
 from .errors import BadInput, InternalError
 from .fidelity import DEFAULT_TOKENS, agreement, compare, eval_windows, reference_logits
-from .formats.manifest import find_artifact, read_manifest, verify_files
+from .formats.manifest import find_artifact, read_manifest, verify_files, write_manifest
 from .model.tokenizer import load_tokenizer
 from .verify import source_checkpoint
 
@@ -44,14 +49,18 @@ KL_FACTOR, KL_FLOOR = 1.5, 1e-5  # mean KL to the float reference: at most 1.5x 
 NO_SPEED = "no speed figures: qemu emulates every arm64 instruction, so time says nothing about a phone"
 
 
-def check_arm(artifact, model=None, cpu="phone", tokens=None, threads=2, n_new=N_NEW, margin=CLEAR_MARGIN, log=None):
-    """The report (a dict; see format_report) for one artifact's ONNX folder on the emulated core `cpu`.
+def check_arm(artifact, model=None, cpu="phone", tokens=None, threads=2, n_new=N_NEW, margin=CLEAR_MARGIN, log=None,
+              fmt="onnx"):
+    """The report (a dict; see format_report) for one artifact's ONNX folder (or fmt="gguf": its GGUF on
+    llama.cpp's arm64 build, arm64root.ensure_llama, against the host's llama-cpp-python) on the emulated core `cpu`.
     margin: the top-1/top-2 logit gap above which both CPUs must pick the same token (CLEAR_MARGIN suits
     a trained model; a tiny random one, whose logits spread by ~0.2, needs a smaller one)."""
     log = log or (lambda msg: None)
     root = Path(artifact)
     m = read_manifest(root)
-    entry = find_artifact(m, "onnx")
+    if fmt not in ("onnx", "gguf"):
+        raise BadInput(f"unknown --format {fmt!r}: onnx or gguf")
+    entry = find_artifact(m, fmt)
     verify_files(root, m["tokenizer"]["files"])
     verify_files(root, entry["files"])
     if cpu not in CPUS:
@@ -68,26 +77,61 @@ def check_arm(artifact, model=None, cpu="phone", tokens=None, threads=2, n_new=N
     log(f"float reference on {sum(map(len, windows))} evaluation tokens")
     ref = reference_logits(ckpt, windows)
     prompts = [tok.encode_chat([{"role": "user", "content": p}]) for p in PROMPTS]
-    job = {"onnx": str(root / entry["path"]), "threads": threads, "windows": windows, "prompts": prompts,
+    job = {fmt: str(root / entry["path"]), "threads": threads, "windows": windows, "prompts": prompts,
            "n_new": n_new, "eos": list(tok.eos_ids), "forced": None,
            "n_ctx": max(16, *map(len, windows), *(len(p) + n_new for p in prompts))}
+    if fmt == "gguf":
+        from .model.rope import llama_cpp_n_ctx
+
+        job["n_ctx"] = llama_cpp_n_ctx(ckpt.config, job["n_ctx"])  # LongRoPE: the export's factor set
+        llama = ensure_llama(log)  # the host's llama-cpp-python release, cross-built for arm64 (cached)
+        host_site, arm_site, env = [], [str(llama), site_path(arm_root)], {"LLAMA_CPP_LIB_PATH": str(llama / "llama_cpp" / "lib"),
+                                                                "LD_LIBRARY_PATH": str(llama / "llama_cpp" / "lib")}
+    else:
+        host_site, arm_site, env = [str(ensure_host_site())], [site_path(arm_root)], {}
     with tempfile.TemporaryDirectory(prefix="edgepack-check-arm-") as tmp:
-        log("x86_64: onnxruntime " + WHEELS[0].split("==")[1])
-        x86 = _worker([sys.executable], ensure_host_site(), job, Path(tmp) / "x86_64", len(windows))
+        log("x86_64: " + ("the host's llama-cpp-python" if fmt == "gguf" else "onnxruntime " + WHEELS[0].split("==")[1]))
+        x86 = _worker([sys.executable], host_site, job, Path(tmp) / "x86_64", len(windows))
         log(f"arm64 under qemu (-cpu {CPUS[cpu][0]}): every instruction emulated, this takes a while")
-        arm = _worker(python_command(arm_root, cpu), site_path(arm_root), dict(job, forced=[p["tokens"] for p in x86["prompts"]]),
-                      Path(tmp) / "arm64", len(windows))
+        arm = _worker(python_command(arm_root, cpu), arm_site, dict(job, forced=[p["tokens"] for p in x86["prompts"]]),
+                      Path(tmp) / "arm64", len(windows), env)
         report = _report(root, cpu, recorded, windows, ref, prompts, x86, arm, tok, margin)
     return report
 
 
-def _worker(python, site, job, out, n_windows):
-    """Run check_arm_worker under `python` with `site` (onnxruntime) first on the path; load what it wrote."""
+def record(artifact, report):
+    """Add the report's arm64 figures to the manifest's entry of its format as `fidelity_arm64` (with the kernels they were
+    measured on and x86's on the same onnxruntime release, for comparison). Only edgepack.json is rewritten,
+    atomically (temp + rename); the files it lists are verified first and left alone, so their sha256s stay
+    valid (the manifest hashes no file of its own, and nothing else hashes it). Returns the new entry."""
+    root = Path(artifact)
+    m = read_manifest(root)
+    entry = find_artifact(m, report.get("format", "onnx"))
+    verify_files(root, m["tokenizer"]["files"])
+    verify_files(root, entry["files"])  # refuses an artifact whose files no longer match its manifest
+    cpu, acc = report["cpu"], (entry.get("quantization") or {}).get("accuracy_level")
+
+    def kernels(arch, name, flags, engine):
+        k = {"arch": arch, "cpu": name, "flags": flags, "engine": engine}
+        return dict(k, accuracy_level=acc) if acc is not None else k
+
+    fid = {"x86_64": report["fidelity"]["x86_64"], "arm64": report["fidelity"]["arm64"]}
+    entry["fidelity_arm64"] = dict(fid["arm64"], kernels=kernels(
+        "aarch64", f"qemu-user -cpu {cpu['qemu_cpu']} ('{cpu['name']}': {cpu['description']}), emulated", cpu["features"],
+        report["engine"]), x86_64=dict(fid["x86_64"], kernels=kernels(platform.machine(), report["host"]["cpu"],
+                                                                       report["host"]["flags"], report["host_engine"])),
+        qemu=report["qemu"], ok=report["ok"], failures=report["failures"])
+    write_manifest(root, m)
+    return entry["fidelity_arm64"]
+
+
+def _worker(python, site, job, out, n_windows, extra_env=None):
+    """Run check_arm_worker under `python` with the `site` folders (the engine) first on the path; load what it wrote."""
     out.mkdir()
     (out / "job.json").write_text(json.dumps(job), encoding="utf-8")
     code = str(Path(__file__).resolve().parent.parent)  # this edgepack, importable by the emulated python too
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), code]), PYTHONNOUSERSITE="1",
-               PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*site, code]), PYTHONNOUSERSITE="1",
+               PYTHONDONTWRITEBYTECODE="1", **(extra_env or {}))
     r = subprocess.run([*python, "-m", "edgepack.check_arm_worker", str(out / "job.json"), str(out)],
                        capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -140,7 +184,8 @@ def _report(root, cpu, recorded, windows, ref, prompts, x86, arm, tok, margin):
         chat.append(c)
     windows_cmp["margin"] = margin
     failures = _failures(recorded, fid, windows_cmp, chat)
-    return {"artifact": str(root), "onnxruntime": arm["onnxruntime"], "host_onnxruntime": x86["onnxruntime"],
+    return {"artifact": str(root), "onnxruntime": arm.get("onnxruntime"), "host_onnxruntime": x86.get("onnxruntime"),
+            "format": "gguf" if arm["engine"].startswith("llama.cpp") else "onnx", "engine": arm["engine"], "host_engine": x86["engine"],
             "host": cpu_info(), "qemu": _qemu_version(),
             "cpu": {"name": cpu, "qemu_cpu": CPUS[cpu][0], "description": CPUS[cpu][1], "features": arm["features"],
                     "machine": arm["machine"]},
@@ -192,8 +237,8 @@ def _failures(recorded, fid, windows_cmp, chat):
 def format_report(r):
     """The report as text: CPU, fidelity table (manifest / x86_64 / arm64), windows, chat, verdict."""
     cpu = r["cpu"]
-    lines = [f"{r['artifact']}: onnxruntime {r['onnxruntime']} on arm64 (qemu -cpu {cpu['qemu_cpu']}) vs x86_64 "
-             f"(onnxruntime {r['host_onnxruntime']}, {r['host']['cpu']})",
+    lines = [f"{r['artifact']}: {r['engine']} on arm64 (qemu -cpu {cpu['qemu_cpu']}) vs x86_64 "
+             f"({r['host_engine']}, {r['host']['cpu']})",
              f"emulated core '{cpu['name']}': {cpu['description']}",
              f"  features offered (AT_HWCAP/AT_HWCAP2): {' '.join(cpu['features']) or 'none of note'}",
              f"fidelity on {r['tokens']} evaluation tokens (window {r['window']}), against the float reference:",

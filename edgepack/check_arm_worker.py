@@ -1,10 +1,10 @@
 """The process `edgepack check-arm` runs on each CPU: edgepack's OnnxBackend over token ids, in whichever
 Python runs it (the arm64 root under qemu, or the host with the same onnxruntime release). It imports
-numpy, onnxruntime and edgepack.runtime's ONNX backend only: the host tokenizes and scores.
+numpy, onnxruntime (or llama_cpp for a GGUF job) and edgepack.runtime's backend only: the host tokenizes and scores.
 
     python -m edgepack.check_arm_worker JOB.json OUT_DIR
 
-JOB: {"onnx": folder, "threads": n, "n_ctx": n, "windows": [[ids]], "prompts": [[ids]], "n_new": n,
+JOB: {"onnx": folder (or "gguf": file), "threads": n, "n_ctx": n, "windows": [[ids]], "prompts": [[ids]], "n_new": n,
       "eos": [ids], "forced": [[tokens]] or null}
 OUT_DIR receives window<k>.npy (every logit of evaluation window k), prompt<k>.npy (the logits each
 answer token is chosen from: teacher-forced on forced[k] when given, else the worker's own greedy
@@ -34,14 +34,27 @@ def answer(backend, ids, n_new, eos, forced=None):
     return tokens, np.stack(logits)
 
 
-def main(job_file, out_dir):
+def open_backend(job):
+    """(backend, {"engine": name and version, "onnxruntime": version for ONNX}): OnnxBackend for job["onnx"], or GGUFBackend (llama.cpp) for job["gguf"]."""
+    if job.get("gguf"):
+        import llama_cpp
+
+        from .runtime.gguf_backend import GGUFBackend
+
+        return GGUFBackend(job["gguf"], threads=job["threads"], n_ctx=job["n_ctx"]), {
+            "engine": f"llama.cpp (llama-cpp-python {llama_cpp.__version__})"}
     import onnxruntime
 
     from .runtime.onnx_backend import OnnxBackend
 
+    return OnnxBackend(job["onnx"], threads=job["threads"], n_ctx=job["n_ctx"], huge_pages=False), {
+        "engine": f"onnxruntime {onnxruntime.__version__}", "onnxruntime": onnxruntime.__version__}
+
+
+def main(job_file, out_dir):
     job, out = json.loads(Path(job_file).read_text(encoding="utf-8")), Path(out_dir)
     eos, forced = set(job["eos"]), job.get("forced") or [None] * len(job["prompts"])
-    backend = OnnxBackend(job["onnx"], threads=job["threads"], n_ctx=job["n_ctx"], huge_pages=False)
+    backend, engine = open_backend(job)
     free = []
     try:
         for k, ids in enumerate(job["windows"]):
@@ -59,7 +72,7 @@ def main(job_file, out_dir):
         features = hwcap_features(Path("/proc/self/auxv").read_bytes()) if platform.machine() == "aarch64" else []
     except OSError:
         features = []
-    result = {"onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "machine": platform.machine(),
+    result = {**engine, "numpy": np.__version__, "machine": platform.machine(),
               "python": platform.python_version(), "features": features, "free_running": free}
     (out / "result.json").write_text(json.dumps(result), encoding="utf-8")
 

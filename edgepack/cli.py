@@ -123,10 +123,13 @@ def _not_yet(name, issue):
               help="MiniCPM-V: the vision half's GGUF (mmproj) weights.")
 @click.option("--vision-dtype", type=click.Choice(["fp16", "int8", "fp32"]), default=None,
               help="MiniCPM-V: vision.onnx's weights (default: fp16 for int4, fp32 for fp32; int8 halves the tower).")
+@click.option("--target", type=click.Choice(["desktop", "phone"]), default="desktop", show_default=True,
+              help="int4 ONNX: MatMulNBits' activation accuracy for this CPU class (phone: arm64's result matches "
+              "the x86 report; see edgepack/export.py TARGETS).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @threads_option
 def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fidelity_tokens, context, kv_dtype, mmproj_type,
-           vision_dtype, force, threads):
+           vision_dtype, target, force, threads):
     """Export a MiniCPM checkpoint to int4 ONNX and GGUF artifacts."""
     from .export import export as run_export
 
@@ -136,7 +139,8 @@ def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fide
         path = run_export(model=model, out=out, formats=[f.strip() for f in formats.split(",") if f.strip()],
                           dtype=dtype or "int4", block_size=block_size, gguf_type=gguf_type, threads=threads,
                           force=force, fidelity_tokens=fidelity_tokens, progress=progress, method=method,
-                          context=context, kv_dtype=kv_dtype, mmproj_type=mmproj_type, vision_dtype=vision_dtype)
+                          context=context, kv_dtype=kv_dtype, mmproj_type=mmproj_type, vision_dtype=vision_dtype,
+                          target=target)
     from .formats.manifest import format_artifact
     from .formats.manifest import inspect_artifact
 
@@ -440,9 +444,12 @@ def verify(artifact, model, backend, max_ppl_increase, tokens, threads, as_json)
                    "a76 = dotprod+fp16; a53 = plain NEON.")
 @click.option("--tokens", type=click.IntRange(2), default=None, help="Evaluation tokens (default: the manifest's).")
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True, help="onnxruntime threads on each side.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "gguf"]), default="onnx", show_default=True,
+              help="Which artifact: the ONNX on onnxruntime's arm64 kernels, or the GGUF on llama.cpp's arm64 build.")
+@click.option("--record", is_flag=True, help="Add the arm64 figures to edgepack.json (fidelity_arm64 in the entry).")
 @json_flag
-def check_arm(artifact, model, cpu, tokens, threads, as_json):
-    """Run the ONNX artifact on onnxruntime's arm64 kernels (qemu) and compare with x86 and the manifest.
+def check_arm(artifact, model, cpu, tokens, threads, fmt, record, as_json):
+    """Run the ONNX artifact on onnxruntime's arm64 kernels (or the GGUF on llama.cpp's) under qemu; compare with x86.
 
     Builds and caches an arm64 Debian root the first time (~/.cache/edgepack/arm64-root; debootstrap
     and qemu-user-static, as root). Prints no speed: emulated time says nothing about a phone.
@@ -451,8 +458,13 @@ def check_arm(artifact, model, cpu, tokens, threads, as_json):
     from .errors import CheckFailed
 
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    report = run(artifact, model=model, cpu=cpu, tokens=tokens, threads=threads, log=log)
+    report = run(artifact, model=model, cpu=cpu, tokens=tokens, threads=threads, log=log, fmt=fmt)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    if record:
+        from .check_arm import record as record_arm
+
+        record_arm(artifact, report)
+        log(f"recorded fidelity_arm64 in {artifact}/edgepack.json")
     if not report["ok"]:
         raise CheckFailed(f"{artifact}: arm64 left the bounds: {report['failures'][0]}")
 

@@ -16,6 +16,12 @@ from .formats.manifest import file_entries, files_under, new_manifest, write_man
 
 FORMATS = ("onnx", "gguf")
 DTYPES = ("int4", "fp32", "f16")
+# --target: the int4 ONNX's MatMulNBits accuracy_level. desktop: int8 activations (onnx_writer.ACCURACY_LEVEL), whose
+# arm64 dotprod/i8mm path quantizes a whole row: 2.1-2.7% error on the demo's down_proj vs 0.65-0.92% on x86, and
+# +0.79 points of Δppl on emulated arm64. phone: level 1 (fp32 activations; 0 and 2 give the same product on every
+# core measured), exact on both CPUs, so arm64's fidelity is x86's (+12.201% vs +12.205%) at ~5.6x level 4's
+# emulated prefill cost (arm_matmulnbits_kernels.json, check_arm_demo_rtn8_phone_target_256.json).
+TARGETS = {"desktop": 4, "phone": 1}
 
 
 def default_out(name, dtype):
@@ -35,7 +41,7 @@ def demo_artifact(threads=None, log=None):
 
 def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32, gguf_type=None, threads=None,
            force=False, fidelity_tokens=2048, progress=None, log=None, method=None, context=None, kv_dtype=None,
-           mmproj_type="f16", vision_dtype=None):
+           mmproj_type="f16", vision_dtype=None, target="desktop"):
     """Export `model` (a checkpoint dir, a Hugging Face id org/name, "demo" or "demo-llama"); returns the artifact folder.
 
     context: the tokens the artifact serves (default: the description's context_length, i.e. max_position_embeddings, or 4096 for a dynamic-NTK model); the ONNX
@@ -45,7 +51,8 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     methods.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget).
     kv_dtype: the ONNX KV cache's type (default: onnx_writer.KV_DTYPE for int4, float32 for fp32).
     mmproj_type: a MiniCPM-V's mmproj GGUF beside the LLM GGUF: f16 (default), q8_0 or f32.
-    vision_dtype: a MiniCPM-V's vision.onnx weights: fp16 (default for int4), int8 or fp32 (default for fp32)."""
+    vision_dtype: a MiniCPM-V's vision.onnx weights: fp16 (default for int4), int8 or fp32 (default for fp32).
+    target: "desktop" (default) or "phone": the int4 ONNX's MatMulNBits accuracy_level (TARGETS)."""
     from .model.checkpoint import load
     from .model.tokenizer import load_tokenizer
 
@@ -53,6 +60,8 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise BadInput(f"unknown format {','.join(bad) or '(none)'}; choose from {', '.join(FORMATS)}")
+    if target not in TARGETS:
+        raise BadInput(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
     if dtype not in DTYPES:
         raise BadInput(f"unknown dtype {dtype}; choose from {', '.join(DTYPES)}")
     if dtype == "f16" and "onnx" in formats:
@@ -133,7 +142,9 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
         for fmt in formats:  # ONNX and GGUF share one calibration
             log(f"writing {fmt} ({dtype})")
             entry = _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method, kv_dtype,
-                                  spill, vision_dtype)
+                                  spill, vision_dtype, TARGETS[target])
+            if fmt == "onnx":
+                entry["target"] = target
             if fmt == "gguf" and ckpt.config.vision is not None:
                 entry.update(write_vision_gguf(ckpt, tmp, mmproj_type))
             progress(f"smoke {fmt}", 0, 1)  # it runs before the fidelity, which a broken artifact would fail less clearly
@@ -146,6 +157,7 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
                     ref = reference_logits(ckpt, ids, progress=progress)  # "float reference" 0/L+1 .. L+1/L+1, a step a layer
                 progress(f"fidelity {fmt}", 0, 1)
                 entry["fidelity"] = artifact_fidelity(fmt, tmp / entry["path"], ids, ref, threads, ckpt.config)
+                entry["fidelity"]["kernels"] = fidelity_kernels(fmt, entry.get("quantization", {}).get("accuracy_level"))
                 if ckpt.config.vision is not None:  # MiniCPM-V: image prompts too (image_fidelity.py)
                     from .image_fidelity import image_fidelity, reference_cases
 
@@ -192,7 +204,7 @@ def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, b
 
 
 def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progress, method=None, kv_dtype=None,
-                  spill=None, vision_dtype=None):
+                  spill=None, vision_dtype=None, accuracy_level=TARGETS["desktop"]):
     q = quantize_for(fmt, ckpt, dtype, gguf_type, method, progress, block_size, scratch=spill)  # load -> quantize -> encode
     if fmt == "onnx":
         from .formats.onnx_writer import write_onnx
@@ -200,7 +212,7 @@ def _write_format(fmt, ckpt, tmp, dtype, block_size, gguf_type, threads, progres
         d = tmp / "onnx"
         d.mkdir()
         entry = write_onnx(ckpt, d, dtype=dtype, block_size=block_size, threads=threads, progress=progress, quantized=q,
-                           kv_dtype=kv_dtype, vision_dtype=vision_dtype)
+                           kv_dtype=kv_dtype, vision_dtype=vision_dtype, accuracy_level=accuracy_level)
         entry["path"] = "onnx"
     else:
         from .formats.gguf_writer import write_gguf
@@ -247,6 +259,25 @@ def write_vision_gguf(ckpt, tmp, mmproj_type):
     rel = f"gguf/{path.name}"
     return {"mmproj": {"path": rel, **{k: v for k, v in info.items() if k != "path"}},
             "files_extra": file_entries(tmp, files_under(tmp, rel))}
+
+
+def fidelity_kernels(fmt, accuracy_level=None):
+    """The CPU kernels a fidelity figure was measured on: this machine's arch, CPU and its flags, the engine."""
+    import importlib.metadata as md
+    import platform
+
+    from .bench.machine import cpu_info
+
+    pkg, name = ("onnxruntime", "onnxruntime") if fmt == "onnx" else ("llama_cpp_python", "llama.cpp (llama-cpp-python)")
+    try:
+        engine = f"{name} {md.version(pkg)}"
+    except md.PackageNotFoundError:
+        engine = f"{name} ?"
+    info = cpu_info()
+    k = {"arch": platform.machine(), "cpu": info["cpu"], "flags": info["flags"], "engine": engine}
+    if accuracy_level is not None:
+        k["accuracy_level"] = accuracy_level
+    return k
 
 
 def artifact_fidelity(fmt, path, ids, ref, threads, cfg=None):

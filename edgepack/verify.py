@@ -8,7 +8,7 @@ from .formats.manifest import find_artifact, read_manifest, verify_files
 
 def verify(artifact, model=None, fmt=None, tokens=None, threads=None, progress=None):
     """progress(stage, done, total), as for export: load, float reference, fidelity FORMAT."""
-    from .export import artifact_fidelity
+    from .export import artifact_fidelity, fidelity_kernels
     from .fidelity import eval_windows, reference_logits
     from .model.tokenizer import load_tokenizer
 
@@ -33,6 +33,7 @@ def verify(artifact, model=None, fmt=None, tokens=None, threads=None, progress=N
     for e in entries:
         progress(f"fidelity {e['format']}", 0, 1)
         fid = artifact_fidelity(e["format"], root / e["path"], ids, ref, threads, ckpt.config)
+        fid["kernels"] = fidelity_kernels(e["format"], (e.get("quantization") or {}).get("accuracy_level"))  # this CPU's
         progress(f"fidelity {e['format']}", 1, 1)
         out.append({"format": e["format"], "path": e["path"], "fidelity": fid, "recorded": e.get("fidelity")})
     return {"artifact": str(root), "artifacts": out}

@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgepack.check_arm import chat_agreement, check_arm, format_report
-from edgepack.export import export
+from edgepack.check_arm import chat_agreement, check_arm, format_report, record
+from edgepack.errors import IntegrityError
+from edgepack.export import TARGETS, export
+from edgepack.formats.manifest import read_manifest, verify_files
 
 ROOT = Path(__file__).resolve().parent.parent
 QK_SCALE = 6.0
@@ -44,9 +46,64 @@ def artifacts(tmp_path_factory):
     t = load_file(str(ckpt / "model.safetensors"))
     save_file({k: v * QK_SCALE if ("q_proj" in k or "k_proj" in k) else v for k, v in t.items()},
               str(ckpt / "model.safetensors"))
-    return {dtype: export(model=str(ckpt), out=base / dtype, formats=("onnx",), dtype=dtype, threads=2,
+    arts = {dtype: export(model=str(ckpt), out=base / dtype, formats=("onnx",), dtype=dtype, threads=2,
                           fidelity_tokens=TOKENS, **({"method": "rtn"} if dtype == "int4" else {}))
             for dtype in ("fp32", "int4")}
+    arts["int4-phone"] = export(model=str(ckpt), out=base / "int4-phone", formats=("onnx",), threads=2,
+                                fidelity_tokens=TOKENS, method="rtn", target="phone")
+    arts["gguf"] = export(model=str(ckpt), out=base / "gguf", formats=("gguf",), threads=2, fidelity_tokens=TOKENS,
+                          method="rtn")
+    return arts
+
+
+def graph_accuracy_levels(art):
+    import onnx
+
+    m = onnx.load(str(art / "onnx" / "model.onnx"), load_external_data=False)
+    return {onnx.helper.get_attribute_value(a) for n in m.graph.node if n.op_type == "MatMulNBits"
+            for a in n.attribute if a.name == "accuracy_level"}
+
+
+def test_export_records_its_kernels_and_the_phone_target_in_the_graph(artifacts):
+    from edgepack.bench.machine import cpu_info
+
+    assert TARGETS["desktop"] == 4 and TARGETS["phone"] != 4
+    for name, level in (("int4", TARGETS["desktop"]), ("int4-phone", TARGETS["phone"]), ("fp32", None)):
+        entry = read_manifest(artifacts[name])["artifacts"][0]
+        k = entry["fidelity"]["kernels"]
+        assert k["arch"] == os.uname().machine and k["flags"] == cpu_info()["flags"] and k["cpu"] == cpu_info()["cpu"]
+        assert k["engine"].startswith("onnxruntime 1.")
+        assert k.get("accuracy_level") == level and entry["quantization"].get("accuracy_level") == level
+        assert graph_accuracy_levels(artifacts[name]) == ({level} if level is not None else set())
+    assert read_manifest(artifacts["int4-phone"])["artifacts"][0]["target"] == "phone"
+
+
+def test_record_adds_arm64_figures_and_refuses_modified_files(artifacts, tmp_path):
+    """check-arm --record on the phone target: fidelity_arm64 beside fidelity, only edgepack.json rewritten."""
+    art = tmp_path / "phone"
+    shutil.copytree(artifacts["int4-phone"], art)
+    before = {p.name: p.read_bytes() for p in (art / "onnx").iterdir()}
+    r = subprocess.run([sys.executable, "-m", "edgepack", "check-arm", str(art), "--tokens", str(TOKENS), "--record",
+                        "--json"], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    m = read_manifest(art)
+    entry = m["artifacts"][0]
+    arm = entry["fidelity_arm64"]
+    assert arm["tokens"] == entry["fidelity"]["tokens"] == TOKENS and arm["ok"] and arm["failures"] == []
+    assert arm["ppl_increase_pct"] == report["fidelity"]["arm64"]["ppl_increase_pct"]
+    assert arm["kernels"]["arch"] == "aarch64" and "i8mm" in arm["kernels"]["flags"]
+    assert arm["kernels"]["engine"] == "onnxruntime 1.29.0" and arm["kernels"]["accuracy_level"] == TARGETS["phone"]
+    assert arm["x86_64"]["kernels"]["arch"] == os.uname().machine and arm["x86_64"]["tokens"] == TOKENS
+    assert abs(arm["ppl_increase_pct"] - arm["x86_64"]["ppl_increase_pct"]) <= 0.5
+    verify_files(art, entry["files"])  # the files' sha256s still hold: untouched
+    assert before == {p.name: p.read_bytes() for p in (art / "onnx").iterdir()}
+    assert not list(art.glob("*.tmp"))
+    manifest = (art / "edgepack.json").read_bytes()
+    (art / "onnx" / "genai_config.json").write_text("{}")  # a file that no longer matches its manifest
+    with pytest.raises(IntegrityError, match="genai_config.json"):
+        record(art, report)
+    assert (art / "edgepack.json").read_bytes() == manifest
 
 
 def permute_q(src, dst, all_rows):
@@ -140,3 +197,19 @@ def test_unknown_cpu_is_one_error_line(artifacts):
     r = subprocess.run([sys.executable, "-m", "edgepack", "check-arm", str(artifacts["fp32"]), "--cpu", "x86"],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("edgepack: error: ") and len(r.stderr.splitlines()) == 1
+
+
+def test_gguf_on_llama_cpp_arm64_build_and_recorded(artifacts, tmp_path):
+    """The GGUF on llama.cpp cross-built for aarch64 (arm64root.ensure_llama) against the host's llama-cpp-python."""
+    art = tmp_path / "gguf"
+    shutil.copytree(artifacts["gguf"], art)
+    r = check_arm(art, fmt="gguf", tokens=TOKENS, n_new=N_NEW, margin=TINY_MARGIN)
+    print(format_report(r))
+    assert r["ok"], r["failures"]
+    assert r["format"] == "gguf" and r["engine"] == r["host_engine"] and r["engine"].startswith("llama.cpp (llama-cpp-python")
+    assert r["cpu"]["machine"] == "aarch64" and r["windows"]["clear_disagreements"] == 0
+    arm = record(art, r)
+    entry = read_manifest(art)["artifacts"][0]
+    assert entry["format"] == "gguf" and entry["fidelity_arm64"] == arm
+    assert arm["kernels"]["arch"] == "aarch64" and arm["kernels"]["engine"] == r["engine"] and arm["tokens"] == TOKENS
+    verify_files(art, entry["files"])

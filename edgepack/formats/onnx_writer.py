@@ -64,6 +64,7 @@ from .onnx_graph import (DATA_FILE, MODEL_FILE, OPSET, PAST_KEY, PAST_VALUE, PRE
                          _DataFile, _Graph, _cat, quantize_int4)
 
 ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (the fast CPU path)
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits' accuracy_level: 0 unset (float), 1 fp32, 2 fp16, 3 bf16, 4 int8
 # KV cache element type, past_key_values.* and present.* (the module docstring). GroupQueryAttention's CPU
 # kernel keeps the cache in its own input type, so float16 means GQA runs in float16 between two Casts.
 KV_DTYPES = {"float32": (TensorProto.FLOAT, np.float32), "float16": (TensorProto.FLOAT16, np.float16)}
@@ -76,8 +77,8 @@ FUSE_GATE_UP = False
 class _Writer:
     """Consumes folded tensors in checkpoint order and emits nodes + initializers as they come."""
 
-    def __init__(self, cfg, data, dtype, block_size, kv_dtype="float32"):
-        self.c, self.g, self.bs = cfg, _Graph(data), block_size
+    def __init__(self, cfg, data, dtype, block_size, kv_dtype="float32", accuracy_level=ACCURACY_LEVEL):
+        self.c, self.g, self.bs, self.acc = cfg, _Graph(data), block_size, accuracy_level
         self.int4 = dtype == "int4"
         self.kv_type, self.kv_np = KV_DTYPES[kv_dtype]
         self.qkv = {}  # parts of the current layer's fused q/k/v (MLA: its q_a/kv_a and the decompression's activations)
@@ -158,7 +159,7 @@ class _Writer:
         if self.int4:
             ins, attrs = self._quantized(f"{name}.MatMul.weight", w)
             out = g.node("MatMulNBits", [x, *ins], node + "/MatMul_Q4", domain="com.microsoft",
-                         K=K, N=N, accuracy_level=ACCURACY_LEVEL, **attrs)
+                         K=K, N=N, accuracy_level=self.acc, **attrs)
         else:
             out = g.node("MatMul", [x, g.init(f"{name}.MatMul.weight", w.T)], node + "/MatMul")
         return self._rename(out, out_name)
@@ -246,7 +247,7 @@ class _Writer:
             V, H = self.c.vocab_size, self.c.hidden_size
             ins, attrs = self.embed
             g.node("MatMulNBits", [self.x, *ins], "/lm_head/MatMul_Q4", domain="com.microsoft",
-                   K=H, N=V, accuracy_level=ACCURACY_LEVEL, **attrs)
+                   K=H, N=V, accuracy_level=self.acc, **attrs)
             self._rename(None, "logits")
         else:
             wt = g.node("Transpose", [self.embed], "/lm_head/Transpose", perm=[1, 0])
@@ -281,18 +282,21 @@ def check_block_size(ckpt, block_size):
 
 
 def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None, progress=None, quantized=None,
-               kv_dtype=None, vision_dtype=None) -> dict:
+               kv_dtype=None, vision_dtype=None, accuracy_level=ACCURACY_LEVEL) -> dict:
     """Write the onnxruntime-genai folder for `ckpt` into the existing empty `out_dir`.
 
     quantized: edgepack.quant's Quantized model (its codes, scales and rescaled norms are encoded as
     they are); None with dtype int4 encodes plain RTN with onnxruntime's own packer (above).
     kv_dtype: the KV cache's element type, "float16" or "float32" (default: KV_DTYPE for int4,
     float32 for the fp32 anchor). vision_dtype: a MiniCPM-V's vision.onnx weights, fp16 (default for int4)
-    or fp32 (default for the fp32 anchor); the decoder is then also split for inputs_embeds (vision_onnx.py)."""
+    or fp32 (default for the fp32 anchor); the decoder is then also split for inputs_embeds (vision_onnx.py).
+    accuracy_level: the int4 MatMulNBits' activation type (ACCURACY_LEVELS; export.TARGETS picks it)."""
     from ..model.fold import fold_scale
 
     if dtype not in ("int4", "fp32"):
         raise BadInput(f"ONNX dtype {dtype!r} is not supported (int4 or fp32)")
+    if accuracy_level not in ACCURACY_LEVELS:
+        raise BadInput(f"MatMulNBits accuracy_level {accuracy_level!r} is not one of {ACCURACY_LEVELS}")
     kv_dtype = kv_dtype or (KV_DTYPE if dtype == "int4" else "float32")
     if kv_dtype not in KV_DTYPES:
         raise BadInput(f"KV cache dtype {kv_dtype!r} is not supported ({' or '.join(KV_DTYPES)})")
@@ -314,7 +318,7 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
     release = ckpt.close if any(ckpt.path.glob("*.safetensors")) or c.num_experts else (lambda: None)
     data = _DataFile(out_dir / DATA_FILE)
     try:
-        w = _Writer(c, data, dtype, block_size, kv_dtype)
+        w = _Writer(c, data, dtype, block_size, kv_dtype, accuracy_level)
         for k, name in enumerate(names):
             if q_model is not None:  # the quant stage's QTensors (fold constant into the scales) and norms
                 s = fold_scale(c, name)
@@ -369,6 +373,8 @@ def write_onnx(ckpt, out_dir: Path, *, dtype="int4", block_size=32, threads=None
          {"scheme": "fp32", "bits": 32, "block_size": None, "method": "none", "bits_per_weight": 32.0})
     if q_model is not None:
         q = q_model.describe()
+    if dtype == "int4":
+        q["accuracy_level"] = accuracy_level  # MatMulNBits' activations (ACCURACY_LEVELS)
     per, P = int(np.dtype(KV_DTYPES[kv_dtype][1]).itemsize), onnx_head_size(c)
     kv = {"dtype": kv_dtype, "bytes_per_element": per, "head_size": P,
           "layout": "K and V per layer, (batch, kv_heads, seq, head_size)" + (

@@ -272,7 +272,7 @@ public class MainActivity extends Activity implements BenchRun.Screen, PictureCh
                 root, loadSeconds, Engines.abi(), route.engineName(), threads));
         showReady(name + " from " + root.getName() + others + ": " + manifest.onnxFiles.size()
                 + " files verified, " + engines.describe() + ", " + threads + " threads, edgepack "
-                + manifest.edgepackVersion);
+                + manifest.edgepackVersion + (manifest.fidelityLine().isEmpty() ? "" : "\n" + manifest.fidelityLine()));
     }
 
     @Override

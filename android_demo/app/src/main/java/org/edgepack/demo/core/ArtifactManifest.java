@@ -33,6 +33,55 @@ public final class ArtifactManifest {
         }
     }
 
+    /**
+     * One fidelity report of the onnx entry against the float reference: "fidelity" (measured at export,
+     * usually on x86) or "fidelity_arm64" (added by edgepack check-arm --record, onnxruntime's arm64 kernels
+     * under qemu), with the CPU kernels it was measured on when the manifest names them.
+     */
+    public static final class Fidelity {
+        public final double pplIncreasePct;
+        /** Share of positions whose top-1 token matches the float model's, 0..1. */
+        public final double top1Agreement;
+        public final int tokens;
+        /** "x86_64", "aarch64", ... or "" when the manifest predates fidelity.kernels. */
+        public final String arch;
+        public final String engine;
+        /** MatMulNBits' accuracy_level the figure was measured with, or -1 when not recorded. */
+        public final int accuracyLevel;
+
+        Fidelity(double pplIncreasePct, double top1Agreement, int tokens, String arch, String engine,
+                 int accuracyLevel) {
+            this.pplIncreasePct = pplIncreasePct;
+            this.top1Agreement = top1Agreement;
+            this.tokens = tokens;
+            this.arch = arch;
+            this.engine = engine;
+            this.accuracyLevel = accuracyLevel;
+        }
+
+        /** One line for the screen, e.g. "aarch64 (onnxruntime 1.29.0): Δppl +13.7%, top-1 68.6% on 256 tokens". */
+        public String summary() {
+            String where = arch.isEmpty() ? "" : arch + (engine.isEmpty() ? "" : " (" + engine + ")") + ": ";
+            return String.format(java.util.Locale.ROOT, "%s\u0394ppl %+.1f%%, top-1 %.1f%% on %d tokens", where,
+                    pplIncreasePct, 100 * top1Agreement, tokens);
+        }
+
+        /** null when the object is absent or lacks the figures (an optional display field never blocks loading). */
+        static Fidelity parse(JSONObject f) {
+            if (f == null || !f.has("ppl_increase_pct") || !f.has("top1_agreement")) {
+                return null;
+            }
+            double ppl = f.optDouble("ppl_increase_pct", Double.NaN);
+            double top1 = f.optDouble("top1_agreement", Double.NaN);
+            if (Double.isNaN(ppl) || Double.isNaN(top1)) {
+                return null;
+            }
+            JSONObject k = f.optJSONObject("kernels");
+            return new Fidelity(ppl, top1, f.optInt("tokens", 0), k == null ? "" : k.optString("arch", ""),
+                    k == null ? "" : k.optString("engine", ""), k == null ? -1 : k.optInt("accuracy_level", -1));
+        }
+    }
+
     public final int schema;
     public final String edgepackVersion;
     public final String modelName;
@@ -41,15 +90,33 @@ public final class ArtifactManifest {
     public final List<FileEntry> onnxFiles;
     /** The tokenizer's chat template, or "" when the manifest has none. */
     public final String chatTemplate;
+    /** The onnx entry's export-time fidelity, or null when it has none. */
+    public final Fidelity fidelity;
+    /** Its fidelity on arm64 kernels (edgepack check-arm --record), or null when not recorded: show it when present. */
+    public final Fidelity fidelityArm64;
 
     private ArtifactManifest(int schema, String edgepackVersion, String modelName, String onnxPath,
-                             List<FileEntry> onnxFiles, String chatTemplate) {
+                             List<FileEntry> onnxFiles, String chatTemplate, Fidelity fidelity, Fidelity fidelityArm64) {
         this.schema = schema;
         this.edgepackVersion = edgepackVersion;
         this.modelName = modelName;
         this.onnxPath = onnxPath;
         this.onnxFiles = Collections.unmodifiableList(onnxFiles);
         this.chatTemplate = chatTemplate;
+        this.fidelity = fidelity;
+        this.fidelityArm64 = fidelityArm64;
+    }
+
+    /** The screen's fidelity line: the arm64 figures (check-arm --record) when the manifest has them, else the
+     *  export's own figures said to be from another CPU's kernels, else "" (nothing measured). */
+    public String fidelityLine() {
+        if (fidelityArm64 != null) {
+            return "Fidelity on arm64 kernels: " + fidelityArm64.summary();
+        }
+        if (fidelity != null) {
+            return "Fidelity (not checked on arm64 kernels): " + fidelity.summary();
+        }
+        return "";
     }
 
     public long totalBytes() {
@@ -100,7 +167,8 @@ public final class ArtifactManifest {
                     throw invalid("The onnx entry of edgepack.json lists no files.");
                 }
                 return new ArtifactManifest(schema, root.optString("edgepack_version", "?"),
-                        modelName, path, files, chatTemplate);
+                        modelName, path, files, chatTemplate, Fidelity.parse(entry.optJSONObject("fidelity")),
+                        Fidelity.parse(entry.optJSONObject("fidelity_arm64")));
             }
         }
         throw invalid("This artifact has no ONNX export (it has: " + formats

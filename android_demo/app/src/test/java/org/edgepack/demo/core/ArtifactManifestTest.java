@@ -1,6 +1,7 @@
 package org.edgepack.demo.core;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
@@ -52,6 +53,37 @@ class ArtifactManifestTest {
         assertEquals(SHA_A, m.onnxFiles.get(1).sha256);
         assertEquals(10, m.totalBytes());
         assertEquals("{{'<|im_start|>'}}", m.chatTemplate);
+    }
+
+    @Test
+    void readsTheArm64FidelityWhenRecorded() throws Exception {
+        String kernels = "\"kernels\": {\"arch\": \"aarch64\", \"engine\": \"onnxruntime 1.29.0\", "
+                + "\"accuracy_level\": 1, \"flags\": [\"asimddp\", \"i8mm\"]}";
+        String withArm = manifest(1, file("onnx/model.onnx", 3, SHA_A)).replace(
+                "\"fidelity\": {\"ppl\": 20.1}",
+                "\"fidelity\": {\"ppl\": 20.1, \"ppl_increase_pct\": 12.9, \"top1_agreement\": 0.718, \"tokens\": 256},"
+                        + " \"fidelity_arm64\": {\"ppl_increase_pct\": 13.69, \"top1_agreement\": 0.686,"
+                        + " \"tokens\": 256, " + kernels + "}");
+        ArtifactManifest m = ArtifactManifest.parse(withArm);
+        assertEquals(12.9, m.fidelity.pplIncreasePct, 1e-9);
+        assertEquals("", m.fidelity.arch);
+        assertEquals(-1, m.fidelity.accuracyLevel);
+        assertEquals("aarch64", m.fidelityArm64.arch);
+        assertEquals(1, m.fidelityArm64.accuracyLevel);
+        assertEquals(256, m.fidelityArm64.tokens);
+        assertEquals("aarch64 (onnxruntime 1.29.0): \u0394ppl +13.7%, top-1 68.6% on 256 tokens",
+                m.fidelityArm64.summary());
+        ArtifactManifest old = ArtifactManifest.parse(manifest(1, file("onnx/model.onnx", 3, SHA_A)));
+        assertNull(old.fidelityArm64);
+        assertNull(old.fidelity);  // {"ppl": 20.1} alone: no figures to show
+        assertEquals("Fidelity on arm64 kernels: " + m.fidelityArm64.summary(), m.fidelityLine());
+        assertEquals("", old.fidelityLine());
+        ArtifactManifest x86 = ArtifactManifest.parse(manifest(1, file("onnx/model.onnx", 3, SHA_A)).replace(
+                "\"fidelity\": {\"ppl\": 20.1}",
+                "\"fidelity\": {\"ppl\": 20.1, \"ppl_increase_pct\": 12.9, \"top1_agreement\": 0.718, \"tokens\": 256}"));
+        assertNull(x86.fidelityArm64);
+        assertEquals("Fidelity (not checked on arm64 kernels): \u0394ppl +12.9%, top-1 71.8% on 256 tokens",
+                x86.fidelityLine());
     }
 
     @Test
