@@ -166,3 +166,70 @@ def test_fidelity_window_matches_docs():
     assert m, "docs/measurements.md does not state the fidelity window"
     assert int(m.group(1)) == fidelity.MAX_WINDOW
     assert f"{fidelity.DEFAULT_TOKENS} tokens" in text
+
+
+def test_demo_export_sizes_match_docs(demo_art):
+    """docs/models.md states the demo export's file sizes; an export of the demo (the suite's shared one,
+    default methods) has them."""
+    text = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
+    stated = dict(re.findall(r"`(?:onnx|gguf)/([\w.-]+)` of ([\d.]+) MiB", text))
+    assert set(stated) == {"model.onnx.data", "model-Q4_0.gguf"}, stated
+    for name, mib in stated.items():
+        [path] = list(demo_art.rglob(name))
+        assert abs(path.stat().st_size / 2**20 - float(mib)) < 0.01, (name, path.stat().st_size / 2**20, mib)
+
+
+RESULT = re.compile(r"`(?:benchmarks/results/|results/)?([\w.-]+\.json)`")
+CPUS = {"Intel Xeon": "Xeon", "AMD EPYC": "EPYC"}
+
+
+def result_cpu(name):
+    import json
+
+    d = json.loads((ROOT / "benchmarks" / "results" / name).read_text(encoding="utf-8"))
+    m = d.get("machine") or d.get("host") or {}
+    return m.get("cpu") if isinstance(m, dict) else None
+
+
+def test_result_files_named_in_docs_exist():
+    texts = [p.read_text(encoding="utf-8") for p in doc_files() + [ROOT / "benchmarks" / "README.md"]]
+    names = {n for t in texts for n in RESULT.findall(t)} - {"edgepack.json", "genai_config.json", "config.json", "tokenizer.json"}
+    missing = sorted(n for n in names if not (ROOT / "benchmarks" / "results" / n).is_file())
+    assert not missing, f"named in the docs, not in benchmarks/results/: {missing}"
+
+
+def cpu_claims(text, default=None):
+    """(CPU named, result file) for each result file the text cites: the CPU its table row or paragraph
+    names, else the one the paragraph before a table names, else `default` (measurements.md's opening
+    sentence: a figure comes from the Xeon unless its row names another)."""
+    before = ""
+    for para in re.split(r"\n\s*\n", text):
+        rows = para.splitlines() if para.lstrip().startswith("|") else [para]
+        for row in rows:
+            named = [cpu for cpu in CPUS if cpu in row] or [cpu for cpu in CPUS if cpu in before] or \
+                ([default] if default else [])
+            if len(named) == 1:
+                for name in RESULT.findall(row):
+                    if (ROOT / "benchmarks" / "results" / name).is_file():
+                        yield named[0], name
+        before = para
+
+
+def test_cpu_named_beside_a_result_is_the_cpu_it_ran_on():
+    wrong = []
+    for path in doc_files() + [ROOT / "benchmarks" / "README.md"]:
+        default = "Intel Xeon" if path.name == "measurements.md" else None
+        for cpu, name in cpu_claims(path.read_text(encoding="utf-8"), default):
+            ran = result_cpu(name)
+            if ran and CPUS[cpu] not in ran:
+                wrong.append(f"{path.relative_to(ROOT)}: {name} says {cpu}, ran on {ran}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_cpu_check_catches_a_wrong_cpu():
+    [(cpu, name)] = list(cpu_claims("Intel Xeon, 2 cores: `gguf_kquant_demo.json`"))
+    assert CPUS[cpu] not in result_cpu(name)
+    [(cpu, name)] = list(cpu_claims("On an AMD EPYC:\n\n| a | b |\n|---|---|\n| x | `bench_2b.json` |"))
+    assert CPUS[cpu] not in result_cpu(name)
+    [(cpu, name)] = list(cpu_claims("no CPU named: `check_arm_demo_gguf_phone_256.json`", default="Intel Xeon"))
+    assert CPUS[cpu] not in result_cpu(name)
