@@ -66,7 +66,7 @@ def main():
 
     ckpt = args.checkpoint or args.work / "minicpm-2b"
     if not checkpoint_complete(ckpt):
-        steps["make_checkpoint"] = timed([sys.executable, ROOT / "benchmarks" / "make_minicpm_2b.py", ckpt], "checkpoint")
+        steps["make_checkpoint"] = timed([sys.executable, ROOT / "benchmarks" / "_minicpm_2b.py", ckpt], "checkpoint")
     art = args.work / "minicpm-2b-int4"
     if not (args.reuse_artifact and (art / "edgepack.json").is_file()):
         steps["export"] = timed([sys.executable, "-m", "edgepack", "export", "--int4", "--model", ckpt, "--out", art,
@@ -97,7 +97,7 @@ EXPORT_DOC = """The MiniCPM-2B-shape export through the whole pipeline: wall tim
 
     python benchmarks/bench_2b.py export [--ckpt /tmp/minicpm2b] [--work DIR] -> results/export_2b.json
 
-Three runs under /usr/bin/time -v on the same checkpoint (benchmarks/make_minicpm_2b.py):
+Three runs under /usr/bin/time -v on the same checkpoint (benchmarks/_minicpm_2b.py):
   write_onnx   the ONNX writer alone, plain RTN (the figure quoted before the quant stage: 1.95 GB, 32 s)
   export_onnx  `edgepack export --int4 --method rtn --format onnx --fidelity-tokens 0`
   export_both  the same with --format onnx,gguf (load -> canonical model -> quantize -> encode, both formats)

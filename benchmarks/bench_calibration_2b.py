@@ -1,6 +1,6 @@
 """Calibration cost on the MiniCPM-2B shape: wall time and peak RSS of edgepack.quant.quantize_model.
 
-    python benchmarks/make_minicpm_2b.py /tmp/minicpm2b          (once, ~5 GB of random bf16 weights)
+    python benchmarks/_minicpm_2b.py /tmp/minicpm2b          (once, ~5 GB of random bf16 weights)
     python benchmarks/bench_calibration_2b.py [/tmp/minicpm2b] [--method NAME] [--tokens N]
 
 The weights are random, so only cost is measured (the same cost as the real model: same shapes,

@@ -226,7 +226,7 @@ def main():
 # -- verify-cost: what a (1 + k)-token verify costs ----------------------------------------------
 VERIFY_COST_DOC = """What a k-token verify costs (MiniCPM-2B shape, or any artifact), and the speed-up that projects for speculation.
 
-    python benchmarks/make_minicpm_2b.py /tmp/edgepack-2b/ckpt
+    python benchmarks/_minicpm_2b.py /tmp/edgepack-2b/ckpt
     python -m edgepack export --int4 --model /tmp/edgepack-2b/ckpt --format onnx --method rtn \\
         --fidelity-tokens 0 --threads 2 --out /tmp/edgepack-2b/int4-onnx
     python benchmarks/bench_lookup_replay.py verify-cost /tmp/edgepack-2b/int4-onnx [--threads 2] [--rounds 8]

@@ -6,7 +6,7 @@
         edgepack's OnnxBackend and of the naive copy-the-cache onnxruntime loop (anchors), 2 threads.
     python benchmarks/bench_onnx_export.py 2b [--ckpt DIR] [--work DIR]  -> results/onnx_export_2b.json
         peak RSS (/usr/bin/time -v) and wall time of writing our int4 ONNX (write_onnx, no fidelity)
-        vs the builder on the same folded MiniCPM-2B-shaped checkpoint (benchmarks/make_minicpm_2b.py),
+        vs the builder on the same folded MiniCPM-2B-shaped checkpoint (benchmarks/_minicpm_2b.py),
         then onnxruntime-genai decode/prefill tok/s on both graphs (anchors/decode_ortgenai.py).
 
 Both graphs get the same settings: symmetric RTN int4, block 32, accuracy level 4, 2 intra-op threads
@@ -324,7 +324,7 @@ def bench_2b(work, ckpt, rounds):
     if ckpt is None:
         ckpt = work / "minicpm-2b"
         if not (ckpt / "config.json").is_file():
-            subprocess.run([sys.executable, ROOT / "benchmarks" / "make_minicpm_2b.py", ckpt], check=True)
+            subprocess.run([sys.executable, ROOT / "benchmarks" / "_minicpm_2b.py", ckpt], check=True)
     hf, ours, builder = work / "2b-folded-hf", work / "2b-ours", work / "2b-builder"
     for d in (ours, builder):
         shutil.rmtree(d, ignore_errors=True)
@@ -334,7 +334,7 @@ def bench_2b(work, ckpt, rounds):
     t_builder = run_builder(hf, builder, work / "2b-builder.log")
     sp = speed_2b(ours, builder, rounds)
     return {
-        "model": "MiniCPM-2B-shaped random bf16 checkpoint (benchmarks/make_minicpm_2b.py); the builder gets it "
+        "model": "MiniCPM-2B-shaped random bf16 checkpoint (benchmarks/_minicpm_2b.py); the builder gets it "
                  "folded into a tied Llama (same bf16 weights), ours reads the MiniCPM checkpoint and folds as it streams",
         "settings": {"quantization": "int4 symmetric RTN, block 32, accuracy_level 4", "threads": THREADS,
                      "builder_cmd": "python -m onnxruntime_genai.models.builder -i HF_DIR -o OUT -p int4 -e cpu",

@@ -3,7 +3,7 @@
 - family "minicpm": MiniCPM-2B's config.json (μP scalars, plain RoPE) with a sentencepiece tokenizer
   trained here in about a second (byte fallback on, some Chinese in the training text, MiniCPM's chat
   markers as user symbols), so rare Chinese characters fall back to bytes and every streaming path
-  runs in CI. benchmarks/make_minicpm_2b.py reuses it for the 2B shape.
+  runs in CI. benchmarks/_minicpm_2b.py reuses it for the 2B shape.
 - family "minicpm4": MiniCPM4's (GQA, rope_scaling longrope with short/long factors, eos list,
   use_mup, sparse_config). The context (1024) exceeds original_max_position_embeddings (256), so the
   long factors and an attention factor of sqrt(1 + ln 4 / ln 256) are exercised; exported for 256

@@ -1,6 +1,6 @@
 """Write a MiniCPM-2B-shaped checkpoint with random bf16 weights: same size and cost as the real model.
 
-    python benchmarks/make_minicpm_2b.py OUT [--layers 40]
+    python benchmarks/_minicpm_2b.py OUT [--layers 40]
 
 Config is MiniCPM-2B's (hidden 2304, 40 layers, 36 heads, MHA, FFN 5760, vocab 122753, tied,
 scale_emb 12, dim_model_base 256, scale_depth 1.4). Tensors are drawn straight into bf16 and
