@@ -53,7 +53,10 @@ def test_readme_test_command_is_what_ci_runs():
     assert 'pip install -e ".[dev]" && pytest\n' in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("path", doc_files() + [ROOT / "benchmarks" / "README.md"], ids=lambda p: p.name)
+OTHER_DOCS = [ROOT / "benchmarks" / "README.md", ROOT / "DEVELOPING.md", ROOT / "android_demo" / "README.md"]
+
+
+@pytest.mark.parametrize("path", doc_files() + OTHER_DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_history_words(path):
     # benchmarks/README.md's decision log is dated on purpose: it is the record of when a question was settled.
     rules = HISTORY if path.parent.name == "benchmarks" else HISTORY + [DATE]
@@ -73,8 +76,9 @@ def test_history_rules_catch_history_and_spare_technical_text():
 
 
 def code_files(root=ROOT):
-    for sub, pattern in (("edgepack", "*.py"), ("benchmarks", "*.py"), ("tests", "*.py"), ("android_demo", "*.java")):
-        yield from (p for p in sorted((root / sub).rglob(pattern)) if p.name != "test_docs.py")
+    for sub, pattern in (("edgepack", "*.py"), ("benchmarks", "*.py"), ("tests", "*.py"), ("android_demo", "*.java"),
+                         ("android_demo", "*.sh"), (".ci", "*")):
+        yield from (p for p in sorted((root / sub).rglob(pattern)) if p.is_file() and p.name != "test_docs.py")
 
 
 def test_no_history_words_in_code():
@@ -116,7 +120,7 @@ def broken_links(path):
     return bad
 
 
-@pytest.mark.parametrize("path", doc_files(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", doc_files() + OTHER_DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(path):
     bad = broken_links(path)
     assert not bad, f"{path.relative_to(ROOT)}:\n" + "\n".join(bad)
