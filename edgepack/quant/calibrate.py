@@ -107,7 +107,7 @@ def _calibrate(q, ids, progress=None, float_only=False):
                         q.tensors[p + n + ".weight"], lo = qt.rows(slice(lo, lo + len(W[n]))), lo + len(W[n])
                 del H
             elif m.gptq:  # one pass over the stacked rows: GPTQ treats rows independently given H
-                qt = gptq(torch.cat([W[n] for n in group]), hessian(x), 4, m.sym, m.clip, block=q.block)
+                qt = gptq(torch.cat([W[n] for n in group]), hessian(x), 4, m.sym, m.clip, block=q.block, act_order=m.act_order)
                 lo = 0
                 for n in group:
                     q.tensors[p + n + ".weight"], lo = qt.rows(slice(lo, lo + len(W[n]))), lo + len(W[n])

@@ -23,8 +23,8 @@ def hessian(x, piece=1024):
     return H.mul_(2 / T)
 
 
-def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32, grid=None):
-    """GPTQ (Frantar et al. 2022) without act-order: quantize column by column, spreading each
+def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32, grid=None, act_order=False):
+    """GPTQ (Frantar et al. 2022): quantize column by column, spreading each
     column's error over the not yet quantized columns with the inverse Hessian's Cholesky factor.
     The grid of each block is fitted on the already-updated weights at its first column; grid=(S, Z),
     each (N, K/block), fixes it instead (w ≈ (q − Z)·S, Z may be fractional: kquant.py's K-quant
@@ -45,8 +45,16 @@ def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32, g
     memory-bound and page-faulting); the column loop runs on the batch transposed, so a column is a
     contiguous row; rows are split over the threads. MiniCPM3-4B's shape on 2 cores of an AMD EPYC:
     GPTQ of gate|up (12800x2560) 13.8 -> 3.7 s, of down (2560x6400) 19.7 -> 9.7 s; a whole layer's
-    calibration 70 -> 32 s (benchmarks/bench_calibration_2b.py, results/quant_calibration_minicpm3_4b.json)."""
+    calibration 70 -> 32 s (benchmarks/bench_calibration_2b.py, results/quant_calibration_minicpm3_4b.json).
+
+    act_order: the columns in descending order of H's diagonal (the inputs that matter most first,
+    while most columns are left to absorb their error), on grids fitted beforehand: _act_order."""
+    if act_order:
+        wh = [w, H]
+        del w, H  # _act_order lets go of the caller's temporaries as it goes (peak RSS)
+        return _act_order(wh, bits, sym, clip, block, damp, batch)
     W = w.double().clone()
+    del w  # frees the caller's stacked temporary (calibrate.py's torch.cat of a group's rows)
     N, K = W.shape
     # H's diagonal with dead inputs at 1 and the damping added; H itself is neither copied nor changed
     # (a Gram matrix's dead columns are zero; K x K float64 copies are 265 MB at MoE-8x2B's down_proj)
@@ -80,6 +88,33 @@ def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32, g
     with ThreadPoolExecutor(parts) as pool:
         out = list(pool.map(run, [slice(a, b) for a, b in zip(cuts, cuts[1:])]))
     return torch.cat(out) if grid is not None else QTensor.cat(out)
+
+
+def _act_order(wh, bits, sym, clip, block, damp, batch):
+    """GPTQ with act-order and static groups: every block's grid is fitted first, on the original
+    weights with the clip search weighted by H's diagonal (so the file layout, one scale per block of
+    consecutive columns, stays what MatMulNBits and Q4_0 read), then the columns are rounded in
+    descending H-diagonal order onto their block's fixed grid (gptq(grid=...) with one grid column
+    per weight column) and the codes put back in file order. On the demo (fake-quant, same bytes;
+    benchmarks/README.md, decision log "int4 method"): top-1 and KL better at 2048 and 8192
+    calibration tokens, Δppl worse at 2048 (+6.2 against +4.6%) and best of all at 8192 (+3.6%);
+    the calibration takes 8% longer (93 s against 86 s)."""
+    w, H = wh
+    wh.clear()
+    N, K = w.shape
+    nb = K // block
+    d = H.diag().double()
+    S, Z = fit_grid(w.double().reshape(N, nb, block), bits, sym, clip, d.reshape(nb, block)[None] if clip else None)
+    S, Z = S[..., 0], Z[..., 0]  # (N, nb)
+    perm = torch.argsort(d, descending=True, stable=True)  # stable: dead (zero) columns keep their order
+    col_block = perm // block  # the block of each permuted column
+    # the permuted copies replace the originals, and gptq frees them in turn (passed as temporaries)
+    args = [w[:, perm], H.index_select(0, perm).index_select(1, perm)]
+    del w, H
+    codes = gptq(args.pop(0), args.pop(0), bits, sym, False, 1, damp, batch, (S[:, col_block], Z[:, col_block]))
+    q = torch.empty_like(codes)
+    q[:, perm] = codes
+    return _qtensor(q.reshape(N, nb, block), S[..., None], Z[..., None], bits, sym)
 
 
 def _inverse_cholesky_(Hf, diag):

@@ -34,6 +34,7 @@ class Method:
     clip: bool = False
     awq: bool = False
     gptq: bool = False
+    act_order: bool = False  # GPTQ's columns in descending H-diagonal order, on grids fitted first (gptq.py)
     embed_bits: int = 4  # bits of the tied table / lm_head: 4, 5 (GGUF Q5_0's grid) or 8
     describe: str = ""
 
@@ -51,6 +52,8 @@ METHODS = {m.name: m for m in [
     Method("awq_gptq", sym=False, clip=True, awq=True, gptq=True, describe="AWQ scales, then GPTQ rounding, asym"),
     Method("gptq_sym", clip=True, gptq=True, describe="GPTQ rounding, symmetric (Q4_0's grid), clip search"),
     Method("awq_gptq_sym", clip=True, awq=True, gptq=True, describe="AWQ scales, then GPTQ rounding, symmetric"),
+    Method("awq_gptq_sym_ao", clip=True, awq=True, gptq=True, act_order=True,
+           describe="AWQ scales, then GPTQ rounding in act-order (static groups), symmetric"),
 ]}
 
 
@@ -198,7 +201,7 @@ def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS
               "symmetric": m.sym, "embedding_bits": m.embed_bits}
     if kmix:
         q.info.update(kquant_mix=kmix, symmetric=None, embedding_bits=q.planned_bits(_embed_name(ckpt)))
-    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, n_tokens, block, kmix)
+    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, m.act_order, n_tokens, block, kmix)
     if (m.awq or m.gptq) and _SHARED and key in _SHARED:  # the other format of the same export: same layers
         q.tensors.update(_SHARED[key].tensors)
         q.floats.update(_SHARED[key].floats)
