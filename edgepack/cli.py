@@ -112,7 +112,11 @@ def _not_yet(name, issue):
               default=None, help="GGUF quantization type (default: the measured best int4 type); the K types are "
               "edgepack's calibrated codes in llama.cpp's type mix, q4_k_m-llamacpp llama.cpp's own quantizer.")
 @click.option("--method", default=None, help="int4 method: rtn, asym, mse, awq, gptq, awq_gptq, gptq_sym, "
-              "awq_gptq_sym, each optionally +emb8/+emb5 (default: the measured best; see edgepack/quant/).")
+              "awq_gptq_sym, awq_gptq_sym_ao (act-order), each optionally +emb8/+emb5 (default: the measured best; "
+              "see edgepack/quant/).")
+@click.option("--calibration-tokens", type=int, default=None,
+              help="Calibration text tokens for a calibrated int4 method, a multiple of 512 (default 2048; "
+              "more fit better and take proportionally longer).")
 @click.option("--fidelity-tokens", type=click.IntRange(0), default=2048, show_default=True,
               help="Evaluation tokens for the fidelity report (0 skips it).")
 @click.option("--context", type=int, default=None,
@@ -128,8 +132,8 @@ def _not_yet(name, issue):
               "the x86 report; see edgepack/export.py TARGETS).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @threads_option
-def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fidelity_tokens, context, kv_dtype, mmproj_type,
-           vision_dtype, target, force, threads):
+def export(int4, dtype, model, formats, out, block_size, gguf_type, method, calibration_tokens, fidelity_tokens, context,
+           kv_dtype, mmproj_type, vision_dtype, target, force, threads):
     """Export a MiniCPM checkpoint to int4 ONNX and GGUF artifacts."""
     from .export import export as run_export
 
@@ -140,7 +144,7 @@ def export(int4, dtype, model, formats, out, block_size, gguf_type, method, fide
                           dtype=dtype or "int4", block_size=block_size, gguf_type=gguf_type, threads=threads,
                           force=force, fidelity_tokens=fidelity_tokens, progress=progress, method=method,
                           context=context, kv_dtype=kv_dtype, mmproj_type=mmproj_type, vision_dtype=vision_dtype,
-                          target=target)
+                          target=target, calibration_tokens=calibration_tokens)
     from .formats.manifest import format_artifact
     from .formats.manifest import inspect_artifact
 

@@ -65,13 +65,23 @@ def test_force_replaces_an_existing_output(tmp_path):
 
 
 @pytest.mark.parametrize("kw, msg", [({"method": "awq_gtpq"}, "unknown int4 method"),
-                                     ({"method": "awq", "dtype": "fp32"}, "applies to int4")])
+                                     ({"method": "awq", "dtype": "fp32"}, "applies to int4"),
+                                     ({"calibration_tokens": 1000}, "positive multiple of 512"),
+                                     ({"calibration_tokens": 1024, "method": "rtn"}, "not to --method rtn"),
+                                     ({"calibration_tokens": 1024, "dtype": "fp32"}, "not to --dtype fp32")])
 def test_bad_method_fails_before_writing_anything(tmp_path, kw, msg):
     from edgepack.errors import BadInput
 
     with pytest.raises(BadInput, match=msg):
         export(model=make_tiny(tmp_path / "model"), out=tmp_path / "art", **kw)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no artifact, no temp folder
+
+
+def test_calibration_tokens_reach_both_formats_calibration(tmp_path):
+    art = export(model=make_tiny(tmp_path / "model"), out=tmp_path / "art", fidelity_tokens=0, calibration_tokens=1024)
+    for a in json.loads((art / "edgepack.json").read_text())["artifacts"]:
+        assert a["quantization"]["calibration"]["tokens"] == 1024, a["format"]
+        assert a["quantization"]["calibration"]["sequences"] == 2, a["format"]
 
 
 def test_a_short_context_model_exports_with_the_default_fidelity_evaluation(tmp_path):
