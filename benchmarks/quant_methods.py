@@ -2,6 +2,8 @@
 
     python benchmarks/quant_methods.py [METHOD[@TOKENS] ...]   (default: every method in edgepack.quant)
     python benchmarks/quant_methods.py --gguf demo|2304 [ROW ...]   (GGUF types, llama.cpp scoring every file)
+    python benchmarks/quant_methods.py --exports ART RTN_ART [OUT]   (real artifacts, scored by their engines;
+                                                                     default OUT: results/quant_export_demo.json)
 
 Each method quantizes the demo checkpoint (calibrated ones on texts.calibration_text()), the float
 reference runs on the dequantized weights (edgepack.fidelity.reference_logits(weights=...)) over the
@@ -50,7 +52,10 @@ def main(names):
     else:
         ref = fidelity.reference_logits(ckpt, ids)
         np.save(REF_CACHE, ref)
-    results = json.loads(OUT.read_text())["results"] if OUT.is_file() else {}
+    before = json.loads(OUT.read_text()) if OUT.is_file() else {"results": {}}
+    results = before["results"]
+    for r in results.values():  # rows merge across runs: each keeps the CPU it ran on
+        r.setdefault("cpu", before["machine"]["cpu"])
     rtn_bytes = methods.size_bytes(methods.quantize_model(ckpt, "rtn"))
     n_weights = sum(int(np.prod(ckpt.shape(n))) for n in ckpt.names)
     for name in names:
@@ -64,7 +69,8 @@ def main(names):
         r = {"method": name, "description": q.method.describe, "ppl": fid["ppl"], "float_ppl": fid["float_ppl"],
              "ppl_increase_pct": fid["ppl_increase_pct"], "top1_agreement": fid["top1_agreement"],
              "mean_kl": round(float(fid["mean_kl"]), 6), "bits_per_weight": round(8 * size / n_weights, 3),
-             "size_vs_rtn": round(size / rtn_bytes, 4), "quantize_s": round(calib_s, 1), "calibration": q.info["calibration"]}
+             "size_vs_rtn": round(size / rtn_bytes, 4), "quantize_s": round(calib_s, 1), "calibration": q.info["calibration"],
+             "cpu": machine()["cpu"]}
         results[name] = r
         print(json.dumps(r), flush=True)
         OUT.parent.mkdir(exist_ok=True)
@@ -97,11 +103,28 @@ def record_exports(default_dir, rtn_dir, out=ROOT / "results" / "quant_export_de
                      "acceptance": {"ppl_increase_pct<=10": f["ppl_increase_pct"] <= 10, "top1>=0.80": f["top1_agreement"] >= 0.8,
                                     "size_vs_rtn<=1.15": size / base <= 1.15}})
     out.write_text(json.dumps({"machine": machine(), "commands": [
-        f"edgepack export --model demo --out {default_dir} --threads 2",
+        export_command(load(default_dir), default_dir),
         f"edgepack export --model demo --out {rtn_dir} --method rtn --fidelity-tokens 0 --threads 2",
         f"python benchmarks/quant_methods.py --exports {default_dir} {rtn_dir}  (verify --tokens {LONG_EVAL})"],
         "results": rows}, indent=2) + "\n")
     return rows
+
+
+def export_command(manifest, out):
+    """The `edgepack export` line that wrote an artifact, read back from its manifest."""
+    from edgepack.quant.calibrate import CALIBRATION_TOKENS
+    from edgepack.quant.methods import DEFAULT_GGUF_METHOD, DEFAULT_METHOD
+
+    arts = manifest["artifacts"]
+    cmd = f"edgepack export --model demo --out {out} --threads 2"
+    if len(arts) == 1:
+        cmd += f" --format {arts[0]['format']}"
+    q = arts[0]["quantization"]
+    if q["method"] not in (DEFAULT_METHOD, DEFAULT_GGUF_METHOD):
+        cmd += f" --method {q['method']}"
+    if (q.get("calibration") or {}).get("tokens", CALIBRATION_TOKENS) != CALIBRATION_TOKENS:
+        cmd += f" --calibration-tokens {q['calibration']['tokens']}"
+    return cmd
 
 
 def table(path=OUT):
@@ -249,8 +272,8 @@ if __name__ == "__main__":
             gguf_types(sys.argv[2], sys.argv[3:] or list(GGUF_ROWS))
     elif sys.argv[1:2] == ["--table"]:
         print(table())
-    elif sys.argv[1:2] == ["--exports"]:  # --exports DEFAULT_ARTIFACT RTN_ARTIFACT
-        for r in record_exports(*sys.argv[2:4]):
+    elif sys.argv[1:2] == ["--exports"]:  # --exports ARTIFACT RTN_ARTIFACT [OUT.json]  (default quant_export_demo.json)
+        for r in record_exports(*sys.argv[2:4], *[Path(p) for p in sys.argv[4:5]]):
             print(json.dumps({k: r[k] for k in ("format", "method", "fidelity", f"fidelity_{LONG_EVAL}", "size_vs_rtn", "acceptance")}))
     else:
         from edgepack.quant.methods import METHODS
