@@ -116,7 +116,7 @@ def _not_yet(name, issue):
               "see edgepack/quant/).")
 @click.option("--calibration-tokens", type=int, default=None,
               help="Calibration text tokens for a calibrated int4 method, a multiple of 512 (default 2048; "
-              "more fit better and take proportionally longer).")
+              "more fit better and take longer; see benchmarks/README.md, int4 method).")
 @click.option("--fidelity-tokens", type=click.IntRange(0), default=2048, show_default=True,
               help="Evaluation tokens for the fidelity report (0 skips it).")
 @click.option("--context", type=int, default=None,
