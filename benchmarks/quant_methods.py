@@ -145,6 +145,8 @@ GGUF_ROWS = {  # row -> (who quantizes, GGUF type, edgepack method)
     "llama.cpp q4_k_s": ("llama.cpp", "q4_k_s", None),
     "llama.cpp q5_k_m": ("llama.cpp", "q5_k_m", None),
     "edgepack q4_0 (default)": ("edgepack", "q4_0", "awq_gptq_sym+emb5"),
+    "edgepack q4_0 act-order": ("edgepack", "q4_0", "awq_gptq_sym_ao+emb5"),
+    "edgepack q4_0 act-order, 8192 calibration tokens": ("edgepack", "q4_0", "awq_gptq_sym_ao+emb5@8192"),
     "edgepack q4_k_m": ("edgepack", "q4_k_m", "awq_gptq_sym"),
     "edgepack q4_k_s": ("edgepack", "q4_k_s", "awq_gptq_sym"),
     "edgepack q5_k_m": ("edgepack", "q5_k_m", "awq_gptq_sym"),
@@ -224,7 +226,7 @@ def gguf_types(model, rows, work=Path(os.environ.get("EDGEPACK_WORK", "/tmp/edge
     ref = score(f32 / "model-F32.gguf")
     for row in rows:
         who, kind, spec = GGUF_ROWS[row]
-        d = work / row.replace(" ", "_").replace("(", "").replace(")", "")
+        d = work / row.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
         d.mkdir(exist_ok=True)
         t0 = time.time()
         if who == "llama.cpp":
@@ -232,7 +234,9 @@ def gguf_types(model, rows, work=Path(os.environ.get("EDGEPACK_WORK", "/tmp/edge
             llama_quantize(f32 / "model-F32.gguf", path, kind, threads=2, imatrix=imatrix(ckpt, tok) if spec else None)
             q = None
         else:
-            q = quantize_model(ckpt, spec, tokenizer=tok, block8=32, block=32, kmix=None if kind == "q4_0" else kind)
+            method, _, n_cal = spec.partition("@")  # METHOD@TOKENS, as in main()
+            q = quantize_model(ckpt, method, tokenizer=tok, block8=32, block=32, kmix=None if kind == "q4_0" else kind,
+                               **({"n_tokens": int(n_cal)} if n_cal else {}))
             path = d / write_gguf(ckpt, d, gguf_type=kind, quantized=q)["file"]
         quantize_s = time.time() - t0
         fid = fidelity.compare(ref, score(path), ids)
