@@ -173,6 +173,19 @@ def test_act_order_keeps_the_layout_and_lowers_output_error():
     assert err(ao) < 0.9 * err(base)
 
 
+def test_moe_experts_take_the_methods_act_order():
+    """A mixture-of-experts layer's experts are fitted by moe._fit: act-order reaches them too."""
+    from edgepack.quant import moe
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 64, generator=g, dtype=torch.float64) * torch.randn(64, generator=g, dtype=torch.float64).exp()
+    w = torch.randn(32, 64, generator=g, dtype=torch.float64)
+    got = moe._fit(w, x, methods.method("awq_gptq_sym_ao"), 32)
+    want = gptq.gptq(w, gptq.hessian(x), 4, True, True, block=32, act_order=True)
+    plain = gptq.gptq(w, gptq.hessian(x), 4, True, True, block=32)
+    assert np.array_equal(got.codes, want.codes) and not np.array_equal(got.codes, plain.codes)
+
+
 def test_hessian_and_inverse_cholesky():
     """hessian() multiplies only the blocks on and above the diagonal; _inverse_cholesky's one reversed
     Cholesky gives the factor the three-pass chol(cholesky_inverse(chol(H))) gives, with the diagonal given."""
