@@ -1,6 +1,8 @@
 """Fidelity of each int4 method on the demo model, with fake quantization through the float reference.
 
     python benchmarks/quant_methods.py [METHOD[@TOKENS] ...]   (default: every method in edgepack.quant)
+    python benchmarks/quant_methods.py --damp X METHOD[@TOKENS] ...   (GPTQ's damping X instead of gptq.DAMP;
+                                                                     rows named "METHOD[@TOKENS] damp=X")
     python benchmarks/quant_methods.py --gguf demo|2304 [ROW ...]   (GGUF types, llama.cpp scoring every file)
     python benchmarks/quant_methods.py --exports ART RTN_ART [OUT]   (real artifacts, scored by their engines;
                                                                      default OUT: results/quant_export_demo.json)
@@ -33,7 +35,7 @@ def machine():
     return dict(machine_info(), torch_threads=torch.get_num_threads())
 
 
-def main(names):
+def main(names, damp=None):
     import torch
 
     from edgepack import fidelity
@@ -57,6 +59,10 @@ def main(names):
     for r in results.values():  # rows merge across runs: each keeps the CPU it ran on
         r.setdefault("cpu", before["machine"]["cpu"])
     rtn_bytes = methods.size_bytes(methods.quantize_model(ckpt, "rtn"))
+    if damp is not None:
+        from edgepack.quant import gptq
+
+        gptq.DAMP = damp  # every GPTQ call in this process, the default's and act-order's
     n_weights = sum(int(np.prod(ckpt.shape(n))) for n in ckpt.names)
     for name in names:
         t0 = time.time()
@@ -66,6 +72,8 @@ def main(names):
         logits = fidelity.reference_logits(ckpt, ids, weights=q.weight)
         fid = fidelity.compare(ref, logits, ids)
         size = methods.size_bytes(q)
+        if damp is not None:
+            name = f"{name} damp={damp:g}"
         r = {"method": name, "description": q.method.describe, "ppl": fid["ppl"], "float_ppl": fid["float_ppl"],
              "ppl_increase_pct": fid["ppl_increase_pct"], "top1_agreement": fid["top1_agreement"],
              "mean_kl": round(float(fid["mean_kl"]), 6), "bits_per_weight": round(8 * size / n_weights, 3),
@@ -279,6 +287,8 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["--exports"]:  # --exports ARTIFACT RTN_ARTIFACT [OUT.json]  (default quant_export_demo.json)
         for r in record_exports(*sys.argv[2:4], *[Path(p) for p in sys.argv[4:5]]):
             print(json.dumps({k: r[k] for k in ("format", "method", "fidelity", f"fidelity_{LONG_EVAL}", "size_vs_rtn", "acceptance")}))
+    elif sys.argv[1:2] == ["--damp"]:
+        main(sys.argv[3:], damp=float(sys.argv[2]))
     else:
         from edgepack.quant.methods import METHODS
 

@@ -122,6 +122,21 @@ def test_gptq_on_grid_and_lowers_output_error():
     assert err(qg) < 0.8 * err(qr)
 
 
+def test_gptq_damping_defaults_to_the_module_constant(monkeypatch):
+    """benchmarks/quant_methods.py --damp sets gptq.DAMP for every GPTQ call, act-order's too."""
+    w = _weights(4, n=32, k=128)
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(64, 128, generator=g) @ torch.randn(128, 128, generator=g)  # T < K: damping matters
+    H = X.T @ X / len(X)
+    for ao in (False, True):
+        light, heavy = (gptq.gptq(w, H, 4, clip=True, damp=d, act_order=ao).codes for d in (0.01, 1.0))
+        assert not np.array_equal(light, heavy)
+        assert np.array_equal(gptq.gptq(w, H, 4, clip=True, act_order=ao).codes, light)
+        monkeypatch.setattr(gptq, "DAMP", 1.0)
+        assert np.array_equal(gptq.gptq(w, H, 4, clip=True, act_order=ao).codes, heavy)
+        monkeypatch.setattr(gptq, "DAMP", 0.01)
+
+
 def test_gptq_over_stacked_rows_equals_gptq_per_linear():
     """Calibration runs q|k|v (and gate|up) as one GPTQ pass over their stacked rows: rows are
     independent given the shared Hessian, so it must quantize each linear as a pass of its own would."""

@@ -3,6 +3,7 @@ import torch
 
 from .blocks import BLOCK, QTensor, _qtensor, fit_grid
 
+DAMP = 0.01  # H's diagonal is damped by DAMP x its mean (GPTQ's percdamp); benchmarks/quant_methods.py --damp probes it
 ROWS_PER_THREAD = 1024  # below this many rows per thread, one thread runs GPTQ
 
 
@@ -23,7 +24,7 @@ def hessian(x, piece=1024):
     return H.mul_(2 / T)
 
 
-def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32, grid=None, act_order=False):
+def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=None, batch=32, grid=None, act_order=False):
     """GPTQ (Frantar et al. 2022): quantize column by column, spreading each
     column's error over the not yet quantized columns with the inverse Hessian's Cholesky factor.
     The grid of each block is fitted on the already-updated weights at its first column; grid=(S, Z),
@@ -49,6 +50,7 @@ def gptq(w, H, bits=4, sym=True, clip=False, block=BLOCK, damp=0.01, batch=32, g
 
     act_order: the columns in descending order of H's diagonal (the inputs that matter most first,
     while most columns are left to absorb their error), on grids fitted beforehand: _act_order."""
+    damp = DAMP if damp is None else damp
     if act_order:
         wh = [w, H]
         del w, H  # _act_order lets go of the caller's temporaries as it goes (peak RSS)
