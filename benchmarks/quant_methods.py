@@ -3,6 +3,8 @@
     python benchmarks/quant_methods.py [METHOD[@TOKENS] ...]   (default: every method in edgepack.quant)
     python benchmarks/quant_methods.py --damp X METHOD[@TOKENS] ...   (GPTQ's damping X instead of gptq.DAMP;
                                                                      rows named "METHOD[@TOKENS] damp=X")
+    python benchmarks/quant_methods.py --ft-damp X METHOD[@TOKENS] ...   (the _ft methods' target damping
+                                                                     instead of calibrate.FT_DAMP; "ft_damp=X")
     python benchmarks/quant_methods.py --gguf demo|2304 [ROW ...]   (GGUF types, llama.cpp scoring every file)
     python benchmarks/quant_methods.py --exports ART RTN_ART [OUT]   (real artifacts, scored by their engines;
                                                                      default OUT: results/quant_export_demo.json)
@@ -35,7 +37,7 @@ def machine():
     return dict(machine_info(), torch_threads=torch.get_num_threads())
 
 
-def main(names, damp=None):
+def main(names, damp=None, ft_damp=None):
     import torch
 
     from edgepack import fidelity
@@ -63,6 +65,10 @@ def main(names, damp=None):
         from edgepack.quant import gptq
 
         gptq.DAMP = damp  # every GPTQ call in this process, the default's and act-order's
+    if ft_damp is not None:
+        from edgepack.quant import calibrate
+
+        calibrate.FT_DAMP = ft_damp  # the float target's damping (the _ft methods)
     n_weights = sum(int(np.prod(ckpt.shape(n))) for n in ckpt.names)
     for name in names:
         t0 = time.time()
@@ -74,6 +80,8 @@ def main(names, damp=None):
         size = methods.size_bytes(q)
         if damp is not None:
             name = f"{name} damp={damp:g}"
+        if ft_damp is not None:
+            name = f"{name} ft_damp={ft_damp:g}"
         r = {"method": name, "description": q.method.describe, "ppl": fid["ppl"], "float_ppl": fid["float_ppl"],
              "ppl_increase_pct": fid["ppl_increase_pct"], "top1_agreement": fid["top1_agreement"],
              "mean_kl": round(float(fid["mean_kl"]), 6), "bits_per_weight": round(8 * size / n_weights, 3),
@@ -287,9 +295,11 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["--exports"]:  # --exports ARTIFACT RTN_ARTIFACT [OUT.json]  (default quant_export_demo.json)
         for r in record_exports(*sys.argv[2:4], *[Path(p) for p in sys.argv[4:5]]):
             print(json.dumps({k: r[k] for k in ("format", "method", "fidelity", f"fidelity_{LONG_EVAL}", "size_vs_rtn", "acceptance")}))
-    elif sys.argv[1:2] == ["--damp"]:
-        main(sys.argv[3:], damp=float(sys.argv[2]))
     else:
         from edgepack.quant.methods import METHODS
 
-        main(sys.argv[1:] or list(METHODS))
+        args, knobs = sys.argv[1:], {}
+        while args[:1] in (["--damp"], ["--ft-damp"]):  # --damp X and/or --ft-damp X, then the methods
+            knobs[args[0][2:].replace("-", "_")] = float(args[1])
+            args = args[2:]
+        main(args or list(METHODS), **knobs)

@@ -112,7 +112,8 @@ def _not_yet(name, issue):
               default=None, help="GGUF quantization type (default: the measured best int4 type); the K types are "
               "edgepack's calibrated codes in llama.cpp's type mix, q4_k_m-llamacpp llama.cpp's own quantizer.")
 @click.option("--method", default=None, help="int4 method: rtn, asym, mse, awq, gptq, awq_gptq, gptq_sym, "
-              "awq_gptq_sym, awq_gptq_sym_ao (act-order), each optionally +emb8/+emb5 (default: the measured best; "
+              "awq_gptq_sym, awq_gptq_sym_ao (act-order), awq_gptq_sym_ls (least-squares scales), awq_gptq_sym_seq, "
+              "awq_gptq_sym_ft (float target), awq_gptq_sym_ao_ls, awq_gptq_sym_ao_ft, each optionally +emb8/+emb5 (default: the measured best; "
               "see edgepack/quant/).")
 @click.option("--calibration-tokens", type=int, default=None,
               help="Calibration text tokens for a calibrated int4 method, a multiple of 512 (default 2048; "

@@ -80,6 +80,8 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
             raise BadInput(f"--method {method} applies to int4 exports, not --dtype {dtype}")
         if m.act_order and "gguf" in formats and gguf_type in kquant.MIXES:  # the K grids' GPTQ runs in file order
             raise BadInput(f"--method {method}: act-order applies to ONNX int4 and GGUF q4_0, not GGUF {gguf_type}")
+        if (m.refine or m.seq) and "gguf" in formats and gguf_type in kquant.MIXES:
+            raise BadInput(f"--method {method} applies to ONNX int4 and GGUF q4_0, not GGUF {gguf_type}")
     if calibration_tokens is not None:
         from .quant.calibrate import CALIBRATION_SEQ
 

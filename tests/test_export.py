@@ -69,7 +69,8 @@ def test_force_replaces_an_existing_output(tmp_path):
                                      ({"calibration_tokens": 1000}, "positive multiple of 512"),
                                      ({"calibration_tokens": 1024, "method": "rtn"}, "not to --method rtn"),
                                      ({"calibration_tokens": 1024, "dtype": "fp32"}, "not to --dtype fp32"),
-                                     ({"method": "awq_gptq_sym_ao", "gguf_type": "q4_k_m"}, "act-order applies to ONNX")])
+                                     ({"method": "awq_gptq_sym_ao", "gguf_type": "q4_k_m"}, "act-order applies to ONNX"),
+                                     ({"method": "awq_gptq_sym_ft", "gguf_type": "q5_k_m"}, "applies to ONNX int4 and GGUF q4_0")])
 def test_bad_method_fails_before_writing_anything(tmp_path, kw, msg):
     from edgepack.errors import BadInput
 

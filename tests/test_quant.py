@@ -188,6 +188,54 @@ def test_act_order_keeps_the_layout_and_lowers_output_error():
     assert err(ao) < 0.9 * err(base)
 
 
+def test_least_squares_scales_lower_the_hessian_error_and_keep_the_codes():
+    """refine_scales keeps GPTQ's codes and moves each block's scale to the least-squares one: the
+    H-weighted error (what GPTQ minimizes) drops, and the scales stay fp16 values."""
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(512, 128, generator=g, dtype=torch.float64) * torch.rand(128, generator=g, dtype=torch.float64) * 3
+    H, w = gptq.hessian(X), _weights(6, n=64, k=128).double()
+    base = gptq.gptq(w, H, 4, sym=True, clip=True)
+    ls = gptq.refine_scales(base, w, H)
+    err = lambda qt: float(((X @ (w - torch.from_numpy(qt.dequantize()).double()).T) ** 2).sum())  # noqa: E731
+    assert np.array_equal(ls.codes, base.codes) and np.array_equal(ls.zeros, base.zeros)
+    assert not np.array_equal(ls.scales, base.scales)
+    assert np.array_equal(ls.scales, ls.scales.astype(np.float16).astype(np.float32))
+    assert err(ls) < 0.99 * err(base)
+
+
+def test_float_target_aims_at_the_float_outputs():
+    """float_target's W + ΔW solves the normal equations of ‖W·x_f − W'·x‖² (tiny damping, full-rank x),
+    and is W itself when the quantized model's inputs are the float model's."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(400, 48, generator=g, dtype=torch.float64)
+    xf = x + 0.1 * torch.randn(400, 48, generator=g, dtype=torch.float64)
+    w = torch.randn(16, 48, generator=g, dtype=torch.float64)
+    H = gptq.hessian(x)
+    assert torch.equal(calibrate.float_target(w, x, x, H), torch.zeros_like(w))
+    w2 = w + calibrate.float_target(w, x, xf, H, damp=1e-12)
+    assert torch.allclose(w2 @ (x.T @ x), w @ (xf.T @ x), rtol=1e-8, atol=1e-8)
+    assert (w2 - w).abs().max() > 1e-2
+    heavy = w + calibrate.float_target(w, x, xf, H)  # FT_DAMP: pulled back towards W
+    assert (heavy - w).norm() < (w2 - w).norm()
+
+
+@pytest.mark.parametrize("name", ["awq_gptq_sym_ls+emb8", "awq_gptq_sym_seq+emb8", "awq_gptq_sym_ft+emb8"])
+def test_refining_methods_change_the_codes_or_scales_and_stay_close(tiny_gqa, name):
+    """The opt-in refinements of the default (least-squares scales, sequential inputs, the float
+    target) each give other weights than the default, deterministically, as close to the float model."""
+    base, a, b = _quantized(tiny_gqa, "awq_gptq_sym+emb8", 512), _quantized(tiny_gqa, name, 512), _quantized(tiny_gqa, name, 512)
+    assert methods.digest(a) == methods.digest(b) != methods.digest(base)
+    ids = _tok(tiny_gqa).encode("def f(x): return x + 1  # a comment about lists and dicts")
+    ref = reference_logits(tiny_gqa, ids)
+    err = lambda q: np.abs(reference_logits(tiny_gqa, ids, weights=q.weight) - ref).max()  # noqa: E731
+    assert err(a) < 2 * err(base)
+
+
+def test_refining_methods_refuse_kquant_and_experts(tiny_gqa):
+    with pytest.raises(BadInput, match="dense"):
+        methods.quantize_model(tiny_gqa, "awq_gptq_sym_ft", tokenizer=_tok(tiny_gqa), kmix="q4_k_m")
+
+
 def test_moe_experts_take_the_methods_act_order():
     """A mixture-of-experts layer's experts are fitted by moe._fit: act-order reaches them too."""
     from edgepack.quant import moe
@@ -332,7 +380,8 @@ def _gguf_weights(path, ckpt):
     return out
 
 
-@pytest.mark.parametrize("name,types", [("awq_gptq_sym_ao+emb5", {"Q4_0", "Q5_0"}), ("asym+emb8", {"Q4_1", "Q8_0"})])
+@pytest.mark.parametrize("name,types", [("awq_gptq_sym_ao+emb5", {"Q4_0", "Q5_0"}), ("asym+emb8", {"Q4_1", "Q8_0"}),
+                                        ("awq_gptq_sym_ls+emb5", {"Q4_0", "Q5_0"})])
 def test_gguf_holds_the_quantized_weights(tiny_gqa, tmp_path, name, types):
     from edgepack.formats.gguf_writer import write_gguf
 
@@ -347,7 +396,8 @@ def test_gguf_holds_the_quantized_weights(tiny_gqa, tmp_path, name, types):
         assert np.abs(got[n][1] - ref).max() <= tol, n
 
 
-@pytest.mark.parametrize("name,block", [("awq_gptq+emb8", 32), ("gptq_sym", 32), ("awq_gptq_sym_ao+emb8", 16)])
+@pytest.mark.parametrize("name,block", [("awq_gptq+emb8", 32), ("gptq_sym", 32), ("awq_gptq_sym_ao+emb8", 16),
+                                        ("awq_gptq_sym_ls+emb8", 32)])
 def test_onnx_runs_the_quantized_weights(tiny_gqa, tmp_path, name, block):
     """The ONNX graph (MatMulNBits with our scales/zero points, 8-bit GatherBlockQuantized table)
     computes what the float reference computes on the dequantized weights, at the block size asked for

@@ -11,7 +11,7 @@ import torch
 from ..errors import BadInput
 from .awq import _awq_layer, _awq_mla_layer, _gqa_tie
 from .blocks import quantize
-from .gptq import gptq, hessian
+from .gptq import gptq, hessian, refine_scales
 from .kquant import quantize_as
 from .moe import MIN_EXPERT_TOKENS, Routed, Tap, calibrate_experts, router_name
 
@@ -63,6 +63,7 @@ def _calibrate(q, ids, progress=None, float_only=False):
     # (B, T, H) from the float table, so the layers' results do not depend on the embedding's bits.
     # All of the calibration runs in float64 (CALIBRATION_DTYPE's note says why)
     h = ckpt.rows(emb_name, ids).to(CALIBRATION_DTYPE) * c.embedding_scale
+    hf = h if m.ft else None  # the float model's hidden states (the _ft methods)
     tie = _gqa_tie(c) if c.attention != "mla" else None
     groups = shared_input(c)
     moe = bool(c.num_experts)  # the routed FFN: quant/moe.py, after the attention linears
@@ -88,7 +89,18 @@ def _calibrate(q, ids, progress=None, float_only=False):
         X = _capture(block, h, pos, groups)  # inputs of the layer's linears, float layer
         if m.awq:  # MoE: attention only (quant/moe.py says why experts get no AWQ)
             (_awq_mla_layer if c.attention == "mla" else _awq_layer)(W, norms, X, m, c, tie, q.block, mlp=not moe)
-        for group in groups:
+        if m.seq:  # the block computes with the AWQ-scaled weights, so recaptured inputs are the scaled ones
+            for n, t in {**W, **norms}.items():
+                _attach(block, n + ".weight", t)
+        if m.ft:  # the float model's own stream: the same AWQ-scaled float layer on the float hidden states
+            with torch.device("meta"):
+                fblock = Block(c)
+            for n, t in {**W, **norms}.items():
+                _attach(fblock, n + ".weight", t)
+            XF = _capture(fblock, hf, pos, groups)
+        for gi, group in enumerate(groups):
+            if m.seq and gi:
+                X = _capture(block, h, pos, groups)
             x = X[group[0]]
             if float_only:
                 for n in group:
@@ -107,7 +119,17 @@ def _calibrate(q, ids, progress=None, float_only=False):
                         q.tensors[p + n + ".weight"], lo = qt.rows(slice(lo, lo + len(W[n]))), lo + len(W[n])
                 del H
             elif m.gptq:  # one pass over the stacked rows: GPTQ treats rows independently given H
-                qt = gptq(torch.cat([W[n] for n in group]), hessian(x), 4, m.sym, m.clip, block=q.block, act_order=m.act_order)
+                if m.ft or m.refine:  # these need the (aimed-at) weights and H after GPTQ has run
+                    H, w = hessian(x), torch.cat([W[n] for n in group])
+                    if m.ft:
+                        w += float_target(w, x, XF[group[0]], H)
+                    qt = gptq(w, H, 4, m.sym, m.clip, block=q.block, act_order=m.act_order)
+                    if m.refine:
+                        qt = refine_scales(qt, w, H)
+                    del H, w
+                else:  # temporaries gptq frees as it goes (peak RSS)
+                    qt = gptq(torch.cat([W[n] for n in group]), hessian(x), 4, m.sym, m.clip, block=q.block,
+                              act_order=m.act_order)
                 lo = 0
                 for n in group:
                     q.tensors[p + n + ".weight"], lo = qt.rows(slice(lo, lo + len(W[n]))), lo + len(W[n])
@@ -127,10 +149,30 @@ def _calibrate(q, ids, progress=None, float_only=False):
         release()
         _trim_heap()
         h = block(h, pos, None)  # the quantized layer feeds the next one
+        if m.ft:
+            hf = fblock(hf, pos, None)
+            del fblock, XF
         if moe and not float_only:
             _spill_experts(q, block.mlp.layer)
         if progress:
             progress("calibrate", i + 1, L)
+
+
+FT_DAMP = 3.0  # float_target's damping, x H's mean diagonal: weaker damping overfits 2048 tokens (decision log)
+
+
+def float_target(w, x, xf, H, damp=None):
+    """ΔW with ‖W·x_f − Ŵ·x‖² = ‖(W + ΔW)·x − Ŵ·x‖² + const for any Ŵ: W + ΔW is the least-squares
+    W·x_fᵀx (xᵀx)⁻¹, so GPTQ on W + ΔW with x's Hessian aims at the float model's outputs from the
+    inputs the quantized model really sees (GPTAQ's asymmetric target). x, xf (T, K); H = hessian(x).
+    Opt-in (`_ft` methods): on the demo KL 0.061 against the default's 0.074 at the same Δppl, but the float
+    stream makes a 2B calibration 2019 s against 940 s (benchmarks/README.md, decision log "int4 method")."""
+    damp = FT_DAMP if damp is None else damp
+    C = (xf - x).T @ x * (2 / len(x))  # (K, K), scaled like H
+    Hd = H.clone()
+    d = Hd.diagonal()
+    d += damp * d.mean() + (d == 0)
+    return torch.linalg.solve(Hd, (w @ C).T).T  # w C H⁻¹ (H symmetric)
 
 
 def _experts(q, i, x, m, release):

@@ -35,6 +35,9 @@ class Method:
     awq: bool = False
     gptq: bool = False
     act_order: bool = False  # GPTQ's columns in descending H-diagonal order, on grids fitted first (gptq.py)
+    refine: bool = False  # least-squares scales for GPTQ's codes (gptq.refine_scales)
+    seq: bool = False  # each group's inputs captured again once the groups before it are quantized
+    ft: bool = False  # GPTQ aims at the float model's outputs W·x_float (calibrate.float_target); needs seq
     embed_bits: int = 4  # bits of the tied table / lm_head: 4, 5 (GGUF Q5_0's grid) or 8
     describe: str = ""
 
@@ -54,6 +57,16 @@ METHODS = {m.name: m for m in [
     Method("awq_gptq_sym", clip=True, awq=True, gptq=True, describe="AWQ scales, then GPTQ rounding, symmetric"),
     Method("awq_gptq_sym_ao", clip=True, awq=True, gptq=True, act_order=True,
            describe="AWQ scales, then GPTQ rounding in act-order (static groups), symmetric"),
+    Method("awq_gptq_sym_ls", clip=True, awq=True, gptq=True, refine=True,
+           describe="AWQ scales, GPTQ rounding, least-squares scales, symmetric"),
+    Method("awq_gptq_sym_seq", clip=True, awq=True, gptq=True, seq=True,
+           describe="AWQ scales, GPTQ rounding on inputs from the quantized groups before, symmetric"),
+    Method("awq_gptq_sym_ft", clip=True, awq=True, gptq=True, seq=True, ft=True,
+           describe="AWQ scales, GPTQ towards the float model's outputs, symmetric"),
+    Method("awq_gptq_sym_ao_ft", clip=True, awq=True, gptq=True, act_order=True, seq=True, ft=True,
+           describe="AWQ scales, GPTQ in act-order towards the float model's outputs, symmetric"),
+    Method("awq_gptq_sym_ao_ls", clip=True, awq=True, gptq=True, act_order=True, refine=True,
+           describe="AWQ scales, GPTQ rounding in act-order, least-squares scales, symmetric"),
 ]}
 
 
@@ -196,12 +209,14 @@ def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS
         raise BadInput("K-quant GGUF types are not offered for mixture-of-experts models: use GGUF type q4_0")
     if kmix:
         kquant.mix(kmix, "", 0, 0, False)  # an unknown mix is one clear error before any work
+    if (m.seq or m.refine) and (kmix or ckpt.config.num_experts):
+        raise BadInput(f"method {m.name} is for dense models' int4 grid: not with K-quant types or mixture-of-experts")
     q = Quantized(ckpt, m, block8=block8, block4=block, kmix=kmix)
     q.info = {"method": m.name, "description": m.describe, "bits": 4, "block_size": block,
               "symmetric": m.sym, "embedding_bits": m.embed_bits}
     if kmix:
         q.info.update(kquant_mix=kmix, symmetric=None, embedding_bits=q.planned_bits(_embed_name(ckpt)))
-    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, m.act_order, n_tokens, block, kmix)
+    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, m.act_order, m.refine, m.seq, m.ft, n_tokens, block, kmix)
     if (m.awq or m.gptq) and _SHARED and key in _SHARED:  # the other format of the same export: same layers
         q.tensors.update(_SHARED[key].tensors)
         q.floats.update(_SHARED[key].floats)
