@@ -231,9 +231,13 @@ def test_refining_methods_change_the_codes_or_scales_and_stay_close(tiny_gqa, na
     assert err(a) < 2 * err(base)
 
 
-def test_refining_methods_refuse_kquant_and_experts(tiny_gqa):
+def test_refining_methods_refuse_kquant_and_experts(tiny_gqa, tmp_path):
     with pytest.raises(BadInput, match="dense"):
         methods.quantize_model(tiny_gqa, "awq_gptq_sym_ft", tokenizer=_tok(tiny_gqa), kmix="q4_k_m")
+    moe = load(make_tiny(tmp_path / "moe", shape="moe", fmt="bin"))
+    for name in ("awq_gptq_sym_ls", "awq_gptq_sym_seq"):
+        with pytest.raises(BadInput, match="mixture-of-experts"):
+            methods.quantize_model(moe, name, tokenizer=_tok(moe))
 
 
 def test_moe_experts_take_the_methods_act_order():

@@ -172,7 +172,10 @@ def float_target(w, x, xf, H, damp=None):
     Hd = H.clone()
     d = Hd.diagonal()
     d += damp * d.mean() + (d == 0)
-    return torch.linalg.solve(Hd, (w @ C).T).T  # w C H⁻¹ (H symmetric)
+    L, info = torch.linalg.cholesky_ex(Hd)  # damped H is positive-definite (MKL's LU misbehaved: gptq.refine_scales)
+    if info.item():
+        raise torch.linalg.LinAlgError(f"float target: the damped Hessian is not positive-definite (leading minor {info.item()})")
+    return torch.cholesky_solve((w @ C).T, L).T  # w C H⁻¹ (H symmetric)
 
 
 def _experts(q, i, x, m, release):
