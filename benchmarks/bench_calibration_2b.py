@@ -25,7 +25,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model", nargs="?", default="/tmp/minicpm2b")
     ap.add_argument("--method", default=None, help="default: edgepack.quant.DEFAULT_METHOD")
-    ap.add_argument("--tokens", type=int, default=None)
+    ap.add_argument("--tokens", type=int, default=None, help="default: edgepack.quant.calibrate.default_tokens")
     ap.add_argument("--layers", type=int, default=None,
                     help="calibrate only the first N layers and extrapolate the layer time to all of them")
     ap.add_argument("--out", default=str(ROOT / "results" / "quant_calibration_2b.json"))
@@ -38,8 +38,8 @@ def main():
     from quant_methods import machine
 
     method = a.method or methods.DEFAULT_METHOD
-    tokens = a.tokens or calibrate.CALIBRATION_TOKENS
     ckpt = load(a.model)
+    tokens = a.tokens or calibrate.default_tokens(ckpt)  # by the whole model's size, before --layers cuts it
     n_layers = ckpt.config.num_hidden_layers
     if a.layers:  # a prefix of the model: same per-layer cost, fewer layers
         import dataclasses

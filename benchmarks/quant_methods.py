@@ -1,8 +1,8 @@
 """Fidelity of each int4 method on the demo model, with fake quantization through the float reference.
 
     python benchmarks/quant_methods.py [METHOD[@TOKENS] ...]   (default: every method in edgepack.quant)
-    python benchmarks/quant_methods.py --damp X METHOD[@TOKENS] ...   (GPTQ's damping X instead of gptq.DAMP;
-                                                                     rows named "METHOD[@TOKENS] damp=X")
+    python benchmarks/quant_methods.py --damp X METHOD[@TOKENS] ...   (GPTQ's damping X instead of the method's,
+                                                                     gptq.DAMP or AO_DAMP; rows "METHOD[@TOKENS] damp=X")
     python benchmarks/quant_methods.py --ft-damp X METHOD[@TOKENS] ...   (the _ft methods' target damping
                                                                      instead of calibrate.FT_DAMP; "ft_damp=X")
     python benchmarks/quant_methods.py --gguf demo|2304 [ROW ...]   (GGUF types, llama.cpp scoring every file)
@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ def main(names, damp=None, ft_damp=None):
 
     from edgepack import fidelity
     from edgepack.quant import methods
+    from edgepack.quant.calibrate import CALIBRATION_TOKENS
     from edgepack.model.checkpoint import load
     from edgepack.model.tokenizer import load_tokenizer
 
@@ -61,10 +63,6 @@ def main(names, damp=None, ft_damp=None):
     for r in results.values():  # rows merge across runs: each keeps the CPU it ran on
         r.setdefault("cpu", before["machine"]["cpu"])
     rtn_bytes = methods.size_bytes(methods.quantize_model(ckpt, "rtn"))
-    if damp is not None:
-        from edgepack.quant import gptq
-
-        gptq.DAMP = damp  # every GPTQ call in this process, the default's and act-order's
     if ft_damp is not None:
         from edgepack.quant import calibrate
 
@@ -73,7 +71,8 @@ def main(names, damp=None, ft_damp=None):
     for name in names:
         t0 = time.time()
         spec, _, n_cal = name.partition("@")  # METHOD@TOKENS: that many calibration tokens (default 2048)
-        q = methods.quantize_model(ckpt, spec, tokenizer=tok, **({"n_tokens": int(n_cal)} if n_cal else {}))
+        m = methods.method(spec) if damp is None else replace(methods.method(spec), damp=damp)  # GPTQ's damping
+        q = methods.quantize_model(ckpt, m, tokenizer=tok, n_tokens=int(n_cal) if n_cal else CALIBRATION_TOKENS)
         calib_s = time.time() - t0
         logits = fidelity.reference_logits(ckpt, ids, weights=q.weight)
         fid = fidelity.compare(ref, logits, ids)
@@ -128,9 +127,11 @@ def record_exports(default_dir, rtn_dir, out=ROOT / "results" / "quant_export_de
 
 def export_command(manifest, out):
     """The `edgepack export` line that wrote an artifact, read back from its manifest."""
-    from edgepack.quant.calibrate import CALIBRATION_TOKENS
+    from edgepack.model.checkpoint import load
+    from edgepack.quant.calibrate import default_tokens
     from edgepack.quant.methods import DEFAULT_GGUF_METHOD, DEFAULT_METHOD
 
+    tokens = default_tokens(load("demo"))
     arts = manifest["artifacts"]
     cmd = f"edgepack export --model demo --out {out} --threads 2"
     if len(arts) == 1:
@@ -138,7 +139,7 @@ def export_command(manifest, out):
     q = arts[0]["quantization"]
     if q["method"] not in (DEFAULT_METHOD, DEFAULT_GGUF_METHOD):
         cmd += f" --method {q['method']}"
-    if (q.get("calibration") or {}).get("tokens", CALIBRATION_TOKENS) != CALIBRATION_TOKENS:
+    if (q.get("calibration") or {}).get("tokens", tokens) != tokens:
         cmd += f" --calibration-tokens {q['calibration']['tokens']}"
     return cmd
 
@@ -160,12 +161,17 @@ GGUF_ROWS = {  # row -> (who quantizes, GGUF type, edgepack method)
     "llama.cpp q4_k_m + imatrix": ("llama.cpp", "q4_k_m", "imatrix"),
     "llama.cpp q4_k_s": ("llama.cpp", "q4_k_s", None),
     "llama.cpp q5_k_m": ("llama.cpp", "q5_k_m", None),
-    "edgepack q4_0 (default)": ("edgepack", "q4_0", "awq_gptq_sym+emb5"),
-    "edgepack q4_0 act-order": ("edgepack", "q4_0", "awq_gptq_sym_ao+emb5"),
-    "edgepack q4_0 act-order, 8192 calibration tokens": ("edgepack", "q4_0", "awq_gptq_sym_ao+emb5@8192"),
-    "edgepack q4_k_m": ("edgepack", "q4_k_m", "awq_gptq_sym"),
-    "edgepack q4_k_s": ("edgepack", "q4_k_s", "awq_gptq_sym"),
-    "edgepack q5_k_m": ("edgepack", "q5_k_m", "awq_gptq_sym"),
+    # edgepack's rows: METHOD[@TOKENS][ damp=X], bare = 2048 calibration tokens and the method's damping, as
+    # in main(); the export's defaults on both models here are 8192 tokens (calibrate.default_tokens)
+    "edgepack q4_0 (default)": ("edgepack", "q4_0", "awq_gptq_sym_ao+emb5@8192"),
+    "edgepack q4_0, file order (the default before 2026-12-07)": ("edgepack", "q4_0", "awq_gptq_sym+emb5"),
+    "edgepack q4_0 act-order, damp 0.01": ("edgepack", "q4_0", "awq_gptq_sym_ao+emb5 damp=0.01"),
+    "edgepack q4_0 act-order, damp 0.01, 8192 calibration tokens": ("edgepack", "q4_0", "awq_gptq_sym_ao+emb5@8192 damp=0.01"),
+    "edgepack q4_k_m": ("edgepack", "q4_k_m", "awq_gptq_sym@8192"),
+    "edgepack q4_k_s": ("edgepack", "q4_k_s", "awq_gptq_sym@8192"),
+    "edgepack q5_k_m": ("edgepack", "q5_k_m", "awq_gptq_sym@8192"),
+    "edgepack q4_k_m, 2048 calibration tokens": ("edgepack", "q4_k_m", "awq_gptq_sym"),
+    "edgepack q5_k_m, 2048 calibration tokens": ("edgepack", "q5_k_m", "awq_gptq_sym"),
 }
 WIDE = dict(hidden_size=2304, intermediate_size=5760, num_hidden_layers=4, num_attention_heads=36, num_key_value_heads=36,
             max_position_embeddings=4096, dim_model_base=2304,  # logit scale 1: peaked enough for top-1 to mean something
@@ -211,7 +217,8 @@ def gguf_types(model, rows, work=Path(os.environ.get("EDGEPACK_WORK", "/tmp/edge
     from edgepack.model.checkpoint import load
     from edgepack.model.testmodels import make_tiny
     from edgepack.model.tokenizer import load_tokenizer
-    from edgepack.quant.methods import quantize_model
+    from edgepack.quant.calibrate import CALIBRATION_TOKENS
+    from edgepack.quant.methods import method, quantize_model
     from edgepack.runtime.gguf_backend import GGUFBackend
 
     torch.set_num_threads(int(os.environ.get("EDGEPACK_THREADS", "2")))
@@ -250,9 +257,11 @@ def gguf_types(model, rows, work=Path(os.environ.get("EDGEPACK_WORK", "/tmp/edge
             llama_quantize(f32 / "model-F32.gguf", path, kind, threads=2, imatrix=imatrix(ckpt, tok) if spec else None)
             q = None
         else:
-            method, _, n_cal = spec.partition("@")  # METHOD@TOKENS, as in main()
-            q = quantize_model(ckpt, method, tokenizer=tok, block8=32, block=32, kmix=None if kind == "q4_0" else kind,
-                               **({"n_tokens": int(n_cal)} if n_cal else {}))
+            name, _, damp = spec.partition(" damp=")
+            name, _, n_cal = name.partition("@")
+            m = method(name) if not damp else replace(method(name), damp=float(damp))
+            q = quantize_model(ckpt, m, tokenizer=tok, block8=32, block=32, kmix=None if kind == "q4_0" else kind,
+                               n_tokens=int(n_cal) if n_cal else CALIBRATION_TOKENS)
             path = d / write_gguf(ckpt, d, gguf_type=kind, quantized=q)["file"]
         quantize_s = time.time() - t0
         fid = fidelity.compare(ref, score(path), ids)

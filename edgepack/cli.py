@@ -113,11 +113,12 @@ def _not_yet(name, issue):
               "edgepack's calibrated codes in llama.cpp's type mix, q4_k_m-llamacpp llama.cpp's own quantizer.")
 @click.option("--method", default=None, help="int4 method: rtn, asym, mse, awq, gptq, awq_gptq, gptq_sym, "
               "awq_gptq_sym, awq_gptq_sym_ao (act-order), awq_gptq_sym_ls (least-squares scales), awq_gptq_sym_seq, "
-              "awq_gptq_sym_ft (float target), awq_gptq_sym_ao_ls, awq_gptq_sym_ao_ft, each optionally +emb8/+emb5 (default: the measured best; "
-              "see edgepack/quant/).")
+              "awq_gptq_sym_ft (float target), awq_gptq_sym_ao_ls, awq_gptq_sym_ao_ft, each optionally +emb8/+emb5 (default: the measured best, "
+              "awq_gptq_sym_ao+emb8 for ONNX, +emb5 for GGUF q4_0, awq_gptq_sym for the K types; see edgepack/quant/).")
 @click.option("--calibration-tokens", type=int, default=None,
-              help="Calibration text tokens for a calibrated int4 method, a multiple of 512 (default 2048; "
-              "more fit better and take longer; see benchmarks/README.md, int4 method).")
+              help="Calibration text tokens for a calibrated int4 method, a multiple of 512 (default: by model "
+              "size, 8192 for the demo, 4096 for MiniCPM-2B, 2048 from 4B on; more fit better and take longer; "
+              "see benchmarks/README.md, int4 method).")
 @click.option("--fidelity-tokens", type=click.IntRange(0), default=2048, show_default=True,
               help="Evaluation tokens for the fidelity report (0 skips it).")
 @click.option("--context", type=int, default=None,

@@ -47,16 +47,17 @@ def export(model="demo", out=None, formats=FORMATS, dtype="int4", block_size=32,
     context: the tokens the artifact serves (default: the description's context_length, i.e. max_position_embeddings, or 4096 for a dynamic-NTK model); the ONNX
     RoPE caches, genai's context_length and, for LongRoPE, the factor set follow it.
 
-    method: the int4 method of edgepack.quant (default: methods.DEFAULT_METHOD for ONNX and
-    methods.DEFAULT_GGUF_METHOD for GGUF Q4_0, the measured best within the size budget).
+    method: the int4 method of edgepack.quant (default: methods.DEFAULT_METHOD for ONNX,
+    methods.DEFAULT_GGUF_METHOD for GGUF Q4_0 and DEFAULT_KQUANT_METHOD for the K types, the measured
+    best within the size budget).
     kv_dtype: the ONNX KV cache's type (default: onnx_writer.KV_DTYPE for int4, float32 for fp32).
     mmproj_type: a MiniCPM-V's mmproj GGUF beside the LLM GGUF: f16 (default), q8_0 or f32.
     vision_dtype: a MiniCPM-V's vision.onnx weights: fp16 (default for int4), int8 or fp32 (default for fp32).
     target: "desktop" (default) or "phone": the int4 ONNX's MatMulNBits accuracy_level (TARGETS).
     calibration_tokens: tokens of calibration text for a calibrated int4 method (default
-    quant.calibrate.CALIBRATION_TOKENS, 2048; a multiple of its 512-token sequences). On the demo,
-    act-order at 8192 tokens scores best (ONNX Δppl +4.0% against the default's +4.6%, top-1 87.9%
-    against 85.5%) and its calibration takes 2x the default's on the 2B shape (benchmarks/README.md)."""
+    quant.calibrate.default_tokens: 2048 to 8192 by the model's size, as many as its time budget allows;
+    a multiple of the 512-token sequences). More tokens fit better: act-order's fake-quant Δppl on the
+    demo is +4.6% at 2048 tokens, +3.2% at 4096, +2.7% at 8192 (benchmarks/README.md, decision log "int4 method")."""
     from .model.checkpoint import load
     from .model.tokenizer import load_tokenizer
 
@@ -198,7 +199,7 @@ def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, b
     method calibrating them (rtn: round-to-nearest on the K grids). Inside methods.shared_calibration() both
     formats share one calibration.
     scratch: where a mixture-of-experts model's calibrated expert codes are spilled meanwhile.
-    n_tokens: the calibration's size (default quant.calibrate.CALIBRATION_TOKENS)."""
+    n_tokens: the calibration's size (default quant.calibrate.default_tokens: 2048 to 8192 by model size)."""
     from .quant import methods
 
     tokens = {} if n_tokens is None else {"n_tokens": n_tokens}
@@ -209,7 +210,7 @@ def quantize_for(fmt, ckpt, dtype, gguf_type=None, method=None, progress=None, b
     elif (gguf_type or "q4_0") == "q4_0":
         spec, block8, block = method or methods.DEFAULT_GGUF_METHOD, 32, 32  # GGUF's blocks are 32 weights
     elif gguf_type in ("q4_k_m", "q4_k_s", "q5_k_m"):
-        spec = (method or methods.DEFAULT_GGUF_METHOD).split("+")[0]  # the mix names every tensor's bits
+        spec = (method or methods.DEFAULT_KQUANT_METHOD).split("+")[0]  # the mix names every tensor's bits
         return methods.quantize_model(ckpt, spec, progress=progress, block8=32, block=32, scratch=scratch, kmix=gguf_type, **tokens)
     else:
         if method and method != "rtn":

@@ -86,6 +86,24 @@ def test_calibration_tokens_reach_both_formats_calibration(tmp_path):
         assert a["quantization"]["calibration"]["sequences"] == 2, a["format"]
 
 
+def test_each_format_calibrates_with_its_default_method(tmp_path):
+    """ONNX and GGUF q4_0 default to act-order (gptq.AO_DAMP) on the model's default token count; the K types,
+    whose GPTQ runs in file order, to DEFAULT_KQUANT_METHOD at gptq.DAMP."""
+    from edgepack.export import quantize_for
+    from edgepack.model.checkpoint import load
+    from edgepack.quant import calibrate, gptq
+
+    ckpt = load(make_tiny(tmp_path / "model", gqa=True))
+    want = {("onnx", None): methods.DEFAULT_METHOD, ("gguf", "q4_0"): methods.DEFAULT_GGUF_METHOD,
+            ("gguf", "q4_k_m"): methods.DEFAULT_KQUANT_METHOD}
+    for (fmt, gguf_type), name in want.items():
+        q = quantize_for(fmt, ckpt, "int4", gguf_type, n_tokens=512)
+        assert q.method.name == name, (fmt, gguf_type)
+        assert q.method.gptq_damp == (gptq.DAMP if gguf_type == "q4_k_m" else gptq.AO_DAMP), (fmt, gguf_type)
+    assert methods.method(methods.DEFAULT_METHOD).act_order and not methods.method(methods.DEFAULT_KQUANT_METHOD).act_order
+    assert quantize_for("onnx", ckpt, "int4").info["calibration"]["tokens"] == calibrate.default_tokens(ckpt)
+
+
 def test_a_short_context_model_exports_with_the_default_fidelity_evaluation(tmp_path):
     """max_position_embeddings 256 < the 2048 evaluation tokens: evaluated in windows of 256, as
     llama.cpp's perplexity tool chunks a text, and the window is recorded (it once failed with

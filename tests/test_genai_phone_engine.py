@@ -25,7 +25,7 @@ What must hold, for two chat prompts:
   be the first token: the full-length greedy comparison is the same-onnxruntime one above).
 
 The artifact is `edgepack export --int4 --format onnx` of the demo model with method rtn+emb8: the
-same graph as the default method (awq_gptq_sym+emb8; same ops and attributes: int4 MatMulNBits,
+same graph as the default method (awq_gptq_sym_ao+emb8; same ops and attributes: int4 MatMulNBits,
 8-bit GatherBlockQuantized table) without its minutes of calibration.
 """
 import fcntl

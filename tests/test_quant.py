@@ -123,7 +123,7 @@ def test_gptq_on_grid_and_lowers_output_error():
 
 
 def test_gptq_damping_defaults_to_the_module_constant(monkeypatch):
-    """benchmarks/quant_methods.py --damp sets gptq.DAMP for every GPTQ call, act-order's too."""
+    """gptq() without damp= damps by gptq.DAMP, act-order's pass too (the K-quant grids call it so)."""
     w = _weights(4, n=32, k=128)
     g = torch.Generator().manual_seed(5)
     X = torch.randn(64, 128, generator=g) @ torch.randn(128, 128, generator=g)  # T < K: damping matters
@@ -135,6 +135,19 @@ def test_gptq_damping_defaults_to_the_module_constant(monkeypatch):
         monkeypatch.setattr(gptq, "DAMP", 1.0)
         assert np.array_equal(gptq.gptq(w, H, 4, clip=True, act_order=ao).codes, heavy)
         monkeypatch.setattr(gptq, "DAMP", 0.01)
+
+
+def test_a_methods_damping_reaches_its_calibration(tiny_gqa):
+    """Act-order methods damp by gptq.AO_DAMP, the others by gptq.DAMP, unless the Method names its own
+    (benchmarks/quant_methods.py --damp): the codes follow the damping the method asks for."""
+    from dataclasses import replace
+
+    ao, fo = methods.method("awq_gptq_sym_ao+emb8"), methods.method("awq_gptq_sym+emb8")
+    assert (ao.gptq_damp, fo.gptq_damp, replace(ao, damp=0.05).gptq_damp) == (gptq.AO_DAMP, gptq.DAMP, 0.05)
+    assert gptq.AO_DAMP != gptq.DAMP
+    digest = lambda m: methods.digest(_quantized(tiny_gqa, m, n_tokens=256))  # noqa: E731
+    assert digest(ao) == digest(replace(ao, damp=gptq.AO_DAMP)) != digest(replace(ao, damp=gptq.DAMP))
+    assert digest(fo) == digest(replace(fo, damp=gptq.DAMP)) != digest(replace(fo, damp=gptq.AO_DAMP))
 
 
 def test_gptq_over_stacked_rows_equals_gptq_per_linear():
@@ -400,6 +413,34 @@ def test_gguf_holds_the_quantized_weights(tiny_gqa, tmp_path, name, types):
         assert np.abs(got[n][1] - ref).max() <= tol, n
 
 
+class _Shapes:
+    """A checkpoint's names and shapes from a config alone (what calibrate.default_tokens reads)."""
+    def __init__(self, **fields):
+        from edgepack.model.checkpoint import expected_shapes
+        from edgepack.model.families import parse_config
+        from edgepack.model.testmodels import tiny_config
+
+        self.config = parse_config(tiny_config(**fields))
+        self._shapes = expected_shapes(self.config)
+        self.names = list(self._shapes)
+
+    def shape(self, name):
+        return self._shapes[name]
+
+
+def test_the_default_calibration_size_follows_the_model_size(tiny_gqa):
+    """More tokens where they are cheap: 8192 for a small model, 4096 on MiniCPM-2B's layers (its act-order
+    calibration then fits 30 minutes on 2 cores), 2048 from a MiniCPM3-4B-sized stack on; the embedding
+    does not count (calibration never multiplies by it)."""
+    big = dict(num_attention_heads=36, num_key_value_heads=36, vocab_size=122753)
+    assert calibrate.default_tokens(tiny_gqa) == calibrate.MAX_CALIBRATION_TOKENS == 8192
+    assert calibrate.default_tokens(_Shapes(hidden_size=2304, num_hidden_layers=40, intermediate_size=5760, **big)) == 4096
+    assert calibrate.default_tokens(_Shapes(hidden_size=2304, num_hidden_layers=80, intermediate_size=5760, **big)) == 2048
+    assert calibrate.default_tokens(_Shapes(hidden_size=2304, num_hidden_layers=20, intermediate_size=5760, **big)) == 8192
+    assert calibrate.default_tokens(_Shapes(hidden_size=2304, num_hidden_layers=20, intermediate_size=5760,
+                                            **{**big, "vocab_size": 10 * 122753})) == 8192
+
+
 @pytest.mark.parametrize("name,block", [("awq_gptq+emb8", 32), ("gptq_sym", 32), ("awq_gptq_sym_ao+emb8", 16),
                                         ("awq_gptq_sym_ls+emb8", 32)])
 def test_onnx_runs_the_quantized_weights(tiny_gqa, tmp_path, name, block):
@@ -414,7 +455,8 @@ def test_onnx_runs_the_quantized_weights(tiny_gqa, tmp_path, name, block):
     q = methods.quantize_model(tiny_gqa, name, tokenizer=_tok(tiny_gqa), block=block)
     entry = write_onnx(tiny_gqa, tmp_path, dtype="int4", threads=1, quantized=q, block_size=block)
     qd = entry["quantization"]
-    assert qd["method"] == name and qd["calibration"]["tokens"] == calibrate.CALIBRATION_TOKENS
+    assert qd["method"] == name and qd["calibration"]["tokens"] == calibrate.default_tokens(tiny_gqa) == 8192
+    assert qd["gptq_damping"] == methods.method(name).gptq_damp  # the manifest says how GPTQ was damped
     assert qd["block_size"] == block and qd["scheme"].startswith(f"int4_sym_block{block}" if methods.method(name).sym else f"int4_asym_block{block}")
     m = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False)
     ops = {(n.op_type, a.i) for n in m.graph.node for a in n.attribute if a.name == "bits"}

@@ -6,6 +6,8 @@ AWQ scales and GPTQ Hessians computed from them, the layer quantized, and the *q
 produces the next layer's input. Only one layer's weights and activations are alive at a time.
 Everything runs in float64 (CALIBRATION_DTYPE says why), so the codes are the same on every CPU.
 """
+import math
+
 import torch
 
 from ..errors import BadInput
@@ -16,7 +18,11 @@ from .kquant import quantize_as
 from .moe import MIN_EXPERT_TOKENS, Routed, Tap, calibrate_experts, router_name
 
 
-CALIBRATION_TOKENS = 2048  # default calibration size (tokens of texts.calibration_text())
+CALIBRATION_TOKENS = 2048  # the smallest default calibration (tokens of texts.calibration_text())
+MAX_CALIBRATION_TOKENS = 8192  # the largest: on the demo 16384 did no better (benchmarks/README.md)
+CALIBRATION_BUDGET = 1.2e13  # tokens x transformer-layer weights the default calibration may cost: 4096
+                             # tokens on MiniCPM-2B's 2.44e9 (act-order, 27.7 min on 2 cores), 8192 on
+                             # a model up to ~1.4e9, 2048 from ~2.9e9 (MiniCPM3-4B: ~22 min at 2048)
 CALIBRATION_SEQ = 512      # tokens per calibration sequence
 # Calibration computes in float64 so that its discrete choices (AWQ's α, each block's clip ratio, every
 # GPTQ rounding) do not depend on the CPU: float32 sums and matmuls round differently with the SIMD
@@ -26,6 +32,19 @@ CALIBRATION_SEQ = 512      # tokens per calibration sequence
 # the decision log in benchmarks/README.md on the demo). Cost, against float32: demo 1.47x time; 2B shape, 40 layers: 28.2 min,
 # 4.3 GB peak RSS vs 19.5 min, 5.3 GB (benchmarks/bench_calibration_2b.py, quiet machine).
 CALIBRATION_DTYPE = torch.float64
+
+
+def default_tokens(ckpt):
+    """The default calibration size for ckpt: the largest power of two from CALIBRATION_TOKENS to
+    MAX_CALIBRATION_TOKENS whose cost, tokens x the transformer layers' weights, fits CALIBRATION_BUDGET.
+    More tokens fit better (act-order on the demo, fake-quant Δppl: +4.6% at 2048, +3.2% at 4096, +2.7% at
+    8192) and the calibration time grows with them, so a small model gets more of them at the same cost."""
+    weights = sum(math.prod(ckpt.shape(n)) for n in ckpt.names
+                  if n.startswith("model.layers.") and len(ckpt.shape(n)) == 2)
+    n = CALIBRATION_TOKENS
+    while 2 * n <= MAX_CALIBRATION_TOKENS and 2 * n * weights <= CALIBRATION_BUDGET:
+        n *= 2
+    return n
 
 
 def calibration_ids(tokenizer, n_tokens=CALIBRATION_TOKENS, seq=CALIBRATION_SEQ):
@@ -114,7 +133,7 @@ def _calibrate(q, ids, progress=None, float_only=False):
                 for n in group:
                     by_kind.setdefault(q.kind(p + n + ".weight"), []).append(n)
                 for kind, names in by_kind.items():
-                    qt, lo = quantize_as(torch.cat([W[n] for n in names]), kind, H, m.clip, imp), 0
+                    qt, lo = quantize_as(torch.cat([W[n] for n in names]), kind, H, m.clip, imp, damp=m.gptq_damp), 0
                     for n in names:
                         q.tensors[p + n + ".weight"], lo = qt.rows(slice(lo, lo + len(W[n]))), lo + len(W[n])
                 del H
@@ -123,13 +142,13 @@ def _calibrate(q, ids, progress=None, float_only=False):
                     H, w = hessian(x), torch.cat([W[n] for n in group])
                     if m.ft:
                         w += float_target(w, x, XF[group[0]], H)
-                    qt = gptq(w, H, 4, m.sym, m.clip, block=q.block, act_order=m.act_order)
+                    qt = gptq(w, H, 4, m.sym, m.clip, block=q.block, damp=m.gptq_damp, act_order=m.act_order)
                     if m.refine:
                         qt = refine_scales(qt, w, H)
                     del H, w
                 else:  # temporaries gptq frees as it goes (peak RSS)
                     qt = gptq(torch.cat([W[n] for n in group]), hessian(x), 4, m.sym, m.clip, block=q.block,
-                              act_order=m.act_order)
+                              damp=m.gptq_damp, act_order=m.act_order)
                 lo = 0
                 for n in group:
                     q.tensors[p + n + ".weight"], lo = qt.rows(slice(lo, lo + len(W[n]))), lo + len(W[n])

@@ -167,15 +167,16 @@ def ktensor(kind, grid, codes):
     return KTensor(kind, np.ascontiguousarray(codes, np.uint8), f32(d), f32(dmin), sc, m.to(torch.uint8).numpy())
 
 
-def quantize_as(w, kind, H=None, clip=True, imp=None, chunk_rows=8192):
+def quantize_as(w, kind, H=None, clip=True, imp=None, chunk_rows=8192, damp=None):
     """w (N, K) on the grid `kind` ('q4_k', 'q5_k', 'q6_k', or a 32-weight block grid 'q4_0', 'q5_0',
-    'q8_0'): GPTQ rounding when H (the calibration Hessian) is given, else round-to-nearest."""
+    'q8_0'): GPTQ rounding (damped by damp, default gptq.DAMP) when H (the calibration Hessian) is given,
+    else round-to-nearest."""
     from .gptq import gptq
 
     if kind in BLOCK_KINDS:
         bits = BLOCK_KINDS[kind]
         if H is not None:
-            return gptq(w.double(), H, bits, True, clip, block=32)
+            return gptq(w.double(), H, bits, True, clip, block=32, damp=damp)
         return quantize(w.float(), bits, True, clip, imp=None if imp is None else imp.float(), block=32)
     bits, sub = K_KINDS[kind][:2]
     if H is None and len(w) > chunk_rows:  # a table: row chunks bound the float64 temporaries
@@ -183,7 +184,7 @@ def quantize_as(w, kind, H=None, clip=True, imp=None, chunk_rows=8192):
     w = w.double()
     grid, S, Z = fit_k(w, kind, clip, None if imp is None else imp.double())
     if H is not None:
-        codes = gptq(w, H, bits, block=sub, grid=(S, Z))
+        codes = gptq(w, H, bits, block=sub, damp=damp, grid=(S, Z))
     else:
         N, K = w.shape
         codes = (w.reshape(N, -1, sub) / S[..., None] + Z[..., None]).round().clamp(0, 2 ** bits - 1).reshape(N, K)

@@ -15,13 +15,15 @@ import torch
 from ..errors import BadInput
 from . import kquant
 from .blocks import BLOCK, QTensor, quantize
-from .calibrate import CALIBRATION_TOKENS, _calibrate, calibration_ids
+from .calibrate import _calibrate, calibration_ids, default_tokens
 from .moe import is_expert, is_router, rtn
 
 
 # The export defaults: the best measured method within 1.15x the plain RTN artifact (benchmarks/README.md, decision log).
-DEFAULT_METHOD = "awq_gptq_sym+emb8"       # ONNX: MatMulNBits/GatherBlockQuantized take an 8-bit table
-DEFAULT_GGUF_METHOD = "awq_gptq_sym+emb5"  # GGUF: Q8_0's 8.5 bits/weight table would cost 1.19x; Q5_0 fits
+# Act-order at gptq.AO_DAMP on calibrate.default_tokens: demo ONNX +2.9% / top-1 88.7%, GGUF +3.9% / 86.9%.
+DEFAULT_METHOD = "awq_gptq_sym_ao+emb8"       # ONNX: MatMulNBits/GatherBlockQuantized take an 8-bit table
+DEFAULT_GGUF_METHOD = "awq_gptq_sym_ao+emb5"  # GGUF: Q8_0's 8.5 bits/weight table would cost 1.19x; Q5_0 fits
+DEFAULT_KQUANT_METHOD = "awq_gptq_sym"        # GGUF K types: their GPTQ runs in file order (no act-order)
 KEEP8_BLOCK = 256  # 8-bit tensors: the largest power-of-two block ≤ this dividing K (int8 error is tiny
                    # even per 256 weights; fewer fp32 scales: 8.125 bits/weight instead of 9 at block 32)
 
@@ -40,10 +42,17 @@ class Method:
     ft: bool = False  # GPTQ aims at the float model's outputs W·x_float (calibrate.float_target); needs seq
     embed_bits: int = 4  # bits of the tied table / lm_head: 4, 5 (GGUF Q5_0's grid) or 8
     describe: str = ""
+    damp: float = None  # GPTQ's damping (default: gptq.AO_DAMP with act-order, else gptq.DAMP)
 
     @property
     def calibrated(self):
         return self.awq or self.gptq or (self.clip and not self.sym and False)
+
+    @property
+    def gptq_damp(self):
+        from . import gptq
+
+        return self.damp if self.damp is not None else gptq.AO_DAMP if self.act_order else gptq.DAMP
 
 
 METHODS = {m.name: m for m in [
@@ -194,9 +203,10 @@ def shared_calibration():
             _SHARED = None
 
 
-def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS, progress=None, block8=KEEP8_BLOCK,
+def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=None, progress=None, block8=KEEP8_BLOCK,
                    block=BLOCK, scratch=None, kmix=None):
     """Quantize ckpt with a method; calibrated methods stream the calibration layer by layer.
+    n_tokens: calibration tokens (default calibrate.default_tokens(ckpt): 2048 to 8192 by the model's size).
     scratch: the folder where a mixture-of-experts model's calibrated expert codes are spilled (in a
     temporary folder of their own; default: the system's temporary folder).
     kmix: a llama.cpp K-quant mix ('q4_k_m', 'q4_k_s', 'q5_k_m'): every 2-D weight on the grid
@@ -211,12 +221,13 @@ def quantize_model(ckpt, spec="rtn", tokenizer=None, n_tokens=CALIBRATION_TOKENS
         kquant.mix(kmix, "", 0, 0, False)  # an unknown mix is one clear error before any work
     if (m.seq or m.refine) and (kmix or ckpt.config.num_experts):
         raise BadInput(f"method {m.name} is for dense models' int4 grid: not with K-quant types or mixture-of-experts")
+    n_tokens = default_tokens(ckpt) if n_tokens is None else n_tokens
     q = Quantized(ckpt, m, block8=block8, block4=block, kmix=kmix)
     q.info = {"method": m.name, "description": m.describe, "bits": 4, "block_size": block,
               "symmetric": m.sym, "embedding_bits": m.embed_bits}
     if kmix:
         q.info.update(kquant_mix=kmix, symmetric=None, embedding_bits=q.planned_bits(_embed_name(ckpt)))
-    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, m.act_order, m.refine, m.seq, m.ft, n_tokens, block, kmix)
+    key = (str(ckpt.path), m.sym, m.clip, m.awq, m.gptq, m.act_order, m.refine, m.seq, m.ft, m.gptq_damp, n_tokens, block, kmix)
     if (m.awq or m.gptq) and _SHARED and key in _SHARED:  # the other format of the same export: same layers
         q.tensors.update(_SHARED[key].tensors)
         q.floats.update(_SHARED[key].floats)
@@ -288,8 +299,8 @@ def describe(q):
                 "method": m.name, "method_description": f"{m.describe}; llama.cpp's {q.kmix.upper()} type mix, "
                 "edgepack's codes (K-quant super-blocks; Q5_0/Q8_0 where a row is not 256 wide)",
                 "tensor_kinds": dict(kinds), "bits_per_weight": round(8 * nbytes / n_weights, 3),
-                "calibration": q.info.get("calibration")}
+                "gptq_damping": m.gptq_damp if m.gptq else None, "calibration": q.info.get("calibration")}
     return {"scheme": f"int4_{'sym' if m.sym else 'asym'}_block{q.block}" + (f"_emb{m.embed_bits}" if m.embed_bits != 4 else ""),
             "bits": 4, "block_size": q.block, "method": m.name, "method_description": m.describe,
             "embedding_bits": m.embed_bits, "bits_per_weight": round(8 * nbytes / n_weights, 3),
-            "calibration": q.info.get("calibration")}
+            "gptq_damping": m.gptq_damp if m.gptq else None, "calibration": q.info.get("calibration")}

@@ -65,7 +65,7 @@ def routed_rows(x, router, k):
 
 def _fit(w, x, m, block):
     if m.gptq:
-        return gptq(w, hessian(x), 4, True, m.clip, block=block, act_order=m.act_order)
+        return gptq(w, hessian(x), 4, True, m.clip, block=block, damp=m.gptq_damp, act_order=m.act_order)
     return quantize(w.float(), 4, True, m.clip, imp=x.pow(2).mean(0) if m.clip else None, block=block)
 
 
