@@ -163,7 +163,7 @@ def routed(tmp_path_factory):
         q = methods.quantize_model(ck, METHOD, block=32)
     finally:
         mp.undo()
-    ids = calibration_ids(load_tokenizer(d))
+    ids = calibration_ids(load_tokenizer(d), q.info["calibration"]["tokens"])  # the default size for this model
     ref = MiniCPM.from_checkpoint(ck).double()
     x = {}
     ref.model.layers[0].mlp.register_forward_pre_hook(lambda mod, args: x.__setitem__("x", args[0].reshape(-1, args[0].shape[-1])))

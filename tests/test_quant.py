@@ -261,8 +261,8 @@ def test_moe_experts_take_the_methods_act_order():
     x = torch.randn(256, 64, generator=g, dtype=torch.float64) * torch.randn(64, generator=g, dtype=torch.float64).exp()
     w = torch.randn(32, 64, generator=g, dtype=torch.float64)
     got = moe._fit(w, x, methods.method("awq_gptq_sym_ao"), 32)
-    want = gptq.gptq(w, gptq.hessian(x), 4, True, True, block=32, act_order=True)
-    plain = gptq.gptq(w, gptq.hessian(x), 4, True, True, block=32)
+    want = gptq.gptq(w, gptq.hessian(x), 4, True, True, block=32, damp=gptq.AO_DAMP, act_order=True)
+    plain = gptq.gptq(w, gptq.hessian(x), 4, True, True, block=32, damp=gptq.AO_DAMP)
     assert np.array_equal(got.codes, want.codes) and not np.array_equal(got.codes, plain.codes)
 
 
